@@ -1,0 +1,76 @@
+"""The `roomlab` command: `roomlab serve` runs a server in the foreground; `roomlab demo` shows one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from . import __version__
+from .server import serve
+
+
+def _print_server(server, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+    print(f"roomlab {__version__} serving on {server.url}", file=out)
+    print(f"  account_sid  {server.account_sid}", file=out)
+    print(f"  api_key      {server.api_key}", file=out)
+    print(f"  api_secret   {server.api_secret}", file=out)
+    out.flush()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    server = serve(host=args.host, port=args.port, db=args.db, api_key=args.api_key, api_secret=args.api_secret)
+    _print_server(server)
+    print("  press Ctrl-C to stop", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait(args.duration)
+    server.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a server, manage a room through the official Twilio helper library, print it all."""
+    with serve(db=args.db) as server:
+        _print_server(server)
+        client = server.twilio_client()
+        room = client.video.v1.rooms.create(unique_name=args.room, type="group", max_participants=10)
+        print(f"created room {room.sid} ({room.unique_name}), status {room.status}")
+        token = server.token("alice", room=args.room)
+        print(f"access token for alice in {args.room}: {token[:40]}...")
+        listed = [r.unique_name for r in client.video.v1.rooms.list(status="in-progress")]
+        print(f"in-progress rooms: {json.dumps(listed)}")
+        ended = client.video.v1.rooms(room.sid).update(status="completed")
+        print(f"ended room {ended.sid}: status {ended.status}, duration {ended.duration} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="roomlab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"roomlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("serve", help="run a room server in the foreground")
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=0, help="port to bind (default: any free port)")
+    run.add_argument("--db", default=None, help="SQLite file that keeps rooms across restarts (default: memory)")
+    run.add_argument("--api-key", default=None, help="API key SID (SK...) to accept (default: generated)")
+    run.add_argument("--api-secret", default=None, help="API key secret (default: generated)")
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.set_defaults(func=cmd_serve)
+
+    demo = commands.add_parser("demo", help="start a server, create, list and end a room, and stop")
+    demo.add_argument("--room", default="demo", help="room name (default: demo)")
+    demo.add_argument("--db", default=None, help="SQLite file to keep the run's rooms in")
+    demo.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""`roomlab.serve()`: a room server running on an event loop of its own, beside the caller.
+
+The server owns a thread and an asyncio loop, so a notebook (or a script) keeps working while it
+serves, and blocking clients such as the official `twilio` library can call it from the same
+process without deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .app import build_app
+from .auth import Credentials, mint_access_token
+from .callbacks import DeliveryPolicy, StatusCallbacks
+from .rest import RestApi
+from .rooms import Rooms
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Seconds between checks of room and participant timeouts.
+EXPIRY_INTERVAL = 1.0
+
+
+class Server:
+    """A running room server: its URL, credentials, and the rooms it holds."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        db: str | Path | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        *,
+        account_sid: str | None = None,
+        clock: Callable[[], float] = time.time,
+        callback_policy: DeliveryPolicy | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.db = None if db is None else Path(db)
+        self._requested = (account_sid, api_key, api_secret)
+        self.clock = clock
+        self.callback_policy = callback_policy
+        self.credentials: Credentials | None = None
+        self.rooms: Rooms | None = None
+        self.store: Store | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._callbacks: StatusCallbacks | None = None
+        self._expiry: asyncio.Task[None] | None = None
+        self._stopped = threading.Event()
+
+    # lifecycle ------------------------------------------------------------------------------
+    def start(self) -> Server:
+        """Start serving in a background thread; returns once the server accepts requests."""
+        if self._thread is not None:
+            raise RuntimeError("this server has already been started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ready, failure), name="roomlab-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            raise failure[0]
+        return self
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:  # handed to the thread that called start()
+            failure.append(exc)
+            loop.run_until_complete(self._shutdown())
+            loop.close()
+            self._stopped.set()
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._shutdown())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._stopped.set()
+
+    async def _startup(self) -> None:
+        self.store = Store(self.db)
+        self.credentials = self._credentials(self.store)
+        self.rooms = Rooms(self.store, self.credentials.account_sid, self.clock)
+        self._callbacks = StatusCallbacks(self.rooms, self.store, self.credentials.api_secret, self.callback_policy)
+        await self._callbacks.start()
+        app = build_app(self.credentials, RestApi(self.rooms, self.store))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._expiry = asyncio.get_running_loop().create_task(self._expire_forever())
+        log.info("roomlab server on %s", self.url)
+
+    async def _shutdown(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.rooms is not None:
+            self.rooms.close()
+        if self._callbacks is not None:
+            await self._callbacks.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            self.store.close()
+
+    async def _expire_forever(self) -> None:
+        assert self.rooms is not None
+        while True:
+            await asyncio.sleep(EXPIRY_INTERVAL)
+            self.rooms.expire()
+
+    def _credentials(self, store: Store) -> Credentials:
+        """Given credentials win; otherwise a file store keeps the ones it was first given."""
+        account_sid, api_key, api_secret = self._requested
+        generated = Credentials.generate()
+        saved = {name: store.setting(name) for name in ("account_sid", "api_key", "api_secret")}
+        if api_key is None and api_secret is None:
+            api_key, api_secret = saved["api_key"], saved["api_secret"]
+        credentials = Credentials(
+            account_sid or saved["account_sid"] or generated.account_sid,
+            api_key or generated.api_key,
+            api_secret or generated.api_secret,
+        )
+        for name in ("account_sid", "api_key", "api_secret"):
+            store.set_setting(name, getattr(credentials, name))
+        return credentials
+
+    def stop(self) -> None:
+        """Disconnect everyone, finish callbacks in flight (briefly), close the store."""
+        if self._loop is None or self._thread is None or self._stopped.is_set():
+            return
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # what users need ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def account_sid(self) -> str:
+        return self._creds.account_sid
+
+    @property
+    def api_key(self) -> str:
+        return self._creds.api_key
+
+    @property
+    def api_secret(self) -> str:
+        return self._creds.api_secret
+
+    @property
+    def _creds(self) -> Credentials:
+        if self.credentials is None:
+            raise RuntimeError("the server has not been started")
+        return self.credentials
+
+    def token(self, identity: str, room: str | None = None, ttl: int = 3600) -> str:
+        """An access token for `identity`, limited to `room` when given."""
+        return mint_access_token(self._creds, identity, room, ttl)
+
+    def twilio_client(self) -> Any:
+        """The official `twilio.rest.Client`, with its video domain pointed at this server."""
+        from twilio.rest import Client
+
+        client = Client(self.api_key, self.api_secret, self.account_sid)
+        client.video.base_url = self.url
+        return client
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn` on the server's loop (where room state lives) and return its result."""
+        if self._loop is None or self._stopped.is_set():
+            raise RuntimeError("the server is not running")
+        if threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+
+        async def run() -> T:
+            return fn(*args, **kwargs)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._stopped.is_set() else "running" if self._loop else "not started"
+        return f"<roomlab.Server {self.url} {state}>"
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    db: str | Path | None = None,
+    api_key: str | None = None,
+    api_secret: str | None = None,
+    **options: Any,
+) -> Server:
+    """Start a room server without blocking the caller and return it.
+
+    `db=None` keeps rooms in memory; a path stores them in SQLite so that they survive a restart.
+    Credentials are generated unless given (a file store remembers the ones it was first given).
+    Options: `account_sid`, `clock` (a function returning UNIX time, to fast-forward room
+    timeouts in tests and simulations), `callback_policy` (a `DeliveryPolicy`).
+    """
+    return Server(host, port, db, api_key, api_secret, **options).start()
