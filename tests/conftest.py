@@ -99,7 +99,13 @@ class CallbackReceiver:
             form = dict(await request.post()) if request.method == "POST" else {}
             with self._arrived:
                 self.requests.append(
-                    Received(request.method, str(request.url), dict(request.headers), form, time.time())  # type: ignore[arg-type]
+                    Received(
+                        request.method,
+                        f"http://{request.host}{request.raw_path}",
+                        dict(request.headers),
+                        form,
+                        time.time(),
+                    )  # type: ignore[arg-type]
                 )
                 self._arrived.notify_all()
             if self.hold is not None:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
+from yarl import URL
 
 from .model import CallbackDelivery, Participant, PublishedTrack, RoomEvent
 from .rooms import LiveRoom, Rooms
@@ -174,7 +175,7 @@ class StatusCallbacks:
             error: str | None = None
             try:
                 if delivery.method == "GET":
-                    async with self._session.get(url, headers=headers) as response:
+                    async with self._session.get(URL(url, encoded=True), headers=headers) as response:
                         status = response.status
                 else:
                     async with self._session.post(url, data=body, headers=headers) as response:
@@ -209,7 +210,8 @@ class StatusCallbacks:
             return delivery.url, delivery.params
         parts = urlsplit(delivery.url)
         query = "&".join(q for q in (parts.query, urlencode(delivery.params)) if q)
-        return urlunsplit(parts._replace(query=query)), {}
+        # sign the URL exactly as the HTTP client will write it on the wire
+        return str(URL(urlunsplit(parts._replace(query=query)))), {}
 
     def _record(
         self, delivery: Delivery, status: int | None, error: str | None, elapsed_ms: float, outcome: str

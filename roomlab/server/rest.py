@@ -232,7 +232,8 @@ def _page(
     newest_first: bool = False,
 ) -> web.Response:
     query = request.query
-    page_size = _int(query, "PageSize") or DEFAULT_PAGE_SIZE  # type: ignore[arg-type]
+    page_size = _int(query, "PageSize")  # type: ignore[arg-type]
+    page_size = DEFAULT_PAGE_SIZE if page_size is None else page_size
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise RoomError(20001, f"PageSize must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
     page = _int(query, "Page") or 0  # type: ignore[arg-type]
