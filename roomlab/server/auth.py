@@ -19,7 +19,7 @@ from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import VideoGrant
 
 from ..errors import RoomError
-from .model import is_sid, new_sid
+from .model import new_sid
 
 #: Longest lifetime a token may have (Twilio: 24 hours).
 MAX_TOKEN_TTL = 86_400
@@ -133,7 +133,3 @@ def token_allows_room(access: VideoAccess, room_name: str, room_sid: str | None)
     if access.room is None:
         return True
     return access.room == room_name or (room_sid is not None and access.room == room_sid)
-
-
-def is_api_key(value: str) -> bool:
-    return is_sid("SK", value)

@@ -53,7 +53,6 @@ class Page(typing.Generic[Record]):
 
     records: list[Record]
     next_key: int | None
-    total_before: int = 0
 
 
 def _column_kind(annotation: Any) -> str:
