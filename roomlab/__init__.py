@@ -2,7 +2,30 @@
 
 __version__ = "0.1.0"
 
+from .client import (  # noqa: E402
+    LocalAudioTrack,
+    LocalDataTrack,
+    LocalVideoTrack,
+    RemoteAudioTrack,
+    RemoteDataTrack,
+    RemoteParticipant,
+    Room,
+    connect,
+)
 from .errors import RoomError  # noqa: E402
 from .server import Server, serve  # noqa: E402
 
-__all__ = ["RoomError", "Server", "serve", "__version__"]
+__all__ = [
+    "LocalAudioTrack",
+    "LocalDataTrack",
+    "LocalVideoTrack",
+    "RemoteAudioTrack",
+    "RemoteDataTrack",
+    "RemoteParticipant",
+    "Room",
+    "RoomError",
+    "Server",
+    "connect",
+    "serve",
+    "__version__",
+]

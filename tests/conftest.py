@@ -161,3 +161,34 @@ def twilio_error(call) -> TwilioRestException:  # type: ignore[no-untyped-def]
     response = error.args[1]
     body = json.loads(response.text)
     return TwilioRestException(response.status_code, "", body["message"], body["code"])
+
+
+async def eventually(predicate, timeout: float = 5.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """Wait until `predicate()` is truthy and return its value (or the last falsy one on timeout)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def rooms_to_close():
+    """Rooms a test joined; disconnected at the end whatever happened."""
+    joined: list = []
+    yield joined
+    for room in joined:
+        await room.disconnect()
+
+
+@pytest.fixture
+def join(server, rooms_to_close):  # type: ignore[no-untyped-def]
+    """`await join("alice", room="standup", **options)`: a connected client in the test's loop."""
+
+    async def joiner(identity: str, room: str = "room", **options):  # type: ignore[no-untyped-def]
+        connected = await roomlab.connect(server.url, server.token(identity), name=room, **options)
+        rooms_to_close.append(connected)
+        return connected
+
+    return joiner

@@ -9,8 +9,10 @@ from aiohttp import web
 
 from .. import __version__
 from ..errors import RoomError
+from ..protocol.signaling import PATH as SIGNALING_PATH
 from .auth import Credentials, check_basic_auth
 from .rest import RestApi
+from .signaling import SignalingEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +58,15 @@ def basic_auth(credentials: Credentials) -> Callable[[web.Request, Handler], Awa
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.json_response({"name": "roomlab", "version": __version__, "api": f"{request.url.origin()}/v1"})
+    origin = request.url.origin()
+    return web.json_response(
+        {"name": "roomlab", "version": __version__, "api": f"{origin}/v1", "signaling": f"{origin}{SIGNALING_PATH}"}
+    )
 
 
-def build_app(credentials: Credentials, rest: RestApi) -> web.Application:
+def build_app(credentials: Credentials, rest: RestApi, signaling: SignalingEndpoint) -> web.Application:
     app = web.Application(middlewares=[twilio_errors, basic_auth(credentials)], client_max_size=MAX_REQUEST_BYTES)
     app.router.add_get("/", index)
+    app.router.add_get(SIGNALING_PATH, signaling.handle)
     rest.add_routes(app)
     return app

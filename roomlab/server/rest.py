@@ -7,6 +7,8 @@ paging `meta`; errors are Twilio's `{code, message, more_info, status}`. Roomlab
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,11 +28,14 @@ from .model import (
     SubscribeRules,
     Subscription,
 )
-from .rooms import Rooms
+from .rooms import REMOVED_BY_REST, Rooms
+from .sfu import Sfu
 from .store import Store
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: Largest SendData payload (what fits one data-channel message with room for the framing).
+MAX_DATA_BYTES = 256 * 1024 - 2048
 ROOM_STATUSES = ("in-progress", "completed", "failed")
 PARTICIPANT_STATUSES = ("connected", "disconnected", "reconnecting")
 
@@ -285,9 +290,10 @@ def _page(
 class RestApi:
     """The `/v1` routes."""
 
-    def __init__(self, rooms: Rooms, store: Store) -> None:
+    def __init__(self, rooms: Rooms, store: Store, sfu: Sfu) -> None:
         self.rooms = rooms
         self.store = store
+        self.sfu = sfu
 
     def add_routes(self, app: web.Application) -> None:
         room = "/v1/Rooms/{room}"
@@ -306,6 +312,7 @@ class RestApi:
         app.router.add_get(participant + "/SubscribeRules", self.fetch_subscribe_rules)
         app.router.add_post(participant + "/SubscribeRules", self.update_subscribe_rules)
         app.router.add_get(room + "/Events", self.list_events)
+        app.router.add_post(room + "/SendData", self.send_data)
         app.router.add_get(room + "/CallbackDeliveries", self.list_callback_deliveries)
 
     # rooms
@@ -376,7 +383,7 @@ class RestApi:
                 53112,
                 f"Status is invalid: a participant can only be updated to disconnected, got {form.get('Status')!r}",
             )
-        participant = self.rooms.disconnect(room.sid, participant.sid)
+        participant = self.rooms.disconnect(room.sid, participant.sid, code=REMOVED_BY_REST)
         return web.json_response(participant_json(participant, str(request.url.origin())), status=202)
 
     # tracks
@@ -430,6 +437,35 @@ class RestApi:
     async def list_events(self, request: web.Request) -> web.Response:
         room = self.rooms.find_room(request.match_info["room"])
         return _page(request, self.store, RoomEvent, "events", event_json, {"room_sid": room.sid})
+
+    async def send_data(self, request: web.Request) -> web.Response:
+        """Roomlab's `SendData` (after LiveKit's RoomService): a message from the server to everyone
+        in the room, or to the named identities, on their reliable or lossy data channel."""
+        form = await _form(request)
+        room = self.rooms.find_room(request.match_info["room"])
+        if room.status != "in-progress":
+            raise RoomError(53118, f"Room {room.sid} is not in progress (status {room.status})")
+        data = form.get("Data")
+        if data is None:
+            raise RoomError(20001, "Data is required")
+        encoding = _choice(form.get("Encoding"), ("text", "base64"), "Encoding") or "text"
+        payload: bytes | str = data
+        if encoding == "base64":
+            try:
+                payload = base64.b64decode(data, validate=True)
+            except binascii.Error:
+                raise RoomError(20001, "Data is not valid base64") from None
+        if len(payload) > MAX_DATA_BYTES:
+            raise RoomError(20001, f"Data must be at most {MAX_DATA_BYTES} bytes, got {len(payload)}")
+        reliable = _bool(form, "Reliable") if form.get("Reliable") not in (None, "") else True
+        recipients = self.sfu.send_data(
+            room.sid,
+            payload,
+            topic=form.get("Topic") or None,
+            destination_identities=form.getall("DestinationIdentities", None) or None,
+            reliable=reliable,
+        )
+        return web.json_response({"room_sid": room.sid, "recipients": recipients}, status=202)
 
     async def list_callback_deliveries(self, request: web.Request) -> web.Response:
         room = self.rooms.find_room(request.match_info["room"])

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 128
 MAX_URL_LENGTH = 2048
+MAX_METADATA_BYTES = 64 * 1024
+#: Code a participant removed with REST `Status=disconnected` is told (Twilio tells none; this
+#: is the participant code its clients know: the participant is no longer found in the room).
+REMOVED_BY_REST = 53204
+REMOVED_BY_REST_MESSAGE = "Participant removed from the room through the REST API (Status=disconnected)"
 TIMEOUT_MINUTES_RANGE = (1, 60)
 PARTICIPANT_DURATION_RANGE = (600, 86_400)
 VIDEO_CODECS = ("VP8", "H264")
@@ -271,6 +276,9 @@ class Rooms:
         log.debug("room %s, participant %s (%s) connected", live.room.sid, participant.sid, identity)
         return live, participant
 
+    def is_connected(self, participant_sid: str) -> bool:
+        return any(participant_sid in live.participants for live in self.live.values())
+
     def find_participant(self, room: Room, key: str) -> Participant:
         """A participant by SID (any status) or identity (connected only), else 53204."""
         if is_sid("PA", key):
@@ -316,6 +324,16 @@ class Rooms:
         log.debug("room %s, participant %s disconnected (code %s)", live.room.sid, participant.sid, code)
         if not ending and not live.participants and live.room.empty_room_timeout == 0:
             self._end(live, "completed")
+
+    def set_metadata(self, participant_sid: str, metadata: str) -> Participant:
+        live, participant = self._connected(participant_sid)
+        if len(metadata.encode()) > MAX_METADATA_BYTES:
+            raise RoomError(53200, f"Participant metadata must be at most {MAX_METADATA_BYTES} bytes")
+        participant.metadata = metadata
+        participant.date_updated = self.clock()
+        self.store.save(participant)
+        self._emit(live, "participant-metadata-changed", participant)
+        return participant
 
     # tracks ---------------------------------------------------------------------------------
     def publish_track(

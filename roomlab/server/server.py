@@ -22,6 +22,8 @@ from .auth import Credentials, mint_access_token
 from .callbacks import DeliveryPolicy, StatusCallbacks
 from .rest import RestApi
 from .rooms import Rooms
+from .sfu import Sfu
+from .signaling import SignalingEndpoint
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Server:
         self.credentials: Credentials | None = None
         self.rooms: Rooms | None = None
         self.store: Store | None = None
+        self.sfu: Sfu | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -106,7 +109,9 @@ class Server:
         self.rooms = Rooms(self.store, self.credentials.account_sid, self.clock)
         self._callbacks = StatusCallbacks(self.rooms, self.store, self.credentials.api_secret, self.callback_policy)
         await self._callbacks.start()
-        app = build_app(self.credentials, RestApi(self.rooms, self.store))
+        self.sfu = Sfu(self.rooms)
+        signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials)
+        app = build_app(self.credentials, RestApi(self.rooms, self.store, self.sfu), signaling)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -120,6 +125,7 @@ class Server:
             self._expiry.cancel()
         if self.rooms is not None:
             self.rooms.close()
+        await asyncio.sleep(0)  # let sessions flush their goodbyes before the sockets close
         if self._callbacks is not None:
             await self._callbacks.stop()
         if self._runner is not None:

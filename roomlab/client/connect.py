@@ -1,0 +1,37 @@
+"""`roomlab.connect()`: join a room on a roomlab server, as Twilio's `connect(token, options)`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .data_track import LocalDataTrack
+from .media_track import LocalMediaTrack
+from .room import Room
+
+
+async def connect(
+    url: str,
+    token: str,
+    name: str | None = None,
+    tracks: Sequence[LocalDataTrack | LocalMediaTrack] = (),
+    automatic_subscription: bool = True,
+    metadata: str = "",
+    ice_servers: list[Any] | None = None,
+) -> Room:
+    """Join the room `name` (or the one the token grants) and publish `tracks`.
+
+    Returns once the connection with the server is up, its data channels are open and every
+    track is published. `automatic_subscription=False` starts from Twilio's "exclude all" rule;
+    subscribe rules set over REST take effect live. `ice_servers` is empty unless you set it.
+    Refusals raise `roomlab.RoomError` with Twilio's code.
+    """
+    room = Room(url, ice_servers)
+    try:
+        await room._connect(token, name, automatic_subscription, metadata)
+        for track in tracks:
+            await room.local_participant.publish_track(track)  # type: ignore[union-attr]
+    except BaseException:
+        await room._teardown()
+        raise
+    return room

@@ -1,0 +1,243 @@
+"""Audio and video tracks: local sources to publish (a tone, a test pattern, a file, a device) and
+the remote tracks a subscriber receives."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError
+
+if TYPE_CHECKING:
+    from .participant import RemoteParticipant
+
+AUDIO_RATE = 48_000
+AUDIO_PTIME = 0.020
+VIDEO_CLOCK = 90_000
+
+
+class _Pacer:
+    """Hands out media timestamps and sleeps so that frames leave in real time."""
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self.start: float | None = None
+        self.timestamp = 0
+
+    async def next(self, step: int) -> int:
+        if self.start is None:
+            self.start = time.time()
+            return 0
+        self.timestamp += step
+        delay = self.start + self.timestamp / self.clock_rate - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return self.timestamp
+
+
+class ToneSource(MediaStreamTrack):
+    """A sine tone, 48 kHz mono, in 20 ms frames."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = 440.0, amplitude: float = 0.3) -> None:
+        super().__init__()
+        if not 0 < frequency < AUDIO_RATE / 2:
+            raise ValueError(f"frequency must be between 0 and {AUDIO_RATE // 2} Hz, got {frequency}")
+        self.frequency = frequency
+        self.amplitude = amplitude
+        self._pacer = _Pacer(AUDIO_RATE)
+        self._samples = int(AUDIO_RATE * AUDIO_PTIME)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        pts = await self._pacer.next(self._samples)
+        t = (np.arange(self._samples) + pts) / AUDIO_RATE
+        samples = (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = pts
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        return frame
+
+
+class PatternSource(MediaStreamTrack):
+    """Moving colour bars with a frame counter band: easy to see and to check at the far end."""
+
+    kind = "video"
+
+    def __init__(self, width: int = 320, height: int = 180, fps: float = 15) -> None:
+        super().__init__()
+        for name, value, low, high in (("width", width, 16, 3840), ("height", height, 16, 2160), ("fps", fps, 1, 60)):
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+        if width % 2 or height % 2:
+            raise ValueError(f"width and height must be even (YUV 4:2:0), got {width}x{height}")
+        self.width, self.height, self.fps = width, height, fps
+        self._pacer = _Pacer(VIDEO_CLOCK)
+        self._count = 0
+        bars = np.array(
+            [
+                [235, 235, 235],
+                [235, 235, 16],
+                [16, 235, 235],
+                [16, 235, 16],
+                [235, 16, 235],
+                [235, 16, 16],
+                [16, 16, 235],
+            ],
+            dtype=np.uint8,
+        )
+        columns = (np.arange(width) * len(bars) // width).astype(int)
+        self._bars = np.repeat(bars[columns][np.newaxis, :, :], height, axis=0)
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        pts = await self._pacer.next(int(VIDEO_CLOCK / self.fps))
+        image = np.roll(self._bars, self._count * 4, axis=1)
+        image[: self.height // 8] = (self._count * 8) % 256  # a band whose shade counts frames
+        self._count += 1
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = pts
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+
+class LocalMediaTrack:
+    """An audio or video source to publish."""
+
+    kind = ""
+
+    def __init__(self, media: MediaStreamTrack, name: str | None = None, *, player: MediaPlayer | None = None) -> None:
+        if media.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} needs a {self.kind} source, got {media.kind}")
+        self.media = media
+        self.name = name or str(uuid.uuid4())
+        self.sid: str | None = None
+        self._player = player
+
+    def stop(self) -> None:
+        self.media.stop()
+
+    @classmethod
+    def _open(cls, path: str, format: str | None, options: dict[str, str] | None, name: str | None) -> Any:
+        if format is None and not Path(path).exists():
+            raise FileNotFoundError(f"no media file at {path!r}")
+        try:
+            player = MediaPlayer(path, format=format, options=options or {})
+        except (av.FFmpegError, OSError) as exc:
+            raise ValueError(f"cannot open {path!r}{f' as {format}' if format else ''}: {exc}") from None
+        media = player.audio if cls.kind == "audio" else player.video
+        if media is None:
+            raise ValueError(f"{path!r} has no {cls.kind} stream")
+        return cls(media, name, player=player)
+
+    @classmethod
+    def from_file(cls, path: str | Path, name: str | None = None) -> Any:
+        """The first stream of this kind in a media file, decoded with PyAV, played in real time."""
+        return cls._open(str(path), None, None, name)
+
+    @classmethod
+    def from_device(
+        cls, device: str, format: str, options: dict[str, str] | None = None, name: str | None = None
+    ) -> Any:
+        """A capture device through FFmpeg (for example `"default", "pulse"` or `"/dev/video0", "v4l2"`)."""
+        return cls._open(device, format, options, name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} sid={self.sid}>"
+
+
+class LocalAudioTrack(LocalMediaTrack):
+    kind = "audio"
+
+    @classmethod
+    def tone(cls, frequency: float = 440.0, name: str | None = None) -> LocalAudioTrack:
+        return cls(ToneSource(frequency), name)
+
+
+class LocalVideoTrack(LocalMediaTrack):
+    kind = "video"
+
+    @classmethod
+    def pattern(cls, width: int = 320, height: int = 180, fps: float = 15, name: str | None = None) -> LocalVideoTrack:
+        return cls(PatternSource(width, height, fps), name)
+
+
+class FrameTap:
+    """Reads a received track continuously (so frames never pile up) and hands the newest to
+    whoever asks. One per receiver; it outlives the remote tracks it carries in turn."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        self.source = source
+        self.frames = 0
+        self._next = self._new_future()
+        self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    @staticmethod
+    def _new_future() -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # an end nobody awaited is fine
+        return future
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                frame = await self.source.recv()
+                self.frames += 1
+                if not self._next.done():
+                    self._next.set_result(frame)
+                self._next = self._new_future()
+        except (MediaStreamError, asyncio.CancelledError):
+            if not self._next.done():
+                self._next.set_exception(MediaStreamError())
+
+    async def recv(self) -> Any:
+        return await asyncio.shield(self._next)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+class RemoteMediaTrack:
+    """A subscribed audio or video track; `await recv()` returns its next decoded frame."""
+
+    kind = ""
+
+    def __init__(self, sid: str, name: str, tap: FrameTap, participant: RemoteParticipant) -> None:
+        self.sid = sid
+        self.name = name
+        self.participant = participant
+        self.is_enabled = True
+        self.is_switched_off = False
+        self._tap = tap
+        self._frames_at_start = tap.frames
+
+    @property
+    def frames_received(self) -> int:
+        return self._tap.frames - self._frames_at_start
+
+    async def recv(self) -> Any:
+        return await self._tap.recv()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} sid={self.sid} from {self.participant.identity!r}>"
+
+
+class RemoteAudioTrack(RemoteMediaTrack):
+    kind = "audio"
+
+
+class RemoteVideoTrack(RemoteMediaTrack):
+    kind = "video"

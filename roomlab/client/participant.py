@@ -1,0 +1,144 @@
+"""Participants as a client sees them: itself (`LocalParticipant`) and the others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import framing
+from .data_track import LocalDataTrack, check_payload_size
+from .events import EventEmitter
+from .media_track import LocalMediaTrack
+from .publication import LocalTrackPublication, RemoteTrackPublication
+
+if TYPE_CHECKING:
+    from .room import Room
+
+PRIORITIES = ("low", "standard", "high")
+#: Seconds a publication may take (server reply, data channel open or media negotiated).
+PUBLISH_TIMEOUT = 15.0
+
+
+class LocalParticipant:
+    def __init__(self, room: Room, sid: str, identity: str, metadata: str = "") -> None:
+        self._room = room
+        self.sid = sid
+        self.identity = identity
+        self.metadata = metadata
+        self.tracks: dict[str, LocalTrackPublication] = {}
+        self.network_quality_level: int | None = None
+        self.network_quality_stats: Any = None
+        #: publish_data sequence numbers: (reliable, destination identity or None) -> last seq
+        self._data_seq: dict[tuple[bool, str | None], int] = defaultdict(int)
+
+    async def publish_track(
+        self, track: LocalDataTrack | LocalMediaTrack, priority: str = "standard"
+    ) -> LocalTrackPublication:
+        """Publish a track; returns once subscribers can receive it (its channel or media is up)."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        if not isinstance(track, LocalDataTrack | LocalMediaTrack):
+            raise TypeError(
+                f"track must be a LocalDataTrack, LocalAudioTrack or LocalVideoTrack, got {type(track).__name__}"
+            )
+        if track.sid is not None:
+            raise ValueError(f"track {track.name!r} is already published (sid {track.sid})")
+        options: dict[str, Any] = {"priority": priority}
+        if isinstance(track, LocalDataTrack):
+            options.update(track.options())
+        reply = await self._room._request(
+            {"type": "publish", "name": track.name, "kind": track.kind, "options": options}
+        )
+        sid = reply["track"]["sid"]
+        if isinstance(track, LocalDataTrack):
+            channel = await self._room._open_track_channel(sid, track)
+            track._bind(sid, channel)
+        else:
+            track.sid = sid
+            await asyncio.wait_for(self._room._media_published(sid, track), PUBLISH_TIMEOUT)
+        publication = LocalTrackPublication(sid, track.name, track.kind, track, priority, True, self)
+        self.tracks[sid] = publication
+        return publication
+
+    async def unpublish_track(self, track: LocalDataTrack | LocalMediaTrack) -> None:
+        if track.sid is None or track.sid not in self.tracks:
+            raise ValueError(f"track {track.name!r} is not published")
+        sid = track.sid
+        self._room._send({"type": "unpublish", "sid": sid})
+        del self.tracks[sid]
+        if isinstance(track, LocalDataTrack):
+            channel = track._channel
+            track._bind(None, None)  # type: ignore[arg-type]
+            if channel is not None:
+                channel.close()
+        else:
+            track.sid = None
+
+    def set_metadata(self, metadata: str) -> None:
+        if not isinstance(metadata, str):
+            raise TypeError(f"metadata must be a str, got {type(metadata).__name__}")
+        self.metadata = metadata
+        self._room._send({"type": "set_metadata", "metadata": metadata})
+
+    def publish_data(
+        self,
+        payload: str | bytes,
+        reliable: bool = True,
+        destination_identities: list[str] | None = None,
+        topic: str | None = None,
+    ) -> None:
+        """A message to everyone in the room, or to the named identities (LiveKit's publishData).
+        Reliable messages arrive in order; unreliable ones may be lost, like the link."""
+        if isinstance(destination_identities, str):
+            raise ValueError("destination_identities must be a list of identities, not one string")
+        channel = self._room._data_channel(reliable)
+        if destination_identities:
+            destinations = []
+            for identity in dict.fromkeys(destination_identities):
+                key = (reliable, identity)
+                destinations.append((identity, self._data_seq[key] + 1))
+            frame = framing.encode(payload, 0, topic=topic, destinations=tuple(destinations))
+            check_payload_size(frame, channel)
+            channel.send(frame)
+            for identity, seq in destinations:
+                self._data_seq[(reliable, identity)] = seq
+        else:
+            seq = self._data_seq[(reliable, None)] + 1
+            frame = framing.encode(payload, seq, topic=topic)
+            check_payload_size(frame, channel)
+            channel.send(frame)
+            self._data_seq[(reliable, None)] = seq
+
+    def __repr__(self) -> str:
+        return f"<LocalParticipant {self.identity!r} {self.sid}>"
+
+
+class RemoteParticipant(EventEmitter):
+    def __init__(self, sid: str, identity: str, metadata: str = "") -> None:
+        super().__init__()
+        self.sid = sid
+        self.identity = identity
+        self.metadata = metadata
+        self.state = "connected"
+        self.tracks: dict[str, RemoteTrackPublication] = {}
+        self.network_quality_level: int | None = None
+        self.network_quality_stats: Any = None
+
+    def _by_kind(self, kind: str) -> dict[str, RemoteTrackPublication]:
+        return {sid: p for sid, p in self.tracks.items() if p.kind == kind}
+
+    @property
+    def audio_tracks(self) -> dict[str, RemoteTrackPublication]:
+        return self._by_kind("audio")
+
+    @property
+    def video_tracks(self) -> dict[str, RemoteTrackPublication]:
+        return self._by_kind("video")
+
+    @property
+    def data_tracks(self) -> dict[str, RemoteTrackPublication]:
+        return self._by_kind("data")
+
+    def __repr__(self) -> str:
+        return f"<RemoteParticipant {self.identity!r} {self.sid}>"

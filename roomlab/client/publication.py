@@ -1,0 +1,44 @@
+"""Track publications: a track as published in a room, on the publisher's side and on the others'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .data_track import LocalDataTrack, RemoteDataTrack
+    from .media_track import LocalMediaTrack, RemoteMediaTrack
+    from .participant import LocalParticipant
+
+
+@dataclass
+class LocalTrackPublication:
+    track_sid: str
+    track_name: str
+    kind: str
+    track: LocalDataTrack | LocalMediaTrack
+    priority: str = "standard"
+    is_track_enabled: bool = True
+    _participant: LocalParticipant | None = field(default=None, repr=False)
+
+    async def unpublish(self) -> None:
+        if self._participant is not None:
+            await self._participant.unpublish_track(self.track)
+
+
+@dataclass
+class RemoteTrackPublication:
+    track_sid: str
+    track_name: str
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    is_track_enabled: bool = True
+    track: RemoteDataTrack | RemoteMediaTrack | None = None
+
+    @property
+    def is_subscribed(self) -> bool:
+        return self.track is not None
+
+    @property
+    def publish_priority(self) -> str:
+        return str(self.options.get("priority", "standard"))

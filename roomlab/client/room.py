@@ -1,0 +1,440 @@
+"""A connected room, as one client sees it: signaling, the peer connection with the server, the
+other participants and their tracks, and the room's events."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from ..errors import RoomError
+from ..net.ice import rtc_configuration
+from ..protocol import framing, signaling
+from .data_track import LocalDataTrack, RemoteDataTrack
+from .events import EventEmitter
+from .media_track import FrameTap, LocalMediaTrack, RemoteAudioTrack, RemoteMediaTrack, RemoteVideoTrack
+from .participant import PUBLISH_TIMEOUT, LocalParticipant, RemoteParticipant
+from .publication import RemoteTrackPublication
+
+log = logging.getLogger(__name__)
+
+RELIABLE_CHANNEL = "_reliable"
+LOSSY_CHANNEL = "_lossy"
+TRACK_CHANNEL_PROTOCOL = "roomlab-track"
+#: Seconds `connect()` waits for the server (signaling, first negotiation, data channels open).
+CONNECT_TIMEOUT = 20.0
+
+
+def signaling_url(url: str) -> str:
+    """The server's WebSocket signaling address, from its http(s) or ws(s) URL."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"url must be the server's http(s):// or ws(s):// address, got {url!r}")
+    return urlunsplit((scheme, parts.netloc, signaling.PATH, "", ""))
+
+
+class Room(EventEmitter):
+    def __init__(self, url: str, ice_servers: list[Any] | None = None) -> None:
+        super().__init__()
+        self.url = url
+        self.sid = ""
+        self.name = ""
+        self.state = "connecting"
+        self.local_participant: LocalParticipant | None = None
+        self.participants: dict[str, RemoteParticipant] = {}
+        self.dominant_speaker: RemoteParticipant | None = None
+        self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._refs = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._channels: dict[str, RTCDataChannel] = {}
+        self._pending_track_channels: dict[str, RTCDataChannel] = {}
+        self._negotiated = asyncio.Event()
+        #: mid -> tap on the receiver, and mid -> track SID it currently carries
+        self._taps: dict[str, FrameTap] = {}
+        self._mid_tracks: dict[str, str] = {}
+        self._media_waiters: dict[str, asyncio.Future[None]] = {}
+        self._published_media: dict[str, LocalMediaTrack] = {}
+        self.pc.on("datachannel", self._on_datachannel)
+
+    # connecting -----------------------------------------------------------------------------
+    async def _connect(
+        self,
+        token: str,
+        name: str | None,
+        automatic_subscription: bool,
+        metadata: str,
+    ) -> None:
+        self._http = aiohttp.ClientSession()
+        try:
+            self._ws = await self._http.ws_connect(
+                signaling_url(self.url), heartbeat=5.0, max_msg_size=signaling.MAX_MESSAGE_BYTES * 4
+            )
+        except aiohttp.ClientError as exc:
+            await self._http.close()
+            raise RoomError(53000, f"Signaling connection error: cannot reach {self.url}: {exc}") from None
+        await self._ws.send_str(
+            signaling.encode(
+                {
+                    "type": "connect",
+                    "version": signaling.PROTOCOL_VERSION,
+                    "token": token,
+                    "room": name,
+                    "automatic_subscription": automatic_subscription,
+                    "metadata": metadata,
+                }
+            )
+        )
+        first = await self._ws.receive(timeout=CONNECT_TIMEOUT)
+        reply = self._parse(first)
+        if reply is None or reply.get("type") != "connected":
+            await self._teardown()
+            if reply is not None and reply.get("type") == "error":
+                raise RoomError(int(reply["code"]), str(reply["message"]))
+            raise RoomError(53000, "Signaling connection error: the server closed the connection")
+        self.sid = reply["room"]["sid"]
+        self.name = reply["room"]["name"]
+        self.local_participant = LocalParticipant(
+            self, reply["participant"]["sid"], reply["participant"]["identity"], metadata
+        )
+        for info in reply["participants"]:
+            self._add_participant(info)
+        self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+        await asyncio.wait_for(self._negotiated.wait(), CONNECT_TIMEOUT)
+        for label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
+            await asyncio.wait_for(self._channel_open(label), CONNECT_TIMEOUT)
+        self.state = "connected"
+
+    async def _channel_open(self, label: str) -> RTCDataChannel:
+        while label not in self._channels:
+            await asyncio.sleep(0.01)
+        channel = self._channels[label]
+        while channel.readyState != "open":
+            await asyncio.sleep(0.01)
+        return channel
+
+    @staticmethod
+    def _parse(frame: aiohttp.WSMessage) -> dict[str, Any] | None:
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            return None
+        try:
+            message = signaling.json.loads(frame.data)
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
+
+    # signaling ------------------------------------------------------------------------------
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._ws is None or self._ws.closed:
+            raise RoomError(53001, "Signaling connection disconnected")
+        asyncio.get_running_loop().create_task(self._ws.send_str(signaling.encode(message)))
+
+    async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        ref = next(self._refs)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        self._send({**message, "ref": ref})
+        try:
+            return await asyncio.wait_for(future, PUBLISH_TIMEOUT)
+        finally:
+            self._pending.pop(ref, None)
+
+    async def _read_forever(self) -> None:
+        assert self._ws is not None
+        error: RoomError | None = RoomError(53001, "Signaling connection disconnected")
+        try:
+            async for frame in self._ws:
+                message = self._parse(frame)
+                if message is None:
+                    continue
+                if message.get("type") == "disconnected":
+                    code = message.get("code")
+                    error = RoomError(int(code), str(message.get("message") or "")) if code else None
+                    break
+                try:
+                    await self._handle(message)
+                except Exception:
+                    if self.state == "disconnected":  # torn down while handling: nothing left to do
+                        break
+                    log.exception("room %s: failed to handle %s", self.sid, message.get("type"))
+        finally:
+            if self.state != "disconnected":
+                await self._teardown()
+                self.emit("disconnected", self, error)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "offer":
+            await self._on_offer(message["sdp"], message.get("mids") or {})
+        elif kind == "published":
+            future = self._pending.get(message.get("ref", -1))
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == "error":
+            error = RoomError(int(message["code"]), str(message["message"]))
+            future = self._pending.get(message.get("ref", -1))
+            if future is not None and not future.done():
+                future.set_exception(error)
+            else:
+                log.warning("room %s: %s", self.sid, error)
+                self.emit("error", error)
+        elif kind == "participant_connected":
+            participant = self._add_participant(message["participant"])
+            self.emit("participant_connected", participant)
+        elif kind == "participant_disconnected":
+            participant = self.participants.pop(message["participant_sid"], None)
+            if participant is not None:
+                for publication in participant.tracks.values():
+                    self._unsubscribe(participant, publication)
+                participant.state = "disconnected"
+                participant.emit("disconnected", participant)
+                self.emit("participant_disconnected", participant)
+        elif kind == "track_published":
+            participant = self.participants.get(message["participant_sid"])
+            if participant is not None:
+                publication = self._add_publication(participant, message["track"])
+                participant.emit("track_published", publication)
+                self.emit("track_published", publication, participant)
+        elif kind == "track_unpublished":
+            participant = self.participants.get(message["participant_sid"])
+            publication = participant.tracks.pop(message["track_sid"], None) if participant else None
+            if participant is not None and publication is not None:
+                self._unsubscribe(participant, publication)
+                participant.emit("track_unpublished", publication)
+                self.emit("track_unpublished", publication, participant)
+        elif kind == "unsubscribed":
+            for participant in self.participants.values():
+                publication = participant.tracks.get(message["track_sid"])
+                if publication is not None:
+                    self._unsubscribe(participant, publication)
+        elif kind in ("track_enabled", "track_disabled"):
+            participant = self.participants.get(message["participant_sid"])
+            publication = participant.tracks.get(message["track_sid"]) if participant else None
+            if participant is not None and publication is not None:
+                publication.is_track_enabled = kind == "track_enabled"
+                if publication.track is not None:
+                    publication.track.is_enabled = publication.is_track_enabled
+                participant.emit(kind, publication)
+                self.emit(kind, publication, participant)
+        elif kind == "metadata_changed":
+            participant = self.participants.get(message["participant_sid"])
+            if participant is not None:
+                participant.metadata = message["metadata"]
+                participant.emit("metadata_changed", participant)
+
+    # participants and tracks ----------------------------------------------------------------
+    def _add_participant(self, info: dict[str, Any]) -> RemoteParticipant:
+        participant = RemoteParticipant(info["sid"], info["identity"], info.get("metadata", ""))
+        self.participants[participant.sid] = participant
+        for track in info.get("tracks", []):
+            self._add_publication(participant, track)
+        return participant
+
+    def _add_publication(self, participant: RemoteParticipant, info: dict[str, Any]) -> RemoteTrackPublication:
+        publication = RemoteTrackPublication(
+            info["sid"], info["name"], info["kind"], info.get("options") or {}, info.get("enabled", True)
+        )
+        participant.tracks[publication.track_sid] = publication
+        channel = self._pending_track_channels.pop(publication.track_sid, None)
+        if channel is not None:
+            self._subscribe_data(participant, publication, channel)
+        return publication
+
+    def _find_publication(self, track_sid: str) -> tuple[RemoteParticipant, RemoteTrackPublication] | None:
+        for participant in self.participants.values():
+            if track_sid in participant.tracks:
+                return participant, participant.tracks[track_sid]
+        return None
+
+    def _subscribe_data(
+        self, participant: RemoteParticipant, publication: RemoteTrackPublication, channel: RTCDataChannel
+    ) -> None:
+        track = RemoteDataTrack(publication.track_sid, publication.track_name, publication.options, participant)
+        track._channel = channel
+
+        def on_message(message: bytes | str) -> None:
+            try:
+                frames = framing.decode(message)
+            except framing.FramingError as exc:
+                log.warning("room %s, track %s: undecodable message: %s", self.sid, track.sid, exc)
+                return
+            for frame in frames:
+                track.messages_received += 1
+                track.bytes_received += frame.size
+                track.emit("message", frame.payload)
+                participant.emit("track_message", frame.payload, track)
+                self.emit("track_message", frame.payload, track, participant)
+
+        channel.on("message", on_message)
+        channel.on("close", lambda: self._unsubscribe(participant, publication, track))
+        publication.track = track
+        participant.emit("track_subscribed", track, publication)
+        self.emit("track_subscribed", track, publication, participant)
+
+    def _unsubscribe(
+        self, participant: RemoteParticipant, publication: RemoteTrackPublication, only: Any = None
+    ) -> None:
+        track = publication.track
+        if track is None or (only is not None and track is not only):
+            return
+        publication.track = None
+        if isinstance(track, RemoteDataTrack) and track._channel is not None:
+            track._channel.close()
+        participant.emit("track_unsubscribed", track, publication)
+        self.emit("track_unsubscribed", track, publication, participant)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
+            self._channels[channel.label] = channel
+            channel.on("message", self._on_data_packet)
+            return
+        if channel.protocol != TRACK_CHANNEL_PROTOCOL:
+            log.debug("room %s: ignoring data channel %r", self.sid, channel.label)
+            return
+        found = self._find_publication(channel.label)
+        if found is None:
+            self._pending_track_channels[channel.label] = channel  # its track_published is on the way
+        else:
+            self._subscribe_data(*found, channel)
+
+    def _on_data_packet(self, message: bytes | str) -> None:
+        try:
+            frames = framing.decode(message)
+        except framing.FramingError as exc:
+            log.warning("room %s: undecodable data packet: %s", self.sid, exc)
+            return
+        for frame in frames:
+            participant = self.participants.get(frame.sender) if frame.sender else None
+            if participant is not None:
+                participant.emit("data_received", frame.payload, frame.topic)
+            self.emit("data_received", frame.payload, participant, frame.topic)
+
+    def _data_channel(self, reliable: bool) -> RTCDataChannel:
+        channel = self._channels.get(RELIABLE_CHANNEL if reliable else LOSSY_CHANNEL)
+        if channel is None or channel.readyState != "open" or self.state != "connected":
+            raise RuntimeError("the room is not connected")
+        return channel
+
+    async def _open_track_channel(self, sid: str, track: LocalDataTrack) -> RTCDataChannel:
+        channel = self.pc.createDataChannel(
+            sid,
+            ordered=track.ordered,
+            maxPacketLifeTime=track.max_packet_life_time,
+            maxRetransmits=track.max_retransmits,
+            protocol=TRACK_CHANNEL_PROTOCOL,
+        )
+        opened = asyncio.get_running_loop().create_future()
+        channel.once("open", lambda: opened.done() or opened.set_result(None))
+        await asyncio.wait_for(opened, PUBLISH_TIMEOUT)
+        return channel
+
+    # media ----------------------------------------------------------------------------------
+    async def _media_published(self, sid: str, track: LocalMediaTrack) -> None:
+        """Wait until the server's offer for this track has been answered with it attached."""
+        self._published_media[sid] = track
+        future = self._media_waiters.setdefault(sid, asyncio.get_running_loop().create_future())
+        await future
+
+    async def _on_offer(self, sdp: str, mids: dict[str, dict[str, Any]]) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        attached: list[str] = []
+        for transceiver in self.pc.getTransceivers():
+            info = mids.get(transceiver.mid or "")
+            if info is not None and info["role"] == "publish" and info["track_sid"] in self._published_media:
+                local = self._published_media[info["track_sid"]]
+                if transceiver.sender.track is not local.media:
+                    transceiver.sender.replaceTrack(local.media)
+                transceiver.direction = "sendonly"
+                attached.append(info["track_sid"])
+            elif info is not None and info["role"] in ("publish", "retired"):
+                transceiver.sender.replaceTrack(None)
+                transceiver.direction = "inactive"
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        self._send({"type": "answer", "sdp": self.pc.localDescription.sdp})
+        self._negotiated.set()
+        for sid in attached:
+            future = self._media_waiters.get(sid)
+            if future is not None and not future.done():
+                future.set_result(None)
+        self._update_media_subscriptions(mids)
+
+    def _update_media_subscriptions(self, mids: dict[str, dict[str, Any]]) -> None:
+        for transceiver in self.pc.getTransceivers():
+            mid = transceiver.mid or ""
+            info = mids.get(mid)
+            wanted = info["track_sid"] if info is not None and info["role"] == "subscribe" else None
+            current = self._mid_tracks.get(mid)
+            if wanted == current:
+                continue
+            if current is not None:
+                found = self._find_publication(current)
+                if found is not None:
+                    self._unsubscribe(*found)
+                del self._mid_tracks[mid]
+            source: MediaStreamTrack | None = transceiver.receiver.track
+            if wanted is None or source is None:
+                continue
+            found = self._find_publication(wanted)
+            if found is None:
+                continue
+            participant, publication = found
+            tap = self._taps.get(mid)
+            if tap is None:
+                tap = self._taps[mid] = FrameTap(source)
+            remote_cls = RemoteAudioTrack if publication.kind == "audio" else RemoteVideoTrack
+            remote: RemoteMediaTrack = remote_cls(publication.track_sid, publication.track_name, tap, participant)
+            publication.track = remote
+            self._mid_tracks[mid] = wanted
+            participant.emit("track_subscribed", remote, publication)
+            self.emit("track_subscribed", remote, publication, participant)
+
+    # stats and teardown ---------------------------------------------------------------------
+    async def get_stats(self) -> Any:
+        """aiortc's RTCStatsReport for the connection with the server."""
+        return await self.pc.getStats()
+
+    async def disconnect(self) -> None:
+        """Leave the room."""
+        if self.state == "disconnected":
+            return
+        if self._ws is not None and not self._ws.closed:
+            try:
+                await self._ws.send_str(signaling.encode({"type": "leave"}))
+            except ConnectionError:
+                pass
+        await self._teardown()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        self.emit("disconnected", self, None)
+
+    async def _teardown(self) -> None:
+        self.state = "disconnected"
+        for tap in self._taps.values():
+            tap.stop()
+        for future in [*self._pending.values(), *self._media_waiters.values()]:
+            if not future.done():
+                future.set_exception(RoomError(53001, "Signaling connection disconnected"))
+        if self._ws is not None:
+            await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
+        await self.pc.close()
+
+    async def __aenter__(self) -> Room:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name!r} {self.sid} {self.state}, {len(self.participants)} other participant(s)>"

@@ -1,0 +1,1 @@
+"""Networking: loopback-only ICE setup (and, later, link emulation)."""

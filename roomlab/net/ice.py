@@ -1,0 +1,48 @@
+"""ICE on loopback: which host addresses aioice gathers, and an RTCConfiguration with no servers.
+
+aioice never gathers 127.0.0.1 by itself (RFC 8445 forbids loopback candidates), and aiortc falls
+back to a public STUN server when `iceServers` is unset. roomlab gathers host candidates on
+127.0.0.1 only unless the user names other addresses, and contacts no STUN or TURN server unless
+the user configures one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+
+LOOPBACK = ("127.0.0.1",)
+
+_host_addresses: tuple[str, ...] = LOOPBACK
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    return [a for a in _host_addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+
+def set_host_addresses(addresses: Sequence[str] | None = LOOPBACK) -> None:
+    """Gather host candidates on these addresses only (default 127.0.0.1); None restores
+    aioice's own discovery of every interface."""
+    global _host_addresses
+    if addresses is None:
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    if isinstance(addresses, str) or not addresses:
+        raise ValueError("addresses must be a non-empty list of IP address strings, or None")
+    _host_addresses = tuple(addresses)
+    aioice.ice.get_host_addresses = _configured_host_addresses
+
+
+def host_addresses() -> tuple[str, ...]:
+    return _host_addresses
+
+
+def rtc_configuration(ice_servers: Sequence[RTCIceServer] | None = None) -> RTCConfiguration:
+    """An RTCConfiguration with exactly the ICE servers given (none by default)."""
+    return RTCConfiguration(iceServers=list(ice_servers or []))
+
+
+set_host_addresses(LOOPBACK)

@@ -1,0 +1,84 @@
+"""The signaling protocol between a client and the server: JSON messages over a WebSocket.
+
+Every message is an object with a `type`. The client opens with `connect` (its token and options);
+the server answers `connected` with the room's state, then drives every SDP negotiation: it sends
+`offer`, the client replies `answer`. Only the server offers, so offers never cross.
+
+Client to server:   connect, answer, publish, unpublish, set_metadata, set_track_enabled, ping, leave
+Server to client:   connected, offer, published, participant_connected, participant_disconnected,
+                    track_published, track_unpublished, track_enabled, track_disabled,
+                    metadata_changed, unsubscribed, error, disconnected, pong
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from ..errors import RoomError
+
+PROTOCOL_VERSION = 1
+#: Largest signaling message either side accepts (SDP of a large room fits with room to spare).
+MAX_MESSAGE_BYTES = 256 * 1024
+PATH = "/signaling"
+
+ClientMessageType = Literal[
+    "connect", "answer", "publish", "unpublish", "set_metadata", "set_track_enabled", "ping", "leave"
+]
+
+_OPTIONAL = object()
+
+#: type -> field -> accepted Python types (a field whose types include _OPTIONAL may be absent).
+CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "connect": {
+        "version": (int,),
+        "token": (str,),
+        "room": (str, type(None), _OPTIONAL),
+        "automatic_subscription": (bool, _OPTIONAL),
+        "metadata": (str, _OPTIONAL),
+        "options": (dict, _OPTIONAL),
+    },
+    "answer": {"sdp": (str,)},
+    "publish": {"ref": (int,), "name": (str,), "kind": (str,), "options": (dict, _OPTIONAL)},
+    "unpublish": {"sid": (str,)},
+    "set_metadata": {"metadata": (str,)},
+    "set_track_enabled": {"sid": (str,), "enabled": (bool,)},
+    "ping": {},
+    "leave": {},
+}
+
+
+def invalid(reason: str) -> RoomError:
+    return RoomError(53004, f"Client sent an invalid signaling message: {reason}")
+
+
+def parse_client_message(text: str | bytes) -> dict[str, Any]:
+    """Decode and check one client message; raise RoomError(53004) saying what is wrong."""
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise invalid(f"message of {len(text)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
+    try:
+        message = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("not valid JSON") from None
+    if not isinstance(message, dict):
+        raise invalid("a message must be a JSON object")
+    kind = message.get("type")
+    schema = CLIENT_MESSAGES.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        raise invalid(f"unknown type {kind!r}; expected one of {', '.join(CLIENT_MESSAGES)}")
+    for field, types in schema.items():
+        if field not in message:
+            if _OPTIONAL in types:
+                continue
+            raise invalid(f"{kind} needs the field {field!r}")
+        value = message[field]
+        accepted = tuple(t for t in types if t is not _OPTIONAL)
+        # bool is an int in Python; an int field must not take true/false
+        if not isinstance(value, accepted) or (bool not in accepted and isinstance(value, bool)):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in accepted)
+            raise invalid(f"{kind}.{field} must be {names}")
+    return message
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))

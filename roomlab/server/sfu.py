@@ -1,0 +1,319 @@
+"""The forwarding plane: data tracks, media tracks and `publish_data` messages, from each publisher
+to the participants subscribed to it. Participants never connect to each other; every path runs
+through the server.
+
+`Sfu` listens to the room domain: a track published creates a forwarder, a subscription attaches
+the subscriber to it, an unsubscription or unpublication detaches. Data-track frames are checked
+and forwarded as they arrived (the framing of SPEC §6 rides through untouched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCDataChannel
+from aiortc.contrib.media import MediaRelay
+
+from ..errors import RoomError
+from ..protocol import framing
+from .model import Participant, PublishedTrack, RoomEvent
+from .rooms import REMOVED_BY_REST, REMOVED_BY_REST_MESSAGE, LiveRoom, Rooms
+from .session import LOSSY_CHANNEL, RELIABLE_CHANNEL, TRACK_CHANNEL_PROTOCOL, Session
+
+log = logging.getLogger(__name__)
+
+#: Largest data message the server accepts from a publisher (what aiortc advertises).
+MAX_MESSAGE_BYTES = 262_144
+
+
+def participant_info(p: Participant, live: LiveRoom) -> dict[str, Any]:
+    return {
+        "sid": p.sid,
+        "identity": p.identity,
+        "metadata": p.metadata,
+        "tracks": [track_info(t) for t in live.tracks.values() if t.participant_sid == p.sid],
+    }
+
+
+def track_info(t: PublishedTrack) -> dict[str, Any]:
+    return {"sid": t.sid, "name": t.name, "kind": t.kind, "enabled": t.enabled, "options": t.options}
+
+
+class DataTrackForwarder:
+    """One published data track: the publisher's channel in, one channel out per subscriber."""
+
+    def __init__(self, track: PublishedTrack, publisher: Session | None) -> None:
+        self.track = track
+        self.publisher = publisher
+        self.source: RTCDataChannel | None = None
+        self.outlets: dict[str, RTCDataChannel] = {}
+        self._complaints = 0
+
+    def attach_source(self, channel: RTCDataChannel) -> None:
+        self.source = channel
+        channel.on("message", self.forward)
+
+    def forward(self, message: bytes | str) -> None:
+        try:
+            if len(message) > MAX_MESSAGE_BYTES:
+                raise framing.FramingError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+            framing.decode(message)
+        except framing.FramingError as exc:
+            self._complain(str(exc))
+            return
+        for channel in self.outlets.values():
+            if channel.readyState == "open":
+                try:
+                    channel.send(message)
+                except ValueError:  # larger than this subscriber accepts
+                    pass
+
+    def _complain(self, reason: str) -> None:
+        """Tell the publisher its message was dropped (at most a few times, not per message)."""
+        self._complaints += 1
+        if self.publisher is not None and self._complaints <= 10:
+            self.publisher.send_error(
+                RoomError(53300, f"Data track {self.track.sid}: message dropped: {reason}"), track_sid=self.track.sid
+            )
+
+    def add_subscriber(self, session: Session) -> None:
+        options = self.track.options
+        channel = session.pc.createDataChannel(
+            self.track.sid,
+            ordered=options.get("ordered", True),
+            maxPacketLifeTime=options.get("max_packet_life_time"),
+            maxRetransmits=options.get("max_retransmits"),
+            protocol=TRACK_CHANNEL_PROTOCOL,
+        )
+        self.outlets[session.sid] = channel
+
+    def remove_subscriber(self, session: Session) -> None:
+        channel = self.outlets.pop(session.sid, None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        for channel in self.outlets.values():
+            channel.close()
+        self.outlets.clear()
+
+
+class MediaForwarder:
+    """One published audio or video track, relayed to each subscriber's sender.
+
+    The relay hands the same decoded frames to every subscriber's encoder.
+    """
+
+    def __init__(self, track: PublishedTrack) -> None:
+        self.track = track
+        self.relay = MediaRelay()
+        self.source: MediaStreamTrack | None = None
+        self.subscribers: dict[str, Session] = {}
+
+    def attach_source(self, source: MediaStreamTrack) -> None:
+        self.source = source
+        for session in self.subscribers.values():
+            self._connect(session)
+
+    def add_subscriber(self, session: Session) -> None:
+        self.subscribers[session.sid] = session
+        if self.source is not None:
+            self._connect(session)
+
+    def _connect(self, session: Session) -> None:
+        assert self.source is not None
+        session.send_media(self.track.sid, self.track.kind, self.relay.subscribe(self.source, buffered=False))
+
+    def remove_subscriber(self, session: Session) -> None:
+        if self.subscribers.pop(session.sid, None) is not None and not session.closed:
+            session.stop_media(self.track.sid)
+
+    def close(self) -> None:
+        for session in list(self.subscribers.values()):
+            self.remove_subscriber(session)
+
+
+Forwarder = DataTrackForwarder | MediaForwarder
+
+
+class Sfu:
+    def __init__(self, rooms: Rooms) -> None:
+        self.rooms = rooms
+        self.sessions: dict[str, Session] = {}
+        self.forwarders: dict[str, Forwarder] = {}
+        #: server-sent (SendData) sequence numbers: room sid -> destination (None = everyone) -> seq
+        self._server_seq: dict[str, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
+        rooms.on_event(self._on_event)
+
+    # sessions -------------------------------------------------------------------------------
+    def add_session(self, session: Session) -> None:
+        """Wire a new session: its channels, the tracks it already may subscribe to."""
+        self.sessions[session.sid] = session
+        assert session.reliable is not None and session.lossy is not None
+        for kind, channel in ((RELIABLE_CHANNEL, session.reliable), (LOSSY_CHANNEL, session.lossy)):
+            channel.on("message", lambda message, s=session, k=kind: self.route_data(s, k, message))
+
+        @session.pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            forwarder = self.forwarders.get(channel.label)
+            if (
+                isinstance(forwarder, DataTrackForwarder)
+                and forwarder.track.participant_sid == session.sid
+                and forwarder.source is None
+            ):
+                forwarder.attach_source(channel)
+            else:
+                session.send_error(RoomError(53300, f"Data channel {channel.label!r} is not a track you published"))
+                channel.close()
+
+        @session.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            transceiver = next((t for t in session.pc.getTransceivers() if t.receiver.track is track), None)
+            slot = session.publishing_slot(transceiver) if transceiver else None
+            forwarder = self.forwarders.get(slot.track_sid) if slot and slot.track_sid else None
+            if isinstance(forwarder, MediaForwarder):
+                forwarder.attach_source(track)
+
+        for track_sid in list(session.live.subscriptions.get(session.sid, {})):
+            forwarder = self.forwarders.get(track_sid)
+            if forwarder is not None:
+                forwarder.add_subscriber(session)
+
+    def remove_session(self, session: Session) -> None:
+        if self.sessions.get(session.sid) is session:
+            del self.sessions[session.sid]
+        for forwarder in self.forwarders.values():
+            forwarder.remove_subscriber(session)
+
+    def room_sessions(self, room_sid: str, except_sid: str | None = None) -> list[Session]:
+        return [s for s in self.sessions.values() if s.live.room.sid == room_sid and s.sid != except_sid]
+
+    # room events ----------------------------------------------------------------------------
+    def _on_event(
+        self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
+    ) -> None:
+        others = self.room_sessions(live.room.sid, except_sid=participant.sid if participant else None)
+        name = event.name
+        if name == "participant-connected" and participant is not None:
+            for session in others:
+                session.send({"type": "participant_connected", "participant": participant_info(participant, live)})
+        elif name == "participant-disconnected" and participant is not None:
+            for session in others:
+                session.send({"type": "participant_disconnected", "participant_sid": participant.sid})
+            own = self.sessions.get(participant.sid)
+            if own is not None:
+                self.remove_session(own)
+                reason = REMOVED_BY_REST_MESSAGE if event.code == REMOVED_BY_REST else None
+                asyncio.get_running_loop().create_task(own.close(event.code, reason))
+        elif name == "participant-metadata-changed" and participant is not None:
+            for session in others:
+                session.send(
+                    {"type": "metadata_changed", "participant_sid": participant.sid, "metadata": participant.metadata}
+                )
+        elif name == "track-added" and track is not None and participant is not None:
+            publisher = self.sessions.get(participant.sid)
+            if track.kind == "data":
+                self.forwarders[track.sid] = DataTrackForwarder(track, publisher)
+            else:
+                self.forwarders[track.sid] = MediaForwarder(track)
+                if publisher is not None:
+                    publisher.receive_media(track.kind, track.sid)
+            for session in others:
+                session.send(
+                    {"type": "track_published", "participant_sid": participant.sid, "track": track_info(track)}
+                )
+        elif name == "track-removed" and track is not None and participant is not None:
+            forwarder = self.forwarders.pop(track.sid, None)
+            if forwarder is not None:
+                forwarder.close()
+            publisher = self.sessions.get(participant.sid)
+            if publisher is not None and track.kind != "data":
+                publisher.stop_media(track.sid)
+            for session in others:
+                session.send({"type": "track_unpublished", "participant_sid": participant.sid, "track_sid": track.sid})
+        elif name in ("track-enabled", "track-disabled") and track is not None and participant is not None:
+            for session in others:
+                session.send(
+                    {"type": name.replace("-", "_"), "participant_sid": participant.sid, "track_sid": track.sid}
+                )
+        elif name == "track-subscribed" and track is not None and participant is not None:
+            subscriber = self.sessions.get(participant.sid)
+            forwarder = self.forwarders.get(track.sid)
+            if subscriber is not None and forwarder is not None:
+                forwarder.add_subscriber(subscriber)
+        elif name == "track-unsubscribed" and participant is not None:
+            subscriber = self.sessions.get(participant.sid)
+            forwarder = self.forwarders.get(event.track_sid or "")
+            if subscriber is not None:
+                if forwarder is not None:
+                    forwarder.remove_subscriber(subscriber)
+                subscriber.send({"type": "unsubscribed", "track_sid": event.track_sid})
+
+    # publish_data ---------------------------------------------------------------------------
+    def route_data(self, sender: Session, channel_kind: str, message: bytes | str) -> None:
+        """Deliver a participant's `publish_data` frames to everyone else, or to named identities."""
+        try:
+            if len(message) > MAX_MESSAGE_BYTES:
+                raise framing.FramingError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+            frames = framing.decode(message)
+        except framing.FramingError as exc:
+            sender.send_error(RoomError(53004, f"publish_data message dropped: {exc}"))
+            return
+        for frame in frames:
+            self._deliver(sender.live.room.sid, sender.sid, channel_kind, frame)
+
+    def _deliver(self, room_sid: str, sender_sid: str | None, channel_kind: str, frame: framing.Frame) -> None:
+        if frame.destinations:
+            for identity, seq in frame.destinations:
+                target = next(
+                    (s for s in self.room_sessions(room_sid) if s.participant.identity == identity),
+                    None,
+                )
+                if target is None or target.sid == sender_sid:
+                    continue
+                data = framing.encode(
+                    frame.payload, seq, frame.sent_us, topic=frame.topic, sender=sender_sid, direct=True
+                )
+                self._send_on(target, channel_kind, data)
+            return
+        data = framing.encode(frame.payload, frame.seq, frame.sent_us, topic=frame.topic, sender=sender_sid)
+        for target in self.room_sessions(room_sid, except_sid=sender_sid):
+            self._send_on(target, channel_kind, data)
+
+    @staticmethod
+    def _send_on(session: Session, channel_kind: str, data: bytes) -> None:
+        channel = session.reliable if channel_kind == RELIABLE_CHANNEL else session.lossy
+        if channel is not None and channel.readyState == "open":
+            try:
+                channel.send(data)
+            except ValueError:
+                pass
+
+    def send_data(
+        self,
+        room_sid: str,
+        payload: bytes | str,
+        *,
+        topic: str | None = None,
+        destination_identities: list[str] | None = None,
+        reliable: bool = True,
+    ) -> int:
+        """Messages from the server itself (REST `SendData`); returns how many participants got it."""
+        channel_kind = RELIABLE_CHANNEL if reliable else LOSSY_CHANNEL
+        counters = self._server_seq[room_sid]
+        sessions = self.room_sessions(room_sid)
+        if destination_identities:
+            targets = [s for s in sessions if s.participant.identity in set(destination_identities)]
+            for session in targets:
+                counters[session.participant.identity] += 1
+                data = framing.encode(payload, counters[session.participant.identity], topic=topic, direct=True)
+                self._send_on(session, channel_kind, data)
+            return len(targets)
+        counters[None] += 1
+        data = framing.encode(payload, counters[None], topic=topic)
+        for session in sessions:
+            self._send_on(session, channel_kind, data)
+        return len(sessions)

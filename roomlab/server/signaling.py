@@ -1,0 +1,221 @@
+"""The signaling endpoint: a WebSocket per participant, authenticated by its access token.
+
+The first message must be `connect`; the token decides who joins and where. After that every
+message is checked; a bad one gets an error naming what is wrong and the session goes on. Only a
+flood, or a socket that goes silent, ends it. Nothing one connection sends reaches another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..errors import RoomError
+from ..protocol import signaling
+from .auth import Credentials, token_allows_room, verify_access_token
+from .model import TRACK_KINDS
+from .rooms import Rooms
+from .session import Session
+from .sfu import Sfu, participant_info, track_info
+
+log = logging.getLogger(__name__)
+
+#: Seconds a new socket has to send `connect`.
+CONNECT_TIMEOUT = 10.0
+#: WebSocket ping interval; a client that misses a pong for half of it is gone.
+HEARTBEAT = 5.0
+#: Messages per second a client may send on average, and in one burst.
+RATE, BURST = 50.0, 200.0
+#: Largest WebSocket frame read at all; frames between signaling.MAX_MESSAGE_BYTES and this get
+#: an error and the session goes on, larger ones close the socket (1009).
+WS_FRAME_LIMIT = 4 * 1024 * 1024
+UINT16_MAX = 65_535
+PRIORITIES = ("low", "standard", "high")
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def track_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check a publication's options; data tracks keep their reliability on every hop."""
+    allowed = {"priority"} | ({"ordered", "max_packet_life_time", "max_retransmits"} if kind == "data" else set())
+    unknown = set(options) - allowed
+    if unknown:
+        raise RoomError(53300, f"Track is invalid: unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    checked: dict[str, Any] = {"priority": options.get("priority", "standard")}
+    if checked["priority"] not in PRIORITIES:
+        raise RoomError(53300, f"Track is invalid: priority must be one of {', '.join(PRIORITIES)}")
+    if kind == "data":
+        ordered = options.get("ordered", True)
+        lifetime = options.get("max_packet_life_time")
+        retransmits = options.get("max_retransmits")
+        if not isinstance(ordered, bool):
+            raise RoomError(53300, "Track is invalid: ordered must be true or false")
+        for name, value in (("max_packet_life_time", lifetime), ("max_retransmits", retransmits)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UINT16_MAX
+            ):
+                raise RoomError(53300, f"Track is invalid: {name} must be an integer from 0 to {UINT16_MAX}")
+        if lifetime is not None and retransmits is not None:
+            raise RoomError(53300, "Track is invalid: set max_packet_life_time or max_retransmits, not both")
+        checked.update(ordered=ordered, max_packet_life_time=lifetime, max_retransmits=retransmits)
+    return checked
+
+
+class SignalingEndpoint:
+    def __init__(self, rooms: Rooms, sfu: Sfu, credentials: Credentials) -> None:
+        self.rooms = rooms
+        self.sfu = sfu
+        self.credentials = credentials
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=WS_FRAME_LIMIT)
+        await ws.prepare(request)
+        try:
+            session = await self._join(ws)
+        except RoomError as error:
+            await self._refuse(ws, error)
+            return ws
+        code = await self._serve(session)
+        if self.rooms.is_connected(session.sid):
+            self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
+        self.sfu.remove_session(session)
+        await session.close(code)
+        return ws
+
+    @staticmethod
+    async def _refuse(ws: web.WebSocketResponse, error: RoomError) -> None:
+        await ws.send_str(signaling.encode({"type": "error", "code": error.code, "message": error.message}))
+        await ws.close()
+
+    async def _join(self, ws: web.WebSocketResponse) -> Session:
+        try:
+            first = await ws.receive(timeout=CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise RoomError(
+                53002, f"Signaling connection timed out: no connect message within {CONNECT_TIMEOUT:g} s"
+            ) from None
+        if first.type != WSMsgType.TEXT:
+            raise signaling.invalid("the first message must be a connect message (text)")
+        message = signaling.parse_client_message(first.data)
+        if message["type"] != "connect":
+            raise signaling.invalid(f"the first message must be connect, got {message['type']}")
+        if message["version"] != signaling.PROTOCOL_VERSION:
+            supported = signaling.PROTOCOL_VERSION
+            raise signaling.invalid(
+                f"protocol version {message['version']} is not supported; this server speaks {supported}"
+            )
+        access = verify_access_token(message["token"], self.credentials)
+        room_key = message.get("room") or access.room
+        if not room_key:
+            raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
+        live = self.rooms.find_live(room_key)
+        allowed = token_allows_room(access, room_key, None) or (
+            live is not None and token_allows_room(access, live.room.unique_name, live.room.sid)
+        )
+        if not allowed:
+            raise RoomError(20106, "Invalid Access Token grants: the token does not grant access to this room")
+        live, participant = self.rooms.connect(
+            room_key,
+            access.identity,
+            automatic_subscription=message.get("automatic_subscription", True),
+            metadata=message.get("metadata", ""),
+        )
+        session = Session(live, participant, ws, self._ended)
+        session.start()
+        session.send(
+            {
+                "type": "connected",
+                "version": signaling.PROTOCOL_VERSION,
+                "room": {"sid": live.room.sid, "name": live.room.unique_name},
+                "participant": {"sid": participant.sid, "identity": participant.identity},
+                "participants": [
+                    participant_info(p, live) for p in live.participants.values() if p.sid != participant.sid
+                ],
+                "heartbeat": HEARTBEAT,
+            }
+        )
+        self.sfu.add_session(session)
+        session.request_negotiation()
+        log.debug("room %s, participant %s joined over signaling", live.room.sid, participant.sid)
+        return session
+
+    async def _serve(self, session: Session) -> int | None:
+        """Handle the client's messages until it leaves (None), floods (53004) or its socket
+        ends (53001); return the code its participant leaves with."""
+        bucket = TokenBucket(RATE, BURST)
+        async for frame in session.ws:
+            if frame.type == WSMsgType.TEXT or frame.type == WSMsgType.BINARY:
+                if not bucket.take():
+                    session.send_error(signaling.invalid(f"more than {BURST:g} messages in a burst; disconnecting"))
+                    return 53004
+                if frame.type == WSMsgType.BINARY:
+                    session.send_error(signaling.invalid("binary WebSocket frames are not part of the protocol"))
+                    continue
+                message: dict[str, Any] = {}
+                try:
+                    message = signaling.parse_client_message(frame.data)
+                    if message["type"] == "leave":
+                        return None
+                    self._dispatch(session, message)
+                except RoomError as error:
+                    ref = message.get("ref")
+                    session.send_error(error, **({"ref": ref} if ref is not None else {}))
+            elif frame.type == WSMsgType.ERROR:
+                log.debug("participant %s: signaling error %s", session.sid, session.ws.exception())
+                break
+        return 53001
+
+    def _dispatch(self, session: Session, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "ping":
+            session.send({"type": "pong"})
+        elif kind == "answer":
+            session.on_answer(message["sdp"])
+        elif kind == "publish":
+            track_kind = message["kind"]
+            if track_kind not in TRACK_KINDS:
+                raise RoomError(53300, f"Track kind must be one of {', '.join(TRACK_KINDS)}, got {track_kind!r}")
+            options = track_options(track_kind, message.get("options") or {})
+            # the reply is queued before the negotiation it may start, so the client knows the SID first
+            track = self.rooms.publish_track(session.sid, message["name"], track_kind, options)
+            session.send({"type": "published", "ref": message["ref"], "track": track_info(track)})
+        elif kind == "unpublish":
+            self._own_track(session, message["sid"])
+            self.rooms.unpublish_track(message["sid"])
+        elif kind == "set_track_enabled":
+            self._own_track(session, message["sid"])
+            self.rooms.set_track_enabled(message["sid"], message["enabled"])
+        elif kind == "set_metadata":
+            self.rooms.set_metadata(session.sid, message["metadata"])
+        elif kind == "connect":
+            raise signaling.invalid("already connected")
+
+    def _own_track(self, session: Session, track_sid: str) -> None:
+        track = session.live.tracks.get(track_sid)
+        if track is None or track.participant_sid != session.sid:
+            raise RoomError(53300, f"Track {track_sid!r} is not a track you published")
+
+    def _ended(self, session: Session, code: int | None) -> None:
+        """A session broke (ICE failure, no answer, backlog): remove its participant with `code`."""
+        if self.rooms.is_connected(session.sid):
+            self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
+        else:
+            self.sfu.remove_session(session)
+            asyncio.get_running_loop().create_task(session.close(code))

@@ -1,0 +1,95 @@
+"""Audio and video published by one client reach another through the server."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import roomlab
+
+from .conftest import eventually
+
+
+def subscribed(room: roomlab.Room, kind: str):  # type: ignore[no-untyped-def]
+    return next(
+        (p.track for x in room.participants.values() for p in x.tracks.values() if p.kind == kind and p.track),
+        None,
+    )
+
+
+async def inbound_packets(room: roomlab.Room, kind: str) -> int:
+    stats = await room.get_stats()
+    return sum(s.packetsReceived for s in stats.values() if s.type == "inbound-rtp" and s.kind == kind)
+
+
+async def test_audio_tone_reaches_a_subscriber_and_is_counted_in_packets(join):
+    alice = await join("alice", room="call", tracks=[roomlab.LocalAudioTrack.tone(440)])
+    bob = await join("bob", room="call")
+    audio = await eventually(lambda: subscribed(bob, "audio"))
+    assert isinstance(audio, roomlab.RemoteAudioTrack)
+    assert audio.participant.identity == "alice"
+    first = await eventually_packets(bob, "audio", 25)
+    await asyncio.sleep(0.5)
+    later = await inbound_packets(bob, "audio")
+    assert later >= first + 15  # 50 packets a second of 20 ms Opus
+    frame = await asyncio.wait_for(audio.recv(), 5)
+    samples = frame.to_ndarray().astype(float).ravel()
+    assert frame.sample_rate == 48_000 and np.abs(samples).max() > 1000  # a tone, not silence
+    assert alice.local_participant.tracks  # the publication is listed
+
+
+async def eventually_packets(room: roomlab.Room, kind: str, at_least: int) -> int:
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        count = await inbound_packets(room, kind)
+        if count >= at_least or asyncio.get_running_loop().time() > deadline:
+            return count
+        await asyncio.sleep(0.05)
+
+
+async def test_video_pattern_frames_decode_at_the_subscriber(join):
+    await join("alice", room="screen", tracks=[roomlab.LocalVideoTrack.pattern(320, 180, fps=15)])
+    bob = await join("bob", room="screen")
+    video = await eventually(lambda: subscribed(bob, "video"))
+    frame = await asyncio.wait_for(video.recv(), 10)
+    assert (frame.width, frame.height) == (320, 180)
+    await eventually(lambda: video.frames_received >= 5, timeout=10)
+    assert video.frames_received >= 5
+
+
+async def test_media_from_a_file(tmp_path: Path, join):
+    path = tmp_path / "beep.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=48_000, layout="mono")
+        for i in range(25):
+            t = (np.arange(960) + i * 960) / 48_000
+            data = (8000 * np.sin(2 * np.pi * 660 * t)).astype(np.int16).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 48_000, i * 960, fractions.Fraction(1, 48_000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    track = roomlab.LocalAudioTrack.from_file(path)
+    await join("alice", room="file", tracks=[track])
+    bob = await join("bob", room="file")
+    assert await eventually_packets(bob, "audio", 10) >= 10
+
+
+def test_media_argument_errors(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        roomlab.LocalAudioTrack.from_file(tmp_path / "missing.wav")
+    (tmp_path / "text.txt").write_text("not media")
+    with pytest.raises(ValueError, match="cannot open"):
+        roomlab.LocalVideoTrack.from_file(tmp_path / "text.txt")
+    with pytest.raises(ValueError, match="frequency"):
+        roomlab.LocalAudioTrack.tone(0)
+    with pytest.raises(ValueError, match="even"):
+        roomlab.LocalVideoTrack.pattern(321, 180)
+    with pytest.raises(ValueError, match="fps"):
+        roomlab.LocalVideoTrack.pattern(fps=500)
