@@ -93,3 +93,38 @@ def test_media_argument_errors(tmp_path: Path):
         roomlab.LocalVideoTrack.pattern(321, 180)
     with pytest.raises(ValueError, match="fps"):
         roomlab.LocalVideoTrack.pattern(fps=500)
+
+
+async def test_media_subscription_follows_rules_and_unpublish(server, join):
+    tone = roomlab.LocalAudioTrack.tone(330)
+    alice = await join("alice", room="switch", tracks=[tone])
+    bob = await join("bob", room="switch")
+    first = await eventually(lambda: subscribed(bob, "audio"))
+    events: list = []
+    bob.on("track_unsubscribed", lambda track, pub, p: events.append(("off", track.kind)))
+    bob.on("track_subscribed", lambda track, pub, p: events.append(("on", track.kind)))
+    rules = server.twilio_client().video.v1.rooms("switch").participants("bob").subscribe_rules
+    await asyncio.to_thread(lambda: rules.update(rules=[{"type": "exclude", "all": True}]))
+    await eventually(lambda: events == [("off", "audio")])
+    assert subscribed(bob, "audio") is None
+    await asyncio.to_thread(lambda: rules.update(rules=[{"type": "include", "kind": "audio"}]))
+    again = await eventually(lambda: subscribed(bob, "audio"))
+    assert again is not first and events == [("off", "audio"), ("on", "audio")]
+    frame = await asyncio.wait_for(again.recv(), 5)  # media flows again on the reused transceiver
+    assert frame.sample_rate == 48_000
+    await alice.local_participant.unpublish_track(tone)
+    await eventually(lambda: len(events) == 3)
+    assert events[-1] == ("off", "audio")
+    assert next(iter(bob.participants.values())).tracks == {}
+
+
+async def test_server_stop_disconnects_clients(rooms_to_close):
+    server = roomlab.serve()
+    room = await roomlab.connect(server.url, server.token("alice"), name="short-lived")
+    rooms_to_close.append(room)
+    reasons: list = []
+    room.on("disconnected", lambda r, error: reasons.append(error))
+    await asyncio.to_thread(server.stop)
+    await eventually(lambda: reasons)
+    assert reasons[0] is not None and reasons[0].code == 53000
+    assert room.state == "disconnected"

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import aioice.ice
+import aioice.turn
 from aiortc import RTCConfiguration, RTCIceServer
 
 LOOPBACK = ("127.0.0.1",)
+#: UDP receive buffer for ICE sockets. aioice's 256 KiB lets the kernel drop bursts of small
+#: datagrams even on loopback, which stalls SCTP; 4 MiB (the usual rmem_max) does not.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 _host_addresses: tuple[str, ...] = LOOPBACK
 _original_get_host_addresses = aioice.ice.get_host_addresses
@@ -41,8 +45,13 @@ def host_addresses() -> tuple[str, ...]:
 
 
 def rtc_configuration(ice_servers: Sequence[RTCIceServer] | None = None) -> RTCConfiguration:
-    """An RTCConfiguration with exactly the ICE servers given (none by default)."""
+    """An RTCConfiguration with exactly the ICE servers given (none by default).
+
+    The bundle policy stays aiortc's default: with max-bundle, an offer whose data channels were
+    created before its first media m-line puts no candidates on that m-line, and ICE fails.
+    """
     return RTCConfiguration(iceServers=list(ice_servers or []))
 
 
 set_host_addresses(LOOPBACK)
+aioice.turn.UDP_SOCKET_BUFFER_SIZE = UDP_RECEIVE_BUFFER

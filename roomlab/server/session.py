@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
 from ..errors import RoomError
 from ..net.ice import rtc_configuration
@@ -35,6 +36,49 @@ LOSSY_CHANNEL = "_lossy"
 TRACK_CHANNEL_PROTOCOL = "roomlab-track"
 
 
+class SwitchableTrack(MediaStreamTrack):
+    """What a subscriber's sender reads: the frames of whichever source it carries now.
+
+    aiortc's sender stops for good when its track ends, so a subscription that ends or moves to
+    another published track switches the source here, and the sender never sees an ended track.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source: MediaStreamTrack | None = None
+        self._switched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def switch(self, source: MediaStreamTrack | None) -> None:
+        old, self._source = self._source, source
+        if not self._switched.done():
+            self._switched.set_result(None)
+        if old is not None and old is not source:
+            old.stop()
+
+    async def recv(self) -> Any:
+        while True:
+            if self._switched.done():
+                self._switched = asyncio.get_running_loop().create_future()
+            switched, source = self._switched, self._source
+            if source is None:
+                await switched
+                continue
+            # a stopped source may never answer, so a switch also ends the wait for it
+            receiving = asyncio.ensure_future(source.recv())
+            try:
+                await asyncio.wait({receiving, switched}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not receiving.done():
+                    receiving.cancel()
+            if receiving.done() and not receiving.cancelled():
+                try:
+                    return receiving.result()
+                except MediaStreamError:
+                    if self._source is source:
+                        self._source = None
+
+
 @dataclass
 class MediaSlot:
     """A transceiver and the published track it carries (`role` publish: client to server)."""
@@ -42,6 +86,7 @@ class MediaSlot:
     transceiver: RTCRtpTransceiver
     role: str
     track_sid: str | None
+    outgoing: SwitchableTrack | None = None
 
 
 class Session:
@@ -81,8 +126,9 @@ class Session:
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
-            if self.pc.connectionState == "failed" and not self.closed:
-                log.debug("participant %s: peer connection failed (ICE consent lost)", self.sid)
+            # aiortc goes from connected straight to closed when ICE consent expires, never "failed"
+            if self.pc.connectionState in ("failed", "closed") and not self.closed:
+                log.debug("participant %s: peer connection lost (%s)", self.sid, self.pc.connectionState)
                 self._on_closed(self, 53405)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -177,10 +223,12 @@ class Session:
             None,
         )
         if slot is None:
-            transceiver = self.pc.addTransceiver(kind, direction="sendonly")
-            slot = MediaSlot(transceiver, "subscribe", None)
+            outgoing = SwitchableTrack(kind)
+            transceiver = self.pc.addTransceiver(outgoing, direction="sendonly")
+            slot = MediaSlot(transceiver, "subscribe", None, outgoing)
             self.slots.append(slot)
-        slot.transceiver.sender.replaceTrack(track)
+        assert slot.outgoing is not None
+        slot.outgoing.switch(track)
         slot.transceiver.direction = "sendonly"
         slot.track_sid = track_sid
         self.request_negotiation()
@@ -188,16 +236,12 @@ class Session:
     def stop_media(self, track_sid: str) -> None:
         for slot in self.slots:
             if slot.track_sid == track_sid:
-                track = slot.transceiver.sender.track
-                if track is not None:
-                    track.stop()
-                slot.transceiver.sender.replaceTrack(None)
                 slot.transceiver.direction = "inactive"
-                if slot.role == "subscribe":
-                    slot.track_sid = None
+                slot.track_sid = None
+                if slot.outgoing is not None:
+                    slot.outgoing.switch(None)  # the slot waits, idle, for its next subscription
                 else:
-                    slot.track_sid = None
-                    slot.role = "retired"
+                    slot.role = "retired"  # a publisher's slot is not used again
         self.request_negotiation()
 
     # teardown -------------------------------------------------------------------------------
