@@ -14,6 +14,9 @@ from .client import (  # noqa: E402
 )
 from .errors import RoomError  # noqa: E402
 from .server import Server, serve  # noqa: E402
+from .telemetry.persist import Run, load, save  # noqa: E402
+from .telemetry.recorder import Telemetry  # noqa: E402
+from .telemetry.watch import Watch, watch  # noqa: E402
 
 __all__ = [
     "LocalAudioTrack",
@@ -24,8 +27,14 @@ __all__ = [
     "RemoteParticipant",
     "Room",
     "RoomError",
+    "Run",
     "Server",
+    "Telemetry",
+    "Watch",
     "connect",
+    "load",
+    "save",
     "serve",
+    "watch",
     "__version__",
 ]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import pandas as pd
 import pytest
 from aiohttp import web
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -168,7 +169,8 @@ async def eventually(predicate, timeout: float = 5.0, interval: float = 0.01):  
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = predicate()
-        if value or asyncio.get_running_loop().time() > deadline:
+        done = value is not None if isinstance(value, pd.DataFrame | pd.Series) else bool(value)
+        if done or asyncio.get_running_loop().time() > deadline:
             return value
         await asyncio.sleep(interval)
 

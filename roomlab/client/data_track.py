@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCDataChannel
 
 from ..protocol import framing
+from ..telemetry.sampling import ChannelCounters
 from .events import EventEmitter
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class LocalDataTrack:
         self.max_retransmits = max_retransmits
         self.sid: str | None = None
         self._channel: RTCDataChannel | None = None
+        self._counters: ChannelCounters | None = None
         self._seq = 0
         self.messages_sent = 0
         self.bytes_sent = 0
@@ -97,10 +99,13 @@ class LocalDataTrack:
         self._seq = seq
         self.messages_sent += 1
         self.bytes_sent += len(frame)
+        if self._counters is not None:
+            self._counters.sent(channel, len(frame))
 
-    def _bind(self, sid: str, channel: RTCDataChannel | None) -> None:
+    def _bind(self, sid: str | None, channel: RTCDataChannel | None, counters: ChannelCounters | None = None) -> None:
         self.sid = sid
         self._channel = channel
+        self._counters = counters
 
     def __repr__(self) -> str:
         return f"<LocalDataTrack {self.name!r} sid={self.sid} ordered={self.ordered} reliable={self.reliable}>"

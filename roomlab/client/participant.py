@@ -53,7 +53,7 @@ class LocalParticipant:
         sid = reply["track"]["sid"]
         if isinstance(track, LocalDataTrack):
             channel = await self._room._open_track_channel(sid, track)
-            track._bind(sid, channel)
+            track._bind(sid, channel, self._room._counters)
         else:
             track.sid = sid
             await asyncio.wait_for(self._room._media_published(sid, track), PUBLISH_TIMEOUT)
@@ -69,7 +69,7 @@ class LocalParticipant:
         del self.tracks[sid]
         if isinstance(track, LocalDataTrack):
             channel = track._channel
-            track._bind(None, None)  # type: ignore[arg-type]
+            track._bind(None, None)
             if channel is not None:
                 channel.close()
         else:
@@ -101,6 +101,7 @@ class LocalParticipant:
             frame = framing.encode(payload, 0, topic=topic, destinations=tuple(destinations))
             check_payload_size(frame, channel)
             channel.send(frame)
+            self._room._counters.sent(channel, len(frame))
             for identity, seq in destinations:
                 self._data_seq[(reliable, identity)] = seq
         else:
@@ -108,6 +109,7 @@ class LocalParticipant:
             frame = framing.encode(payload, seq, topic=topic)
             check_payload_size(frame, channel)
             channel.send(frame)
+            self._room._counters.sent(channel, len(frame))
             self._data_seq[(reliable, None)] = seq
 
     def __repr__(self) -> str:

@@ -16,6 +16,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from ..errors import RoomError
 from ..net.ice import rtc_configuration
 from ..protocol import framing, signaling
+from ..telemetry.recorder import Telemetry, now_ns
+from ..telemetry.sampling import ChannelCounters, RtcStatsSampler, RtpStream, sample_forever
 from .data_track import LocalDataTrack, RemoteDataTrack
 from .events import EventEmitter
 from .media_track import FrameTap, LocalMediaTrack, RemoteAudioTrack, RemoteMediaTrack, RemoteVideoTrack
@@ -64,6 +66,11 @@ class Room(EventEmitter):
         self._mid_tracks: dict[str, str] = {}
         self._media_waiters: dict[str, asyncio.Future[None]] = {}
         self._published_media: dict[str, LocalMediaTrack] = {}
+        #: what this client receives and sends, as live tables (`room.telemetry.frame("messages")`)
+        self.telemetry = Telemetry()
+        self._counters = ChannelCounters()
+        self._rtc_sampler = RtcStatsSampler(self.telemetry, "client")
+        self._sampler: asyncio.Task[None] | None = None
         self.pc.on("datachannel", self._on_datachannel)
 
     # connecting -----------------------------------------------------------------------------
@@ -112,6 +119,7 @@ class Room(EventEmitter):
         await asyncio.wait_for(self._negotiated.wait(), CONNECT_TIMEOUT)
         for label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
             await asyncio.wait_for(self._channel_open(label), CONNECT_TIMEOUT)
+        self._sampler = asyncio.get_running_loop().create_task(sample_forever(self._sample))
         self.state = "connected"
 
     async def _channel_open(self, label: str) -> RTCDataChannel:
@@ -260,14 +268,33 @@ class Room(EventEmitter):
     ) -> None:
         track = RemoteDataTrack(publication.track_sid, publication.track_name, publication.options, participant)
         track._channel = channel
+        me = self.local_participant.identity if self.local_participant else ""
+        self._counters.watch(channel, me)
+        record = self.telemetry.tables["messages"].append
 
         def on_message(message: bytes | str) -> None:
+            received_ns = now_ns()
+            self._counters.received(channel, len(message))
             try:
                 frames = framing.decode(message)
             except framing.FramingError as exc:
                 log.warning("room %s, track %s: undecodable message: %s", self.sid, track.sid, exc)
                 return
             for frame in frames:
+                sent_ns = frame.sent_us * 1000
+                record(
+                    received_ns,
+                    sent_ns,
+                    (received_ns - sent_ns) / 1e6,
+                    self.name,
+                    participant.identity,
+                    me,
+                    track.name,
+                    frame.seq,
+                    frame.size,
+                    track.reliable,
+                    None,
+                )
                 track.messages_received += 1
                 track.bytes_received += frame.size
                 track.emit("message", frame.payload)
@@ -295,7 +322,8 @@ class Room(EventEmitter):
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
             self._channels[channel.label] = channel
-            channel.on("message", self._on_data_packet)
+            self._counters.watch(channel, self.local_participant.identity if self.local_participant else "")
+            channel.on("message", lambda message, c=channel: self._on_data_packet(c, message))
             return
         if channel.protocol != TRACK_CHANNEL_PROTOCOL:
             log.debug("room %s: ignoring data channel %r", self.sid, channel.label)
@@ -306,14 +334,33 @@ class Room(EventEmitter):
         else:
             self._subscribe_data(*found, channel)
 
-    def _on_data_packet(self, message: bytes | str) -> None:
+    def _on_data_packet(self, channel: RTCDataChannel, message: bytes | str) -> None:
+        received_ns = now_ns()
+        self._counters.received(channel, len(message))
         try:
             frames = framing.decode(message)
         except framing.FramingError as exc:
             log.warning("room %s: undecodable data packet: %s", self.sid, exc)
             return
+        me = self.local_participant.identity if self.local_participant else ""
+        reliable = channel.label == RELIABLE_CHANNEL
         for frame in frames:
             participant = self.participants.get(frame.sender) if frame.sender else None
+            sent_ns = frame.sent_us * 1000
+            self.telemetry.record(
+                "messages",
+                received_ns,
+                sent_ns,
+                (received_ns - sent_ns) / 1e6,
+                self.name,
+                participant.identity if participant else "",
+                me,
+                channel.label + (":direct" if frame.direct else ""),
+                frame.seq,
+                frame.size,
+                reliable,
+                frame.topic,
+            )
             if participant is not None:
                 participant.emit("data_received", frame.payload, frame.topic)
             self.emit("data_received", frame.payload, participant, frame.topic)
@@ -335,6 +382,7 @@ class Room(EventEmitter):
         opened = asyncio.get_running_loop().create_future()
         channel.once("open", lambda: opened.done() or opened.set_result(None))
         await asyncio.wait_for(opened, PUBLISH_TIMEOUT)
+        self._counters.watch(channel, self.local_participant.identity if self.local_participant else "")
         return channel
 
     # media ----------------------------------------------------------------------------------
@@ -399,6 +447,32 @@ class Room(EventEmitter):
             self.emit("track_subscribed", remote, publication, participant)
 
     # stats and teardown ---------------------------------------------------------------------
+    def _rtp_streams(self) -> list[RtpStream]:
+        me = self.local_participant.identity if self.local_participant else ""
+        streams = []
+        by_mid = {t.mid: t for t in self.pc.getTransceivers()}
+        for sid, local in self._published_media.items():
+            sender = next((t.sender for t in by_mid.values() if t.sender.track is local.media), None)
+            if sender is not None:
+                streams.append(RtpStream(me, sid, local.kind, "outbound", sender))
+        for mid, sid in self._mid_tracks.items():
+            transceiver, tap = by_mid.get(mid), self._taps.get(mid)
+            if transceiver is not None and tap is not None:
+                frames = (lambda t=tap: t.frames) if transceiver.kind == "video" else None
+                streams.append(RtpStream(me, sid, transceiver.kind, "inbound", transceiver.receiver, frames))
+        return streams
+
+    async def _sample(self) -> None:
+        await self._rtc_sampler.sample(self._rtp_streams())
+        self._counters.sample(self.telemetry, "client")
+
+    def frame(self, name: str) -> Any:
+        """A telemetry table of this client (`messages`, `rtc_stats`, `data_channel_stats`, ...)."""
+        return self.telemetry.frame(name)
+
+    def frames(self) -> dict[str, Any]:
+        return self.telemetry.frames()
+
     async def get_stats(self) -> Any:
         """aiortc's RTCStatsReport for the connection with the server."""
         return await self.pc.getStats()
@@ -419,6 +493,8 @@ class Room(EventEmitter):
 
     async def _teardown(self) -> None:
         self.state = "disconnected"
+        if self._sampler is not None:
+            self._sampler.cancel()
         for tap in self._taps.values():
             tap.stop()
         for future in [*self._pending.values(), *self._media_waiters.values()]:

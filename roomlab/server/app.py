@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import RoomError
 from ..protocol.signaling import PATH as SIGNALING_PATH
 from .auth import Credentials, check_basic_auth
+from .feed import TelemetryFeed
 from .rest import RestApi
 from .signaling import SignalingEndpoint
 
@@ -64,9 +65,12 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
-def build_app(credentials: Credentials, rest: RestApi, signaling: SignalingEndpoint) -> web.Application:
+def build_app(
+    credentials: Credentials, rest: RestApi, signaling: SignalingEndpoint, feed: TelemetryFeed
+) -> web.Application:
     app = web.Application(middlewares=[twilio_errors, basic_auth(credentials)], client_max_size=MAX_REQUEST_BYTES)
     app.router.add_get("/", index)
     app.router.add_get(SIGNALING_PATH, signaling.handle)
+    app.router.add_get("/v1/Telemetry", feed.handle)
     rest.add_routes(app)
     return app

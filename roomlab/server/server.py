@@ -17,9 +17,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ..telemetry.recorder import Telemetry
+from ..telemetry.sampling import RtcStatsSampler, sample_forever
 from .app import build_app
 from .auth import Credentials, mint_access_token
 from .callbacks import DeliveryPolicy, StatusCallbacks
+from .feed import TelemetryFeed
 from .rest import RestApi
 from .rooms import Rooms
 from .sfu import Sfu
@@ -65,6 +68,10 @@ class Server:
         self._callbacks: StatusCallbacks | None = None
         self._expiry: asyncio.Task[None] | None = None
         self._stopped = threading.Event()
+        self._sampler: asyncio.Task[None] | None = None
+        #: what the server sees and forwards, as live tables (`server.telemetry.frame("events")`)
+        self.telemetry = Telemetry()
+        self._rtc_sampler = RtcStatsSampler(self.telemetry, "server")
 
     # lifecycle ------------------------------------------------------------------------------
     def start(self) -> Server:
@@ -107,22 +114,28 @@ class Server:
         self.store = Store(self.db)
         self.credentials = self._credentials(self.store)
         self.rooms = Rooms(self.store, self.credentials.account_sid, self.clock)
+        self.rooms.on_event(self._record_event)
         self._callbacks = StatusCallbacks(self.rooms, self.store, self.credentials.api_secret, self.callback_policy)
         await self._callbacks.start()
         self.sfu = Sfu(self.rooms)
         signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials)
-        app = build_app(self.credentials, RestApi(self.rooms, self.store, self.sfu), signaling)
+        app = build_app(
+            self.credentials, RestApi(self.rooms, self.store, self.sfu), signaling, TelemetryFeed(self.telemetry)
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._expiry = asyncio.get_running_loop().create_task(self._expire_forever())
+        self._sampler = asyncio.get_running_loop().create_task(sample_forever(self._sample))
         log.info("roomlab server on %s", self.url)
 
     async def _shutdown(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
+        if self._sampler is not None:
+            self._sampler.cancel()
         if self.rooms is not None:
             self.rooms.close()
         await asyncio.sleep(0)  # let sessions flush their goodbyes before the sockets close
@@ -132,6 +145,32 @@ class Server:
             await self._runner.cleanup()
         if self.store is not None:
             self.store.close()
+
+    def _record_event(self, event: Any, live: Any, participant: Any, track: Any) -> None:
+        self.telemetry.record(
+            "events",
+            event.time,
+            live.room.unique_name,
+            live.room.sid,
+            event.name,
+            event.participant_sid,
+            participant.identity if participant is not None else None,
+            event.track_sid,
+            event.code,
+            None,
+        )
+
+    async def _sample(self) -> None:
+        assert self.sfu is not None
+        await self._rtc_sampler.sample(self.sfu.rtp_streams())
+        self.sfu.counters.sample(self.telemetry, "server")
+
+    def frame(self, name: str) -> Any:
+        """A telemetry table of this server (`events`, `rtc_stats`, `data_channel_stats`, ...)."""
+        return self.telemetry.frame(name)
+
+    def frames(self) -> dict[str, Any]:
+        return self.telemetry.frames()
 
     async def _expire_forever(self) -> None:
         assert self.rooms is not None

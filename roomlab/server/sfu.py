@@ -19,6 +19,7 @@ from aiortc.contrib.media import MediaRelay
 
 from ..errors import RoomError
 from ..protocol import framing
+from ..telemetry.sampling import ChannelCounters, RtpStream
 from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import REMOVED_BY_REST, REMOVED_BY_REST_MESSAGE, LiveRoom, Rooms
 from .session import LOSSY_CHANNEL, RELIABLE_CHANNEL, TRACK_CHANNEL_PROTOCOL, Session
@@ -45,18 +46,23 @@ def track_info(t: PublishedTrack) -> dict[str, Any]:
 class DataTrackForwarder:
     """One published data track: the publisher's channel in, one channel out per subscriber."""
 
-    def __init__(self, track: PublishedTrack, publisher: Session | None) -> None:
+    def __init__(self, track: PublishedTrack, publisher: Session | None, counters: ChannelCounters) -> None:
         self.track = track
         self.publisher = publisher
+        self.counters = counters
         self.source: RTCDataChannel | None = None
         self.outlets: dict[str, RTCDataChannel] = {}
         self._complaints = 0
 
     def attach_source(self, channel: RTCDataChannel) -> None:
         self.source = channel
+        if self.publisher is not None:
+            self.counters.watch(channel, self.publisher.participant.identity)
         channel.on("message", self.forward)
 
     def forward(self, message: bytes | str) -> None:
+        if self.source is not None:
+            self.counters.received(self.source, len(message))
         try:
             if len(message) > MAX_MESSAGE_BYTES:
                 raise framing.FramingError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -69,7 +75,8 @@ class DataTrackForwarder:
                 try:
                     channel.send(message)
                 except ValueError:  # larger than this subscriber accepts
-                    pass
+                    continue
+                self.counters.sent(channel, len(message))
 
     def _complain(self, reason: str) -> None:
         """Tell the publisher its message was dropped (at most a few times, not per message)."""
@@ -89,6 +96,7 @@ class DataTrackForwarder:
             protocol=TRACK_CHANNEL_PROTOCOL,
         )
         self.outlets[session.sid] = channel
+        self.counters.watch(channel, session.participant.identity)
 
     def remove_subscriber(self, session: Session) -> None:
         channel = self.outlets.pop(session.sid, None)
@@ -144,6 +152,7 @@ class Sfu:
         self.rooms = rooms
         self.sessions: dict[str, Session] = {}
         self.forwarders: dict[str, Forwarder] = {}
+        self.counters = ChannelCounters()
         #: server-sent (SendData) sequence numbers: room sid -> destination (None = everyone) -> seq
         self._server_seq: dict[str, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
         rooms.on_event(self._on_event)
@@ -154,6 +163,7 @@ class Sfu:
         self.sessions[session.sid] = session
         assert session.reliable is not None and session.lossy is not None
         for kind, channel in ((RELIABLE_CHANNEL, session.reliable), (LOSSY_CHANNEL, session.lossy)):
+            self.counters.watch(channel, session.participant.identity)
             channel.on("message", lambda message, s=session, k=kind: self.route_data(s, k, message))
 
         @session.pc.on("datachannel")
@@ -216,7 +226,7 @@ class Sfu:
         elif name == "track-added" and track is not None and participant is not None:
             publisher = self.sessions.get(participant.sid)
             if track.kind == "data":
-                self.forwarders[track.sid] = DataTrackForwarder(track, publisher)
+                self.forwarders[track.sid] = DataTrackForwarder(track, publisher, self.counters)
             else:
                 self.forwarders[track.sid] = MediaForwarder(track)
                 if publisher is not None:
@@ -255,6 +265,9 @@ class Sfu:
     # publish_data ---------------------------------------------------------------------------
     def route_data(self, sender: Session, channel_kind: str, message: bytes | str) -> None:
         """Deliver a participant's `publish_data` frames to everyone else, or to named identities."""
+        channel = sender.reliable if channel_kind == RELIABLE_CHANNEL else sender.lossy
+        if channel is not None:
+            self.counters.received(channel, len(message))
         try:
             if len(message) > MAX_MESSAGE_BYTES:
                 raise framing.FramingError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -283,14 +296,30 @@ class Sfu:
         for target in self.room_sessions(room_sid, except_sid=sender_sid):
             self._send_on(target, channel_kind, data)
 
-    @staticmethod
-    def _send_on(session: Session, channel_kind: str, data: bytes) -> None:
+    def _send_on(self, session: Session, channel_kind: str, data: bytes) -> None:
         channel = session.reliable if channel_kind == RELIABLE_CHANNEL else session.lossy
         if channel is not None and channel.readyState == "open":
             try:
                 channel.send(data)
             except ValueError:
-                pass
+                return
+            self.counters.sent(channel, len(data))
+
+    def rtp_streams(self) -> list[RtpStream]:
+        """Every media stream the server carries, named from its participant's side: what a
+        publisher sends is `outbound`, what a subscriber receives is `inbound`."""
+        streams = []
+        for session in list(self.sessions.values()):
+            identity = session.participant.identity
+            for slot in session.slots:
+                if slot.track_sid is None:
+                    continue
+                kind = slot.transceiver.kind
+                if slot.role == "publish":
+                    streams.append(RtpStream(identity, slot.track_sid, kind, "outbound", slot.transceiver.receiver))
+                elif slot.role == "subscribe":
+                    streams.append(RtpStream(identity, slot.track_sid, kind, "inbound", slot.transceiver.sender))
+        return streams
 
     def send_data(
         self,

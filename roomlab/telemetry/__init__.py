@@ -1,0 +1,1 @@
+"""Telemetry: columnar recorders, sampling, the live feed client, Parquet runs, analysis."""

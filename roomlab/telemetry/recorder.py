@@ -1,0 +1,241 @@
+"""Columnar recorders: rows go into typed arrays, one per column; frames are built on demand.
+
+No per-row Python object is kept: numbers and times live in `array` buffers, strings are
+dictionary-encoded (a code per row, each distinct string stored once). Building a frame copies
+the buffers into numpy and wraps them, so a million-row frame takes a fraction of a second.
+
+Retention: a table keeps at most `max_rows` rows in memory; past that the buffered rows are
+written to a Parquet file in the recorder's spill directory and the buffers start again, so a
+long run uses bounded memory and loses nothing. `frame()` reads the spilled parts back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from array import array
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .schema import TABLES, Column, columns
+
+NULL_INT = -(2**63)  # also numpy's NaT when viewed as datetime64
+NULL_CODE = -1
+DEFAULT_MAX_ROWS = 2_000_000
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def to_ns(value: Any) -> int:
+    """UNIX time as int nanoseconds, from int ns, float seconds, a datetime or a pandas Timestamp."""
+    if value is None:
+        return NULL_INT
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return NULL_INT if value != value else int(value * 1e9)
+    return int(pd.Timestamp(value).value)
+
+
+class _Strings:
+    """Dictionary encoding for one string column."""
+
+    __slots__ = ("codes", "index", "values")
+
+    def __init__(self) -> None:
+        self.codes = array("i")
+        self.index: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def append(self, value: str | None) -> None:
+        if value is None:
+            self.codes.append(NULL_CODE)
+            return
+        code = self.index.get(value)
+        if code is None:
+            code = self.index[value] = len(self.values)
+            self.values.append(value)
+        self.codes.append(code)
+
+    def series(self, start: int = 0) -> pd.Categorical:
+        codes = np.frombuffer(self.codes, dtype=np.int32)[start:].copy()
+        return pd.Categorical.from_codes(codes, categories=pd.Index(self.values, dtype="str"))
+
+
+class Table:
+    """One telemetry table's buffers."""
+
+    def __init__(self, name: str, spill_dir: Path | None = None, max_rows: int = DEFAULT_MAX_ROWS) -> None:
+        self.name = name
+        self.columns: tuple[Column, ...] = columns(name)
+        self.max_rows = max_rows
+        self._spill_dir = spill_dir
+        self._spilled: list[Path] = []
+        self._spilled_rows = 0
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buffers: list[Any] = []
+        for column in self.columns:
+            if column.kind == "str":
+                self._buffers.append(_Strings())
+            elif column.kind == "float":
+                self._buffers.append(array("d"))
+            elif column.kind == "bool":
+                self._buffers.append(array("b"))
+            else:
+                self._buffers.append(array("q"))
+        self._rows = 0
+        self._appenders = self._make_appenders()
+
+    def _make_appenders(self) -> list[Any]:
+        appenders = []
+        for column, buffer in zip(self.columns, self._buffers, strict=True):
+            if column.kind == "time":
+                appenders.append(lambda v, b=buffer: b.append(to_ns(v)))
+            elif column.kind == "int":
+                appenders.append(lambda v, b=buffer: b.append(NULL_INT if v is None else int(v)))
+            elif column.kind == "float":
+                appenders.append(lambda v, b=buffer: b.append(float("nan") if v is None else float(v)))
+            elif column.kind == "bool":
+                appenders.append(lambda v, b=buffer: b.append(-1 if v is None else int(bool(v))))
+            else:
+                appenders.append(buffer.append)
+        return appenders
+
+    def __len__(self) -> int:
+        return self._spilled_rows + self._rows
+
+    def append(self, *values: Any) -> None:
+        """One row, values in column order (None where unknown). Times: int ns or float seconds."""
+        if len(values) != len(self.columns):
+            raise ValueError(f"{self.name} has {len(self.columns)} columns, got {len(values)} values")
+        with self._lock:
+            for append, value in zip(self._appenders, values, strict=True):
+                append(value)
+            self._rows += 1
+            if self._rows >= self.max_rows:
+                self._spill()
+
+    def extend(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            self.append(*row)
+
+    def _spill(self) -> None:
+        if self._spill_dir is None:
+            self._spill_dir = Path(tempfile.mkdtemp(prefix="roomlab-telemetry-"))
+        path = self._spill_dir / f"{self.name}-{len(self._spilled):05d}.parquet"
+        self._frame_of_buffers(0).to_parquet(path)
+        self._spilled.append(path)
+        self._spilled_rows += self._rows
+        self._reset()
+
+    def _frame_of_buffers(self, start: int) -> pd.DataFrame:
+        data: dict[str, Any] = {}
+        for column, buffer in zip(self.columns, self._buffers, strict=True):
+            data[column.name] = _column_values(column, buffer, start)
+        return pd.DataFrame(data)
+
+    def frame(self) -> pd.DataFrame:
+        """Every row so far, as a DataFrame with the table's dtypes."""
+        with self._lock:
+            current = self._frame_of_buffers(0)
+            spilled = list(self._spilled)
+        if not spilled:
+            return current
+        parts = [read_parquet(p) for p in spilled] + [current]
+        return _concat(parts, self.columns)
+
+    def rows_since(self, start: int) -> tuple[dict[str, list[Any]], int]:
+        """Rows from index `start` on, as JSON-ready columns, and the index to continue from."""
+        with self._lock:
+            total = self._spilled_rows + self._rows
+            if start >= total:
+                return {}, total
+            if start < self._spilled_rows:
+                older = self.frame().iloc[start:]
+                return _jsonable(older), total
+            part = self._frame_of_buffers(start - self._spilled_rows)
+        return _jsonable(part), total
+
+
+def _column_values(column: Column, buffer: Any, start: int) -> Any:
+    if column.kind == "str":
+        return buffer.series(start)
+    if column.kind == "time":
+        ns = np.frombuffer(buffer, dtype=np.int64)[start:].copy()
+        return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
+    if column.kind == "float":
+        return np.frombuffer(buffer, dtype=np.float64)[start:].copy()
+    if column.kind == "bool":
+        raw = np.frombuffer(buffer, dtype=np.int8)[start:]
+        return pd.arrays.BooleanArray(raw == 1, raw < 0)
+    raw = np.frombuffer(buffer, dtype=np.int64)[start:]
+    return pd.arrays.IntegerArray(raw.copy(), raw == NULL_INT)
+
+
+def empty_frame(table: str) -> pd.DataFrame:
+    return Table(table).frame()
+
+
+def read_parquet(path: Path | str) -> pd.DataFrame:
+    """A table written by roomlab, with its dtypes as the recorder makes them (Parquet gives an
+    empty category list back as object; roomlab's are always str)."""
+    frame = pd.read_parquet(path)
+    for name in frame.columns:
+        series = frame[name]
+        if isinstance(series.dtype, pd.CategoricalDtype) and series.cat.categories.dtype != "str":
+            categories = pd.Index(series.cat.categories.astype("str"), dtype="str")
+            frame[name] = pd.Categorical.from_codes(series.cat.codes.to_numpy(), categories=categories)
+    return frame
+
+
+def _concat(parts: list[pd.DataFrame], table_columns: tuple[Column, ...]) -> pd.DataFrame:
+    frame = pd.concat(parts, ignore_index=True)
+    for column in table_columns:
+        if column.kind == "str" and not isinstance(frame[column.name].dtype, pd.CategoricalDtype):
+            frame[column.name] = frame[column.name].astype("category")
+    return frame
+
+
+def _jsonable(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for name in frame.columns:
+        series = frame[name]
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            values = series.array.asi8.tolist()
+            out[name] = [None if v == NULL_INT else v for v in values]
+        else:
+            out[name] = [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in series.tolist()]
+    return out
+
+
+class Telemetry:
+    """The live tables of one server, room or simulation."""
+
+    def __init__(self, spill_dir: str | Path | None = None, max_rows: int = DEFAULT_MAX_ROWS) -> None:
+        directory = None if spill_dir is None else Path(spill_dir)
+        self.tables: dict[str, Table] = {name: Table(name, directory, max_rows) for name in TABLES}
+
+    def record(self, table: str, *values: Any) -> None:
+        self.tables[table].append(*values)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        """The table `name` as a DataFrame, at any moment, without stopping anything."""
+        columns(name)
+        return self.tables[name].frame()
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {name: table.frame() for name, table in self.tables.items()}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{name}={len(table)}" for name, table in self.tables.items())
+        return f"<Telemetry {sizes}>"

@@ -1,0 +1,132 @@
+"""The telemetry tables (SPEC §7): one row per record, typed columns, UTC times in `time`.
+
+Each table is a tuple of columns; a column has a name, a kind and a unit. Kinds map to pandas
+dtypes: `time` -> datetime64[ns, UTC], `int` -> Int64 (nullable), `float` -> float64 (NaN when
+unknown), `bool` -> boolean (nullable), `str` -> category (strings repeat: identities, SIDs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["time", "int", "float", "bool", "str"]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Kind
+    unit: str = ""
+    doc: str = ""
+
+
+def _t(name: str, doc: str) -> Column:
+    return Column(name, "time", "UTC", doc)
+
+
+MESSAGES = (
+    _t("time", "when the subscriber received the message"),
+    _t("sent_time", "when the publisher sent it (its clock; same machine or NTP-synced)"),
+    Column("latency_ms", "float", "ms", "time - sent_time"),
+    Column("room", "str", "", "room name"),
+    Column("publisher", "str", "", "publisher identity (empty for messages from the server)"),
+    Column("subscriber", "str", "", "receiving participant's identity"),
+    Column(
+        "track",
+        "str",
+        "",
+        "data track name, or _reliable / _lossy for publish_data (suffixed :direct when sent to named identities)",
+    ),
+    Column("seq", "int", "", "publisher's sequence number on that track"),
+    Column("size", "int", "bytes", "payload size"),
+    Column("reliable", "bool", "", "sent on a reliable channel"),
+    Column("topic", "str", "", "publish_data topic (empty for data tracks)"),
+)
+
+RTC_STATS = (
+    _t("time", "sample time"),
+    Column(
+        "participant",
+        "str",
+        "",
+        "identity of the participant the stream belongs to (the sender for outbound, the receiver for inbound)",
+    ),
+    Column("track", "str", "", "track SID (or the stream's id when no SID is known)"),
+    Column("kind", "str", "", "audio or video"),
+    Column("direction", "str", "", "outbound (sending) or inbound (receiving)"),
+    Column("bitrate_bps", "float", "bit/s", "payload bitrate since the previous sample"),
+    Column("packets", "int", "", "packets sent (outbound) or received (inbound), cumulative"),
+    Column(
+        "packets_lost", "int", "", "cumulative packets lost (inbound: seen here; outbound: reported by the far end)"
+    ),
+    Column("fraction_lost", "float", "0-1", "fraction lost in the last report interval"),
+    Column("jitter_ms", "float", "ms", "interarrival jitter"),
+    Column("rtt_ms", "float", "ms", "round-trip time from RTCP"),
+    Column("frames", "int", "", "video frames, cumulative (decoded inbound, encoded/sent outbound)"),
+    Column("layer", "str", "", "video quality layer (low, standard, high) when known"),
+    Column("source", "str", "", "who measured: client, server, chrome"),
+)
+
+DATA_CHANNEL_STATS = (
+    _t("time", "sample time"),
+    Column("participant", "str", "", "identity whose end of the channel this is"),
+    Column("label", "str", "", "RTCDataChannel.label (track SID, _reliable or _lossy)"),
+    Column("protocol", "str", "", "RTCDataChannel.protocol"),
+    Column("data_channel_identifier", "int", "", "SCTP stream id"),
+    Column("state", "str", "", "connecting, open, closing, closed"),
+    Column("messages_sent", "int", "", "cumulative"),
+    Column("bytes_sent", "int", "bytes", "cumulative"),
+    Column("messages_received", "int", "", "cumulative"),
+    Column("bytes_received", "int", "bytes", "cumulative"),
+    Column("source", "str", "", "client or server"),
+)
+
+NETWORK_QUALITY = (
+    _t("time", "when the level was computed"),
+    Column("participant", "str", "", "identity"),
+    Column("level", "int", "0-5", "overall level: the minimum of the partial levels"),
+    Column("audio_send", "int", "0-5", "partial level"),
+    Column("audio_recv", "int", "0-5", "partial level"),
+    Column("video_send", "int", "0-5", "partial level"),
+    Column("video_recv", "int", "0-5", "partial level"),
+)
+
+ALLOCATIONS = (
+    _t("time", "when the allocator decided"),
+    Column("subscriber", "str", "", "identity"),
+    Column("track", "str", "", "subscribed video track SID"),
+    Column("available_bps", "float", "bit/s", "estimated downlink available to the subscriber"),
+    Column("allocated_bps", "float", "bit/s", "bitrate allocated to this track"),
+    Column("layer", "str", "", "layer chosen"),
+    Column("switched_off", "bool", "", "track switched off"),
+    Column("reason", "str", "", "why"),
+)
+
+EVENTS = (
+    _t("time", "when it happened"),
+    Column("room", "str", "", "room name"),
+    Column("room_sid", "str", "", "room SID"),
+    Column("event", "str", "", "room-created, participant-connected, track-added, track-subscribed, ..."),
+    Column("participant", "str", "", "participant SID"),
+    Column("identity", "str", "", "participant identity"),
+    Column("track", "str", "", "track SID"),
+    Column("code", "int", "", "Twilio error code that explains a disconnect"),
+    Column("detail", "str", "", "free text"),
+)
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "messages": MESSAGES,
+    "rtc_stats": RTC_STATS,
+    "data_channel_stats": DATA_CHANNEL_STATS,
+    "network_quality": NETWORK_QUALITY,
+    "allocations": ALLOCATIONS,
+    "events": EVENTS,
+}
+
+
+def columns(table: str) -> tuple[Column, ...]:
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}") from None

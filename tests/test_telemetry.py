@@ -1,0 +1,261 @@
+"""Telemetry as pandas frames: recorded from a real room, analysed, saved, loaded and watched."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import roomlab
+from roomlab.protocol import framing
+from roomlab.telemetry.analysis import bitrate, latency, loss
+from roomlab.telemetry.recorder import Table, Telemetry, now_ns
+from roomlab.telemetry.schema import TABLES
+
+from .conftest import eventually
+
+
+def remote_data_track(room: roomlab.Room, name: str):  # type: ignore[no-untyped-def]
+    return next(
+        (p.track for x in room.participants.values() for p in x.tracks.values() if p.track_name == name and p.track),
+        None,
+    )
+
+
+async def test_messages_frame_has_one_row_per_received_message(join):
+    alice, bob = await join("alice", room="frames"), await join("bob", room="frames")
+    track = roomlab.LocalDataTrack("strokes")
+    await alice.local_participant.publish_track(track)
+    await eventually(lambda: remote_data_track(bob, "strokes"))
+    payloads = ["a" * n for n in range(1, 51)]
+    for payload in payloads:
+        track.send(payload)
+    alice.local_participant.publish_data(b"12345", topic="chat")
+    await eventually(lambda: len(bob.frame("messages")) == 51)
+    messages = bob.frame("messages")
+    strokes = messages[messages["track"] == "strokes"]
+    assert strokes["seq"].tolist() == list(range(1, 51))
+    assert strokes["size"].tolist() == list(range(1, 51))
+    assert (strokes["latency_ms"] >= 0).all() and (strokes["latency_ms"] < 1000).all()
+    assert set(strokes["publisher"]) == {"alice"} and set(strokes["subscriber"]) == {"bob"}
+    assert strokes["reliable"].all() and set(strokes["room"]) == {"frames"}
+    assert (strokes["time"] >= strokes["sent_time"]).all()
+    assert str(messages["time"].dtype) == "datetime64[ns, UTC]"
+    chat = messages[messages["track"] == "_reliable"].iloc[0]
+    assert (chat["topic"], chat["size"], chat["seq"]) == ("chat", 5, 1)
+    assert loss(messages)["lost"].tolist() == [0, 0]
+    # the publisher's own client did not record anything it sent as received
+    assert alice.frame("messages").empty
+
+
+async def test_loss_counts_exactly_the_withheld_messages(join):
+    alice, bob = await join("alice", room="gaps"), await join("bob", room="gaps")
+    track = roomlab.LocalDataTrack("withheld")
+    await alice.local_participant.publish_track(track)
+    await eventually(lambda: remote_data_track(bob, "withheld"))
+    withheld = {17, 42, 43, 99}
+    for seq in range(1, 121):
+        if seq not in withheld:  # the publisher skips these numbers: to the subscriber, they are lost
+            track._channel.send(framing.encode(f"m{seq}", seq))
+    track._channel.send(framing.encode("dup", 50))  # and one number twice
+    await eventually(lambda: len(bob.frame("messages")) == 117)
+    report = loss(bob.frame("messages")).iloc[0]
+    assert (report["sent"], report["received"], report["lost"], report["duplicated"]) == (120, 116, 4, 1)
+    assert report["loss_rate"] == pytest.approx(4 / 120)
+    assert report["reordered"] == 1  # the late duplicate 50 arrived after 120
+
+
+async def test_rtc_stats_of_a_published_audio_track(server, join):
+    alice = await join("alice", room="stats", tracks=[roomlab.LocalAudioTrack.tone()])
+    bob = await join("bob", room="stats")
+    await eventually(lambda: len(bob.frame("rtc_stats")) >= 4 and len(alice.frame("rtc_stats")) >= 4, timeout=8)
+    sent = alice.frame("rtc_stats")
+    received = bob.frame("rtc_stats")
+    on_server = server.frame("rtc_stats")
+    for frame, direction, who in ((sent, "outbound", "alice"), (received, "inbound", "bob")):
+        stream = frame[(frame["kind"] == "audio") & (frame["direction"] == direction)]
+        assert set(stream["participant"]) == {who}
+        assert stream["packets"].is_monotonic_increasing and stream["packets"].iloc[-1] > stream["packets"].iloc[0]
+        rates = stream["bitrate_bps"].dropna()
+        assert len(rates) >= 1 and rates.between(8_000, 512_000).all(), rates.tolist()
+        assert (stream["time"].diff().dropna() > pd.Timedelta(0.5, "s")).all()  # about once a second
+    upstream = on_server[(on_server["participant"] == "alice") & (on_server["direction"] == "outbound")]
+    downstream = on_server[(on_server["participant"] == "bob") & (on_server["direction"] == "inbound")]
+    assert len(upstream) >= 2 and upstream["packets"].is_monotonic_increasing
+    assert len(downstream) >= 2 and downstream["packets"].iloc[-1] > 0
+    assert set(on_server["source"]) == {"server"}
+
+
+async def test_events_in_order_with_their_sids(server, join):
+    alice = await join("alice", room="story")
+    track = roomlab.LocalDataTrack("notes")
+    await alice.local_participant.publish_track(track)
+    bob = await join("bob", room="story")
+    await bob.disconnect()
+
+    def story() -> pd.DataFrame | None:
+        frame = server.frame("events")
+        events = frame[frame["room"] == "story"]
+        return events if "participant-disconnected" in set(events["event"]) else None
+
+    events = await eventually(story)
+    assert events["event"].tolist() == [
+        "room-created",
+        "participant-connected",
+        "track-added",
+        "participant-connected",
+        "track-subscribed",
+        "participant-disconnected",
+    ]
+    assert events["time"].is_monotonic_increasing
+    assert events.iloc[1]["participant"] == alice.local_participant.sid and events.iloc[1]["identity"] == "alice"
+    assert events.iloc[2]["track"] == track.sid
+    assert set(events["room_sid"]) == {alice.sid}
+    assert pd.isna(events.iloc[-1]["code"])  # bob left by himself
+
+
+async def test_data_channel_stats_count_what_crossed(server, join):
+    alice, bob = await join("alice", room="dc"), await join("bob", room="dc")
+    track = roomlab.LocalDataTrack("count-me")
+    await alice.local_participant.publish_track(track)
+    await eventually(lambda: remote_data_track(bob, "count-me"))
+    for _ in range(25):
+        track.send(b"x" * 100)
+    await eventually(lambda: len(bob.frame("messages")) == 25)
+
+    def last_row(frame: pd.DataFrame, participant: str) -> pd.Series | None:
+        rows = frame[(frame["label"] == track.sid) & (frame["participant"] == participant)]
+        return (
+            rows.iloc[-1]
+            if len(rows) and rows.iloc[-1]["messages_received"] + rows.iloc[-1]["messages_sent"] == 25
+            else None
+        )
+
+    received = await eventually(lambda: last_row(bob.frame("data_channel_stats"), "bob"), timeout=5)
+    assert (received["messages_received"], received["bytes_received"]) == (25, 25 * (100 + framing.HEADER.size))
+    assert received["protocol"] == "roomlab-track" and received["state"] == "open"
+    forwarded = await eventually(lambda: last_row(server.frame("data_channel_stats"), "bob"), timeout=5)
+    assert forwarded["messages_sent"] == 25
+    upstream = server.frame("data_channel_stats")
+    upstream = upstream[(upstream["label"] == track.sid) & (upstream["participant"] == "alice")]
+    assert upstream.iloc[-1]["messages_received"] == 25
+
+
+async def test_save_and_load_round_trip(tmp_path, server, join):
+    alice = await join("alice", room="saved")
+    bob = await join("bob", room="saved")
+    alice.local_participant.publish_data("one")
+    await eventually(lambda: len(bob.frame("messages")) == 1)
+    for source in (bob, server):
+        path = roomlab.save(source, tmp_path / type(source).__name__)
+        run = roomlab.load(path)
+        for name, frame in source.frames().items():
+            pd.testing.assert_frame_equal(run.frame(name), frame)
+        assert run.manifest["roomlab_version"] == roomlab.__version__
+        assert set(run.manifest["tables"]) == set(TABLES)
+    assert roomlab.load(tmp_path / "Room").manifest["rooms"] == ["saved"]
+    with pytest.raises(FileNotFoundError, match="not a saved roomlab run"):
+        roomlab.load(tmp_path)
+    with pytest.raises(TypeError, match="save\\(\\) takes"):
+        roomlab.save(42, tmp_path / "x")
+
+
+async def test_watch_from_another_process_sees_the_same_events(tmp_path, server, join):
+    out = tmp_path / "events.parquet"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        import roomlab
+        with roomlab.watch({server.url!r}, {server.api_key!r}, {server.api_secret!r}, tables=["events"]) as w:
+            print("watching", flush=True)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and "participant-disconnected" not in set(w.frame("events")["event"]):
+                time.sleep(0.05)
+            time.sleep(0.3)
+            w.frame("events").to_parquet({str(out)!r})
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert (await asyncio.to_thread(process.stdout.readline)).strip() == "watching"  # type: ignore[union-attr]
+        alice = await join("alice", room="watched")
+        bob = await join("bob", room="watched")
+        await bob.disconnect()
+        assert alice.state == "connected"
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    from roomlab.telemetry.recorder import read_parquet
+
+    pd.testing.assert_frame_equal(read_parquet(out), server.frame("events"))
+
+
+def test_watch_refuses_bad_credentials(server):
+    with pytest.raises(roomlab.RoomError) as refused:
+        roomlab.watch(server.url, server.api_key, "wrong")
+    assert refused.value.code == 20003
+
+
+def test_recorder_spills_to_parquet_and_loses_nothing(tmp_path):
+    table = Table("messages", spill_dir=tmp_path, max_rows=1000)
+    start = now_ns()
+    for i in range(2500):
+        table.append(start + i, start, 0.1, "r", f"p{i % 3}", "s", "t", i, i % 50, i % 2 == 0, None if i % 4 else "x")
+    assert len(list(tmp_path.glob("messages-*.parquet"))) == 2
+    frame = table.frame()
+    assert len(frame) == len(table) == 2500
+    assert frame["seq"].tolist() == list(range(2500))
+    assert frame["publisher"].tolist()[:4] == ["p0", "p1", "p2", "p0"]
+    assert frame["topic"].isna().sum() == 1875 and (frame["topic"] == "x").sum() == 625
+    assert frame.dtypes.astype(str).equals(Table("messages").frame().dtypes.astype(str))
+    columns, cursor = table.rows_since(2498)
+    assert cursor == 2500 and columns["seq"] == [2498, 2499]
+
+
+def test_table_dtypes_and_argument_errors():
+    telemetry = Telemetry()
+    frame = telemetry.frame("rtc_stats")
+    assert str(frame["time"].dtype) == "datetime64[ns, UTC]"
+    assert str(frame["packets"].dtype) == "Int64" and str(frame["bitrate_bps"].dtype) == "float64"
+    assert isinstance(frame["participant"].dtype, pd.CategoricalDtype)
+    with pytest.raises(ValueError, match="unknown table 'nope'"):
+        telemetry.frame("nope")
+    with pytest.raises(ValueError, match="has 11 columns, got 2"):
+        telemetry.record("messages", 1, 2)
+
+
+def test_latency_and_bitrate_helpers():
+    base = pd.Timestamp("2026-01-01", tz="UTC")
+    messages = pd.DataFrame(
+        {
+            "time": [base + pd.Timedelta(i, "ms") for i in range(100)],
+            "publisher": ["a"] * 100,
+            "subscriber": ["b"] * 50 + ["c"] * 50,
+            "track": ["t"] * 100,
+            "seq": list(range(1, 51)) * 2,
+            "latency_ms": np.r_[np.arange(1, 51, dtype=float), np.full(50, 7.0)],
+        }
+    )
+    report = latency(messages)
+    assert report["subscriber"].tolist() == ["b", "c"]
+    assert report.loc[0, "p50"] == pytest.approx(25.5) and report.loc[0, "max"] == 50
+    assert report.loc[1, "p99"] == 7.0 and report.loc[1, "count"] == 50
+    stats = pd.DataFrame(
+        {
+            "time": [base + pd.Timedelta(s * 500, "ms") for s in range(6)],
+            "participant": ["a"] * 6,
+            "track": ["MT1"] * 6,
+            "direction": ["outbound"] * 6,
+            "bitrate_bps": [100.0, 300.0, 1000.0, 1000.0, np.nan, 50.0],
+        }
+    )
+    resampled = bitrate(stats)
+    assert resampled["bitrate_bps"].tolist() == [200.0, 1000.0, 50.0]
+    with pytest.raises(ValueError, match="cannot group by"):
+        latency(messages, by=["nope"])
