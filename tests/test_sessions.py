@@ -207,7 +207,8 @@ async def test_killed_client_process_is_removed(server, receiver, join):
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
-    got = await asyncio.to_thread(receiver.wait_for, 5)
+    # room-created, two participant-connected, track-added, track-removed, participant-disconnected
+    got = await asyncio.to_thread(receiver.wait_for, 6)
     left = [r.form for r in got if r.form["StatusCallbackEvent"] == "participant-disconnected"]
     assert [f["ParticipantIdentity"] for f in left] == ["doomed"]
     removed = [r.form for r in got if r.form["StatusCallbackEvent"] == "track-removed"]
