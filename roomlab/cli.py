@@ -22,7 +22,14 @@ def _print_server(server, out=sys.stdout) -> None:  # type: ignore[no-untyped-de
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    server = serve(host=args.host, port=args.port, db=args.db, api_key=args.api_key, api_secret=args.api_secret)
+    server = serve(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        api_key=args.api_key,
+        api_secret=args.api_secret,
+        media_path=args.media_path,
+    )
     _print_server(server)
     print("  press Ctrl-C to stop", flush=True)
     done = threading.Event()
@@ -61,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--api-key", default=None, help="API key SID (SK...) to accept (default: generated)")
     run.add_argument("--api-secret", default=None, help="API key secret (default: generated)")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument(
+        "--media-path",
+        choices=("forward", "transcode"),
+        default="forward",
+        help="forward encoded media untouched (default) or decode and re-encode it per subscriber",
+    )
     run.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="start a server, create, list and end a room, and stop")

@@ -128,3 +128,58 @@ async def test_server_stop_disconnects_clients(rooms_to_close):
     await eventually(lambda: reasons)
     assert reasons[0] is not None and reasons[0].code == 53000
     assert room.state == "disconnected"
+
+
+def decoder_threads() -> int:
+    import threading
+
+    return sum(1 for t in threading.enumerate() if t.name.endswith("-decoder") and t.is_alive())
+
+
+@pytest.mark.parametrize("media_path", ["forward", "transcode"])
+async def test_forwarded_media_is_not_decoded_on_the_server(media_path, rooms_to_close):
+    with roomlab.serve(media_path=media_path) as server:
+        before = decoder_threads()
+        alice = await roomlab.connect(
+            server.url,
+            server.token("alice"),
+            name="fwd",
+            tracks=[roomlab.LocalAudioTrack.tone(), roomlab.LocalVideoTrack.pattern()],
+        )
+        bob = await roomlab.connect(server.url, server.token("bob"), name="fwd")
+        rooms_to_close.extend([alice, bob])
+        video = await eventually(lambda: subscribed(bob, "video"))
+        audio = await eventually(lambda: subscribed(bob, "audio"))
+        frame = await asyncio.wait_for(video.recv(), 10)  # decodable at the subscriber
+        assert (frame.width, frame.height) == (320, 180)
+        assert (await asyncio.wait_for(audio.recv(), 5)).sample_rate == 48_000
+        session = server.sfu.sessions[alice.local_participant.sid]
+        publishing = [s.transceiver.receiver for s in session.slots if s.role == "publish"]
+        server_decoders = [r._RTCRtpReceiver__decoder_thread for r in publishing]
+        alive = [t for t in server_decoders if t is not None and t.is_alive()]
+        # bob decodes his two tracks; the server decodes nothing when it forwards
+        if media_path == "forward":
+            assert alive == [] and decoder_threads() - before == 2
+        else:
+            assert len(alive) == 2 and decoder_threads() - before == 4
+        forwarded = [f.media.frames_forwarded for f in server.sfu.forwarders.values()]
+        assert all(n > 0 for n in forwarded)
+        await alice.disconnect()
+        await bob.disconnect()
+
+
+async def test_subscriber_keyframe_request_reaches_the_publisher(join):
+    alice = await join("alice", room="pli", tracks=[roomlab.LocalVideoTrack.pattern()])
+    bob = await join("bob", room="pli")
+    video = await eventually(lambda: subscribed(bob, "video"))
+    await asyncio.wait_for(video.recv(), 10)
+    sender = next(t.sender for t in alice.pc.getTransceivers() if t.sender.track is not None)
+    requests: list[float] = []
+    original = sender._send_keyframe
+    sender._send_keyframe = lambda: (requests.append(asyncio.get_running_loop().time()), original())
+    await asyncio.sleep(0.6)  # past the forwarder's once-per-0.5 s limit since bob subscribed
+    receiver = next(t.receiver for t in bob.pc.getTransceivers() if t.kind == "video")
+    ssrc = receiver.getSynchronizationSources()[0].source
+    await receiver._send_rtcp_pli(ssrc)  # bob reports a lost picture
+    assert await eventually(lambda: requests, timeout=3)
+    assert len(requests) == 1

@@ -23,6 +23,7 @@ from .app import build_app
 from .auth import Credentials, mint_access_token
 from .callbacks import DeliveryPolicy, StatusCallbacks
 from .feed import TelemetryFeed
+from .media import MEDIA_PATHS
 from .rest import RestApi
 from .rooms import Rooms
 from .sfu import Sfu
@@ -51,7 +52,11 @@ class Server:
         account_sid: str | None = None,
         clock: Callable[[], float] = time.time,
         callback_policy: DeliveryPolicy | None = None,
+        media_path: str = "forward",
     ) -> None:
+        if media_path not in MEDIA_PATHS:
+            raise ValueError(f"media_path must be one of {', '.join(MEDIA_PATHS)}, got {media_path!r}")
+        self.media_path = media_path
         self.host = host
         self.port = port
         self.db = None if db is None else Path(db)
@@ -117,7 +122,7 @@ class Server:
         self.rooms.on_event(self._record_event)
         self._callbacks = StatusCallbacks(self.rooms, self.store, self.credentials.api_secret, self.callback_policy)
         await self._callbacks.start()
-        self.sfu = Sfu(self.rooms)
+        self.sfu = Sfu(self.rooms, self.media_path)
         signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials)
         app = build_app(
             self.credentials, RestApi(self.rooms, self.store, self.sfu), signaling, TelemetryFeed(self.telemetry)
@@ -275,6 +280,8 @@ def serve(
     `db=None` keeps rooms in memory; a path stores them in SQLite so that they survive a restart.
     Credentials are generated unless given (a file store remembers the ones it was first given).
     Options: `account_sid`, `clock` (a function returning UNIX time, to fast-forward room
-    timeouts in tests and simulations), `callback_policy` (a `DeliveryPolicy`).
+    timeouts in tests and simulations), `callback_policy` (a `DeliveryPolicy`), `media_path`
+    ("forward": encoded frames pass through untouched, the default; "transcode": decoded once and
+    encoded per subscriber, aiortc's MediaRelay way, kept to measure the two side by side).
     """
     return Server(host, port, db, api_key, api_secret, **options).start()

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
 from ..errors import RoomError
 from ..net.ice import rtc_configuration
 from ..protocol import signaling
+from .media import OutgoingTrack, route_keyframe_requests
 from .model import Participant
 from .rooms import LiveRoom
 
@@ -36,49 +36,6 @@ LOSSY_CHANNEL = "_lossy"
 TRACK_CHANNEL_PROTOCOL = "roomlab-track"
 
 
-class SwitchableTrack(MediaStreamTrack):
-    """What a subscriber's sender reads: the frames of whichever source it carries now.
-
-    aiortc's sender stops for good when its track ends, so a subscription that ends or moves to
-    another published track switches the source here, and the sender never sees an ended track.
-    """
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.kind = kind
-        self._source: MediaStreamTrack | None = None
-        self._switched: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def switch(self, source: MediaStreamTrack | None) -> None:
-        old, self._source = self._source, source
-        if not self._switched.done():
-            self._switched.set_result(None)
-        if old is not None and old is not source:
-            old.stop()
-
-    async def recv(self) -> Any:
-        while True:
-            if self._switched.done():
-                self._switched = asyncio.get_running_loop().create_future()
-            switched, source = self._switched, self._source
-            if source is None:
-                await switched
-                continue
-            # a stopped source may never answer, so a switch also ends the wait for it
-            receiving = asyncio.ensure_future(source.recv())
-            try:
-                await asyncio.wait({receiving, switched}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not receiving.done():
-                    receiving.cancel()
-            if receiving.done() and not receiving.cancelled():
-                try:
-                    return receiving.result()
-                except MediaStreamError:
-                    if self._source is source:
-                        self._source = None
-
-
 @dataclass
 class MediaSlot:
     """A transceiver and the published track it carries (`role` publish: client to server)."""
@@ -86,7 +43,7 @@ class MediaSlot:
     transceiver: RTCRtpTransceiver
     role: str
     track_sid: str | None
-    outgoing: SwitchableTrack | None = None
+    outgoing: OutgoingTrack | None = None
 
 
 class Session:
@@ -216,32 +173,32 @@ class Session:
     def publishing_slot(self, transceiver: RTCRtpTransceiver) -> MediaSlot | None:
         return next((s for s in self.slots if s.transceiver is transceiver and s.role == "publish"), None)
 
-    def send_media(self, track_sid: str, kind: str, track: MediaStreamTrack) -> None:
-        """Forward `track` to this client, reusing an idle transceiver of the kind if there is one."""
+    def send_media(self, track_sid: str, kind: str) -> OutgoingTrack:
+        """A sending slot for `track_sid` (an idle one of the kind if there is one); the forwarder
+        pushes the track's frames into the returned outgoing track."""
         slot = next(
             (s for s in self.slots if s.role == "subscribe" and s.track_sid is None and s.transceiver.kind == kind),
             None,
         )
         if slot is None:
-            outgoing = SwitchableTrack(kind)
+            outgoing = OutgoingTrack(kind)
             transceiver = self.pc.addTransceiver(outgoing, direction="sendonly")
+            route_keyframe_requests(transceiver.sender, outgoing)
             slot = MediaSlot(transceiver, "subscribe", None, outgoing)
             self.slots.append(slot)
         assert slot.outgoing is not None
-        slot.outgoing.switch(track)
         slot.transceiver.direction = "sendonly"
         slot.track_sid = track_sid
         self.request_negotiation()
+        return slot.outgoing
 
     def stop_media(self, track_sid: str) -> None:
         for slot in self.slots:
             if slot.track_sid == track_sid:
                 slot.transceiver.direction = "inactive"
                 slot.track_sid = None
-                if slot.outgoing is not None:
-                    slot.outgoing.switch(None)  # the slot waits, idle, for its next subscription
-                else:
-                    slot.role = "retired"  # a publisher's slot is not used again
+                if slot.outgoing is None:
+                    slot.role = "retired"  # a publisher's slot is not used again; a subscriber's waits idle
         self.request_negotiation()
 
     # teardown -------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCDataChannel
-from aiortc.contrib.media import MediaRelay
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpReceiver
 
 from ..errors import RoomError
 from ..protocol import framing
 from ..telemetry.sampling import ChannelCounters, RtpStream
+from .media import MediaForwarder, OutgoingTrack
 from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import REMOVED_BY_REST, REMOVED_BY_REST_MESSAGE, LiveRoom, Rooms
 from .session import LOSSY_CHANNEL, RELIABLE_CHANNEL, TRACK_CHANNEL_PROTOCOL, Session
@@ -109,47 +109,42 @@ class DataTrackForwarder:
         self.outlets.clear()
 
 
-class MediaForwarder:
-    """One published audio or video track, relayed to each subscriber's sender.
+class MediaTrackForwarder:
+    """One published audio or video track and the sessions subscribed to it."""
 
-    The relay hands the same decoded frames to every subscriber's encoder.
-    """
-
-    def __init__(self, track: PublishedTrack) -> None:
+    def __init__(self, track: PublishedTrack, path: str) -> None:
         self.track = track
-        self.relay = MediaRelay()
-        self.source: MediaStreamTrack | None = None
-        self.subscribers: dict[str, Session] = {}
+        self.media = MediaForwarder(track.sid, track.kind, path)
+        self.subscribers: dict[str, tuple[Session, OutgoingTrack]] = {}
 
-    def attach_source(self, source: MediaStreamTrack) -> None:
-        self.source = source
-        for session in self.subscribers.values():
-            self._connect(session)
+    def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack) -> None:
+        self.media.attach(receiver, source)
 
     def add_subscriber(self, session: Session) -> None:
-        self.subscribers[session.sid] = session
-        if self.source is not None:
-            self._connect(session)
-
-    def _connect(self, session: Session) -> None:
-        assert self.source is not None
-        session.send_media(self.track.sid, self.track.kind, self.relay.subscribe(self.source, buffered=False))
+        outgoing = session.send_media(self.track.sid, self.track.kind)
+        self.media.add(outgoing)
+        self.subscribers[session.sid] = (session, outgoing)
 
     def remove_subscriber(self, session: Session) -> None:
-        if self.subscribers.pop(session.sid, None) is not None and not session.closed:
-            session.stop_media(self.track.sid)
+        entry = self.subscribers.pop(session.sid, None)
+        if entry is not None:
+            self.media.remove(entry[1])
+            if not session.closed:
+                session.stop_media(self.track.sid)
 
     def close(self) -> None:
-        for session in list(self.subscribers.values()):
+        for session, _ in list(self.subscribers.values()):
             self.remove_subscriber(session)
+        self.media.close()
 
 
-Forwarder = DataTrackForwarder | MediaForwarder
+Forwarder = DataTrackForwarder | MediaTrackForwarder
 
 
 class Sfu:
-    def __init__(self, rooms: Rooms) -> None:
+    def __init__(self, rooms: Rooms, media_path: str = "forward") -> None:
         self.rooms = rooms
+        self.media_path = media_path
         self.sessions: dict[str, Session] = {}
         self.forwarders: dict[str, Forwarder] = {}
         self.counters = ChannelCounters()
@@ -184,8 +179,8 @@ class Sfu:
             transceiver = next((t for t in session.pc.getTransceivers() if t.receiver.track is track), None)
             slot = session.publishing_slot(transceiver) if transceiver else None
             forwarder = self.forwarders.get(slot.track_sid) if slot and slot.track_sid else None
-            if isinstance(forwarder, MediaForwarder):
-                forwarder.attach_source(track)
+            if isinstance(forwarder, MediaTrackForwarder) and transceiver is not None:
+                forwarder.attach_source(transceiver.receiver, track)
 
         for track_sid in list(session.live.subscriptions.get(session.sid, {})):
             forwarder = self.forwarders.get(track_sid)
@@ -228,7 +223,7 @@ class Sfu:
             if track.kind == "data":
                 self.forwarders[track.sid] = DataTrackForwarder(track, publisher, self.counters)
             else:
-                self.forwarders[track.sid] = MediaForwarder(track)
+                self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path)
                 if publisher is not None:
                     publisher.receive_media(track.kind, track.sid)
             for session in others:
