@@ -126,6 +126,7 @@ async def test_data_channel_stats_count_what_crossed(server, join):
     await eventually(lambda: remote_data_track(bob, "count-me"))
     for _ in range(25):
         track.send(b"x" * 100)
+        await asyncio.sleep(0.002)  # one message each (sends in the same loop turn share one)
     await eventually(lambda: len(bob.frame("messages")) == 25)
 
     def last_row(frame: pd.DataFrame, participant: str) -> pd.Series | None:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCDataChannel
 
+from ..errors import RoomError
 from ..protocol import framing
+from ..protocol.batching import Batcher
 from ..telemetry.sampling import ChannelCounters
 from .events import EventEmitter
 
@@ -68,10 +70,11 @@ class LocalDataTrack:
         self.max_retransmits = max_retransmits
         self.sid: str | None = None
         self._channel: RTCDataChannel | None = None
-        self._counters: ChannelCounters | None = None
+        self._batcher: Batcher | None = None
         self._seq = 0
         self.messages_sent = 0
         self.bytes_sent = 0
+        self.messages_dropped = 0
 
     @property
     def reliable(self) -> bool:
@@ -84,28 +87,46 @@ class LocalDataTrack:
             "max_retransmits": self.max_retransmits,
         }
 
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued on the way to the server (pace a fast sender on this)."""
+        return self._channel.bufferedAmount if self._channel is not None else 0
+
     def send(self, data: str | bytes) -> None:
-        """Send one message to every subscriber. Raises ValueError if it is larger than the server
-        accepts; the track and the session carry on."""
-        channel = self._channel
-        if channel is None or channel.readyState != "open":
+        """Send one message to every subscriber.
+
+        Messages sent in the same event-loop turn travel together (batched, never delayed).
+        Raises ValueError if the message is larger than the server accepts. When the sender is
+        far ahead of the network (over 4 MiB queued on a reliable track) it raises RoomError
+        rather than lose data; an unreliable track drops the message and counts it in
+        `messages_dropped`, as the network would. The track and the session carry on."""
+        channel, batcher = self._channel, self._batcher
+        if channel is None or batcher is None or channel.readyState != "open":
             raise RuntimeError(f"data track {self.name!r} is not published in a connected room")
         if not isinstance(data, str | bytes | bytearray | memoryview):
             raise TypeError(f"data must be str or bytes, got {type(data).__name__}")
         seq = self._seq + 1
         frame = framing.encode(data, seq)
         check_payload_size(frame, channel)
-        channel.send(frame)
+        if not batcher.add(frame):
+            if self.reliable:
+                raise RoomError(
+                    53300,
+                    f"data track {self.name!r}: {channel.bufferedAmount} bytes already queued; "
+                    "wait for buffered_amount to fall before sending more",
+                )
+            self.messages_dropped += 1
         self._seq = seq
         self.messages_sent += 1
         self.bytes_sent += len(frame)
-        if self._counters is not None:
-            self._counters.sent(channel, len(frame))
 
     def _bind(self, sid: str | None, channel: RTCDataChannel | None, counters: ChannelCounters | None = None) -> None:
         self.sid = sid
         self._channel = channel
-        self._counters = counters
+        self._batcher = None
+        if channel is not None:
+            on_sent = (lambda size, frames: counters.sent(channel, size)) if counters is not None else None
+            self._batcher = Batcher(channel, on_sent=on_sent)
 
     def __repr__(self) -> str:
         return f"<LocalDataTrack {self.name!r} sid={self.sid} ordered={self.ordered} reliable={self.reliable}>"
@@ -129,6 +150,8 @@ class RemoteDataTrack(EventEmitter):
         self.is_enabled = True
         self.messages_received = 0
         self.bytes_received = 0
+        #: messages the server could not deliver because this subscriber fell too far behind
+        self.messages_dropped = 0
         self._channel: RTCDataChannel | None = None
 
     @property

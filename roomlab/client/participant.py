@@ -6,7 +6,9 @@ import asyncio
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RoomError
 from ..protocol import framing
+from ..protocol.batching import Batcher
 from .data_track import LocalDataTrack, check_payload_size
 from .events import EventEmitter
 from .media_track import LocalMediaTrack
@@ -93,6 +95,7 @@ class LocalParticipant:
         if isinstance(destination_identities, str):
             raise ValueError("destination_identities must be a list of identities, not one string")
         channel = self._room._data_channel(reliable)
+        batcher = self._room._batchers[channel.label]
         if destination_identities:
             destinations = []
             for identity in dict.fromkeys(destination_identities):
@@ -100,17 +103,24 @@ class LocalParticipant:
                 destinations.append((identity, self._data_seq[key] + 1))
             frame = framing.encode(payload, 0, topic=topic, destinations=tuple(destinations))
             check_payload_size(frame, channel)
-            channel.send(frame)
-            self._room._counters.sent(channel, len(frame))
+            self._queue(batcher, frame, reliable)
             for identity, seq in destinations:
                 self._data_seq[(reliable, identity)] = seq
         else:
             seq = self._data_seq[(reliable, None)] + 1
             frame = framing.encode(payload, seq, topic=topic)
             check_payload_size(frame, channel)
-            channel.send(frame)
-            self._room._counters.sent(channel, len(frame))
+            self._queue(batcher, frame, reliable)
             self._data_seq[(reliable, None)] = seq
+
+    @staticmethod
+    def _queue(batcher: Batcher, frame: bytes, reliable: bool) -> None:
+        if not batcher.add(frame) and reliable:
+            raise RoomError(
+                53300,
+                f"{batcher.channel.bufferedAmount} bytes of reliable data already queued; "
+                "wait for the queue to drain before sending more",
+            )
 
     def __repr__(self) -> str:
         return f"<LocalParticipant {self.identity!r} {self.sid}>"

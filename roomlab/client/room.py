@@ -16,6 +16,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from ..errors import RoomError
 from ..net.ice import rtc_configuration
 from ..protocol import framing, signaling
+from ..protocol.batching import Batcher
 from ..telemetry.recorder import Telemetry, now_ns
 from ..telemetry.sampling import ChannelCounters, RtcStatsSampler, RtpStream, sample_forever
 from .data_track import LocalDataTrack, RemoteDataTrack
@@ -59,6 +60,7 @@ class Room(EventEmitter):
         self._refs = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._channels: dict[str, RTCDataChannel] = {}
+        self._batchers: dict[str, Batcher] = {}
         self._pending_track_channels: dict[str, RTCDataChannel] = {}
         self._negotiated = asyncio.Event()
         #: mid -> tap on the receiver, and mid -> track SID it currently carries
@@ -233,6 +235,18 @@ class Room(EventEmitter):
                     publication.track.is_enabled = publication.is_track_enabled
                 participant.emit(kind, publication)
                 self.emit(kind, publication, participant)
+        elif kind == "data_dropped":
+            found = self._find_publication(message["track_sid"])
+            if found is not None and isinstance(found[1].track, RemoteDataTrack):
+                track = found[1].track
+                track.messages_dropped += int(message["messages"])
+                track.emit("dropped", int(message["messages"]))
+                log.warning(
+                    "room %s: the server dropped %s message(s) of %s for this slow subscriber",
+                    self.sid,
+                    message["messages"],
+                    track.name,
+                )
         elif kind == "metadata_changed":
             participant = self.participants.get(message["participant_sid"])
             if participant is not None:
@@ -323,6 +337,9 @@ class Room(EventEmitter):
         if channel.label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
             self._channels[channel.label] = channel
             self._counters.watch(channel, self.local_participant.identity if self.local_participant else "")
+            self._batchers[channel.label] = Batcher(
+                channel, on_sent=lambda size, frames, c=channel: self._counters.sent(c, size)
+            )
             channel.on("message", lambda message, c=channel: self._on_data_packet(c, message))
             return
         if channel.protocol != TRACK_CHANNEL_PROTOCOL:

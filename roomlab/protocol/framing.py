@@ -109,6 +109,28 @@ def encode(
     return header + b"".join(sections) + body
 
 
+def count(message: bytes | str) -> int:
+    """How many well-formed frames one message holds, walking headers only (no payload copies);
+    raises FramingError like `decode`."""
+    if isinstance(message, str):
+        raise FramingError("data messages are binary frames; got text")
+    total = len(message)
+    offset = frames = 0
+    unpack = HEADER.unpack_from
+    while offset < total:
+        if total - offset < HEADER.size:
+            raise FramingError(f"truncated frame header at byte {offset}")
+        flags, _, _, length = unpack(message, offset)
+        offset += HEADER.size
+        if flags & (HAS_TOPIC | HAS_SENDER | HAS_DESTINATIONS):
+            return len(decode(message))  # sections to walk: let the full decoder check them
+        offset += length
+        if offset > total:
+            raise FramingError(f"frame payload of {length} bytes runs past the message end")
+        frames += 1
+    return frames
+
+
 def decode(message: bytes | str) -> list[Frame]:
     """Every frame in one data-channel message."""
     if isinstance(message, str):

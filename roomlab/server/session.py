@@ -20,6 +20,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSess
 from ..errors import RoomError
 from ..net.ice import rtc_configuration
 from ..protocol import signaling
+from ..protocol.batching import Batcher
 from .media import OutgoingTrack, route_keyframe_requests
 from .model import Participant
 from .rooms import LiveRoom
@@ -62,6 +63,8 @@ class Session:
         self.reliable: RTCDataChannel | None = None
         self.lossy: RTCDataChannel | None = None
         self.slots: list[MediaSlot] = []
+        #: publish_data outlets to this client, by channel label
+        self.batchers: dict[str, Batcher] = {}
         #: publish ref -> (track sid) awaiting the client's data channel or media
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None

@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpReceiver
 
 from ..errors import RoomError
 from ..protocol import framing
+from ..protocol.batching import Batcher
 from ..telemetry.sampling import ChannelCounters, RtpStream
 from .media import MediaForwarder, OutgoingTrack
 from .model import Participant, PublishedTrack, RoomEvent
@@ -43,6 +44,38 @@ def track_info(t: PublishedTrack) -> dict[str, Any]:
     return {"sid": t.sid, "name": t.name, "kind": t.kind, "enabled": t.enabled, "options": t.options}
 
 
+class DropNotice:
+    """Tells a subscriber how many messages it missed because it fell behind, at most once a second."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, session: Session, track_sid: str) -> None:
+        self.session = session
+        self.track_sid = track_sid
+        self.pending = 0
+        self.total = 0
+
+    def __call__(self, count: int) -> None:
+        self.total += count
+        if self.pending == 0:
+            asyncio.get_running_loop().call_later(self.INTERVAL, self._tell)
+        self.pending += count
+
+    def _tell(self) -> None:
+        self.session.send({"type": "data_dropped", "track_sid": self.track_sid, "messages": self.pending})
+        self.pending = 0
+
+
+def outlet(session: Session, channel: RTCDataChannel, counters: ChannelCounters, track_sid: str) -> Batcher:
+    """A subscriber's end of a data path: batched, bounded, counted, and it says when it drops."""
+    counters.watch(channel, session.participant.identity)
+    return Batcher(
+        channel,
+        on_sent=lambda size, frames: counters.sent(channel, size),
+        on_drop=DropNotice(session, track_sid),
+    )
+
+
 class DataTrackForwarder:
     """One published data track: the publisher's channel in, one channel out per subscriber."""
 
@@ -51,7 +84,7 @@ class DataTrackForwarder:
         self.publisher = publisher
         self.counters = counters
         self.source: RTCDataChannel | None = None
-        self.outlets: dict[str, RTCDataChannel] = {}
+        self.outlets: dict[str, Batcher] = {}
         self._complaints = 0
 
     def attach_source(self, channel: RTCDataChannel) -> None:
@@ -66,17 +99,13 @@ class DataTrackForwarder:
         try:
             if len(message) > MAX_MESSAGE_BYTES:
                 raise framing.FramingError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
-            framing.decode(message)
+            frames = framing.count(message)
         except framing.FramingError as exc:
             self._complain(str(exc))
             return
-        for channel in self.outlets.values():
-            if channel.readyState == "open":
-                try:
-                    channel.send(message)
-                except ValueError:  # larger than this subscriber accepts
-                    continue
-                self.counters.sent(channel, len(message))
+        for batcher in self.outlets.values():
+            if batcher.channel.readyState == "open":
+                batcher.add(message, frames)  # type: ignore[arg-type]
 
     def _complain(self, reason: str) -> None:
         """Tell the publisher its message was dropped (at most a few times, not per message)."""
@@ -95,17 +124,18 @@ class DataTrackForwarder:
             maxRetransmits=options.get("max_retransmits"),
             protocol=TRACK_CHANNEL_PROTOCOL,
         )
-        self.outlets[session.sid] = channel
-        self.counters.watch(channel, session.participant.identity)
+        self.outlets[session.sid] = outlet(session, channel, self.counters, self.track.sid)
 
     def remove_subscriber(self, session: Session) -> None:
-        channel = self.outlets.pop(session.sid, None)
-        if channel is not None:
-            channel.close()
+        batcher = self.outlets.pop(session.sid, None)
+        if batcher is not None:
+            batcher.flush()
+            batcher.channel.close()
 
     def close(self) -> None:
-        for channel in self.outlets.values():
-            channel.close()
+        for batcher in self.outlets.values():
+            batcher.flush()
+            batcher.channel.close()
         self.outlets.clear()
 
 
@@ -158,7 +188,7 @@ class Sfu:
         self.sessions[session.sid] = session
         assert session.reliable is not None and session.lossy is not None
         for kind, channel in ((RELIABLE_CHANNEL, session.reliable), (LOSSY_CHANNEL, session.lossy)):
-            self.counters.watch(channel, session.participant.identity)
+            session.batchers[kind] = outlet(session, channel, self.counters, kind)
             channel.on("message", lambda message, s=session, k=kind: self.route_data(s, k, message))
 
         @session.pc.on("datachannel")
@@ -292,13 +322,9 @@ class Sfu:
             self._send_on(target, channel_kind, data)
 
     def _send_on(self, session: Session, channel_kind: str, data: bytes) -> None:
-        channel = session.reliable if channel_kind == RELIABLE_CHANNEL else session.lossy
-        if channel is not None and channel.readyState == "open":
-            try:
-                channel.send(data)
-            except ValueError:
-                return
-            self.counters.sent(channel, len(data))
+        batcher = session.batchers.get(channel_kind)
+        if batcher is not None and batcher.channel.readyState == "open":
+            batcher.add(data)
 
     def rtp_streams(self) -> list[RtpStream]:
         """Every media stream the server carries, named from its participant's side: what a

@@ -62,6 +62,7 @@ class RtcStatsSampler:
         packets = lost = None
         fraction = jitter = rtt = None
         octets = None
+        octets_at_ns = at_ns  # when `octets` was counted: now, or when the sender wrote its report
         # the endpoint decides which statistics apply: a sender reports outbound-rtp, a receiver
         # inbound-rtp (the server receives what a publisher sends, "outbound" from its side)
         sent = by_type.get("outbound-rtp")
@@ -82,15 +83,17 @@ class RtcStatsSampler:
             expected = packets + max(lost, 0)
             fraction = max(lost, 0) / expected if expected else None
             sender_report = by_type.get("remote-outbound-rtp")
-            octets = sender_report.bytesSent if sender_report is not None else None
+            if sender_report is not None and sender_report.remoteTimestamp is not None:
+                octets = sender_report.bytesSent
+                octets_at_ns = int(sender_report.remoteTimestamp.timestamp() * 1e9)
         bitrate = None
         key = (stream.participant, stream.track, stream.direction)
         if octets is not None:
             previous = self._last_bytes.get(key)
-            if previous is not None and at_ns > previous[0]:
-                bitrate = max(octets - previous[1], 0) * 8 / ((at_ns - previous[0]) / 1e9)
-            if previous is None or octets != previous[1]:
-                self._last_bytes[key] = (at_ns, octets)
+            # a sender report not renewed since the last sample says nothing new: no bitrate
+            if previous is not None and octets_at_ns > previous[0]:
+                bitrate = max(octets - previous[1], 0) * 8 / ((octets_at_ns - previous[0]) / 1e9)
+            self._last_bytes[key] = (octets_at_ns, octets)
         frames = stream.frames() if stream.frames is not None else None
         self.telemetry.record(
             "rtc_stats",

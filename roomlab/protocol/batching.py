@@ -1,0 +1,84 @@
+"""Batching of data frames per channel: frames written in the same event-loop turn leave as one
+data-channel message (the framing allows several frames per message), flushed at the end of
+that turn, so batching adds no waiting, only fewer and fuller SCTP packets.
+
+A batch stays within one SCTP DATA chunk (aiortc puts at most 1160 bytes of user data in one),
+so an unreliable batch is lost or delivered whole, like one message; a frame larger than that
+goes alone.
+
+Backpressure: a channel whose send buffer (`bufferedAmount`) is over its bound takes no more
+frames; the batcher counts what it drops so that its owner can say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiortc import RTCDataChannel
+
+#: Largest batch: what fits one SCTP DATA chunk in aiortc 1.16.
+MAX_BATCH_BYTES = 1160
+#: Send-buffer bound per channel: reliable channels queue this much for a slow receiver, then drop;
+#: unreliable ones drop much earlier (stale data is worthless).
+RELIABLE_BUFFER_BOUND = 4 * 1024 * 1024
+UNRELIABLE_BUFFER_BOUND = 64 * 1024
+
+
+def buffer_bound(channel: RTCDataChannel) -> int:
+    reliable = channel.maxPacketLifeTime is None and channel.maxRetransmits is None
+    return RELIABLE_BUFFER_BOUND if reliable else UNRELIABLE_BUFFER_BOUND
+
+
+class Batcher:
+    """Collects frames for one channel and sends them as few messages as the turn allows."""
+
+    __slots__ = ("channel", "bound", "dropped", "on_sent", "on_drop", "_parts", "_size", "_scheduled")
+
+    def __init__(
+        self,
+        channel: RTCDataChannel,
+        on_sent: Callable[[int, int], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.bound = buffer_bound(channel)
+        self.dropped = 0
+        self.on_sent = on_sent
+        self.on_drop = on_drop
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
+
+    def add(self, frames: bytes, count: int = 1) -> bool:
+        """Queue encoded frames (one or more); False if the channel is over its bound (dropped)."""
+        if self.channel.bufferedAmount > self.bound:
+            self.dropped += count
+            if self.on_drop is not None:
+                self.on_drop(count)
+            return False
+        if self._size + len(frames) > MAX_BATCH_BYTES and self._parts:
+            self.flush()
+        self._parts.append(frames)
+        self._size += len(frames)
+        if self._size >= MAX_BATCH_BYTES:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._parts:
+            return
+        parts, self._parts, self._size = self._parts, [], 0
+        if self.channel.readyState != "open":
+            return
+        message = parts[0] if len(parts) == 1 else b"".join(parts)
+        try:
+            self.channel.send(message)
+        except ValueError:  # larger than the far end accepts: nothing else to do with it
+            return
+        if self.on_sent is not None:
+            self.on_sent(len(message), len(parts))
