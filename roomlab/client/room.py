@@ -14,6 +14,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from ..errors import RoomError
+from ..net import sctp
 from ..net.ice import rtc_configuration
 from ..protocol import framing, signaling
 from ..protocol.batching import Batcher
@@ -26,6 +27,7 @@ from .participant import PUBLISH_TIMEOUT, LocalParticipant, RemoteParticipant
 from .publication import RemoteTrackPublication
 
 log = logging.getLogger(__name__)
+sctp.install()
 
 RELIABLE_CHANNEL = "_reliable"
 LOSSY_CHANNEL = "_lossy"

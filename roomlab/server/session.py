@@ -18,6 +18,7 @@ from aiohttp import web
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
 from ..errors import RoomError
+from ..net import sctp
 from ..net.ice import rtc_configuration
 from ..protocol import signaling
 from ..protocol.batching import Batcher
@@ -26,6 +27,7 @@ from .model import Participant
 from .rooms import LiveRoom
 
 log = logging.getLogger(__name__)
+sctp.install()
 
 #: Seconds the server waits for a client's answer before it counts the session as broken.
 ANSWER_TIMEOUT = 15.0

@@ -1,0 +1,137 @@
+"""Headless Chromium with roomlab.js against a real roomlab server and an aiortc Python client:
+data-track messages both ways and publish_data, through the server's forwarding path, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp import web
+
+import roomlab
+from roomlab.web import WEB_DIR
+
+from .browser import Chromium, Page
+from .conftest import eventually
+
+ROOM = "browser-room"
+COUNT = 200
+
+
+@pytest.fixture
+async def web_root() -> AsyncIterator[str]:
+    """roomlab/web/ served on 127.0.0.1 (the page's origin; the roomlab server is another)."""
+    app = web.Application()
+    app.router.add_static("/web/", WEB_DIR)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/web/"
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Chromium]:
+    browser = await Chromium.launch()
+    yield browser
+    await browser.close()
+
+
+def payload(i: int) -> str | bytes:
+    """Message i of a run: text and binary alternate in an irregular pattern, with non-ASCII text."""
+    return f"message {i} ✓" if i % 3 else bytes([i % 256, 0, 255]) * (i % 5 + 1)
+
+
+async def page_eventually(page: Page, expression: str, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    """Evaluate `expression` in the page until `predicate(value)` holds; return the last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await page.evaluate(expression)
+        if predicate(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+def remote_data_track(room: roomlab.Room, identity: str, name: str) -> roomlab.RemoteDataTrack | None:
+    for participant in room.participants.values():
+        if participant.identity == identity:
+            for publication in participant.tracks.values():
+                if publication.track_name == name and publication.track is not None:
+                    return publication.track  # type: ignore[return-value]
+    return None
+
+
+async def test_chromium_and_python_exchange_data_through_the_server(server, join, web_root, chromium):
+    from_python = roomlab.LocalDataTrack("from-python")
+    py = await join("py", room=ROOM, tracks=[from_python])
+    query = {"url": server.url, "token": server.token("chromium"), "room": ROOM, "identity": "chromium"}
+    page = await chromium.open(f"{web_root}test-page.html?{urlencode(query)}")
+    await page_eventually(page, "typeof window.ready", lambda kind: kind == "object")  # the module has run
+    joined = await page.evaluate("window.ready", timeout=15)
+    assert joined["identity"] == "chromium" and joined["room"] == ROOM
+
+    # each side subscribes to the other's track, through the server
+    remote = await eventually(lambda: remote_data_track(py, "chromium", "from-chromium"), timeout=10)
+    assert remote is not None, "the Python client never subscribed to from-chromium"
+    subscribed = await page_eventually(page, "window.subscribedTracks()", lambda names: "py/from-python" in names)
+    assert subscribed == ["py/from-python"], page.console
+
+    py_received: list[str | bytes] = []
+    remote.on("message", py_received.append)
+    py_data: list[tuple[str | bytes, str | None, str | None]] = []
+    py.on(
+        "data_received",
+        lambda data, participant, topic: py_data.append((data, participant and participant.identity, topic)),
+    )
+
+    sent = [payload(i) for i in range(1, COUNT + 1)]
+    for message in sent:
+        from_python.send(message)
+    as_js = [m if isinstance(m, str) else list(m) for m in sent]
+    seqs = await page.evaluate(f"{json.dumps(as_js)}.map(m => window.sendOnTrack(m))")
+    assert seqs == list(range(1, COUNT + 1))
+    await page.evaluate("window.room.localParticipant.publishData('hello from chromium', {topic: 'chat'})")
+    py.local_participant.publish_data(b"\x00hello browser", topic="greetings")
+
+    # Python -> server -> Chromium: every message, in order, text as text and bytes as bytes, seq 1..200
+    got = await page_eventually(page, "window.receivedForTest()", lambda received: len(received) >= COUNT)
+    assert [r["seq"] for r in got] == list(range(1, COUNT + 1)), page.console
+    assert {(r["track"], r["from"]) for r in got} == {("from-python", "py")}
+    assert [r["text"] if "text" in r else bytes(r["bytes"]) for r in got] == sent
+
+    # Chromium -> server -> Python: the same, with the frames' seq from the Python client's telemetry
+    await eventually(lambda: len(py_received) >= COUNT and py_data, timeout=10)
+    assert py_received == sent
+    messages = py.frame("messages")
+    on_track = messages[messages["track"] == "from-chromium"]
+    assert list(on_track["seq"]) == list(range(1, COUNT + 1))
+    assert set(on_track["publisher"]) == {"chromium"}
+    assert (on_track["latency_ms"] > -50).all() and (on_track["latency_ms"] < 10_000).all()  # send times decoded
+    assert py_data == [("hello from chromium", "chromium", "chat")]
+
+    # publish_data from Python reaches Chromium with its sender and topic
+    data = await page_eventually(page, "window.dataReceived.map(d => ({...d, payload: null}))", bool)
+    assert len(data) == 1 and data[0]["from"] == "py" and data[0]["topic"] == "greetings" and data[0]["seq"] == 1
+    assert await page.evaluate("new Uint8Array(window.dataReceived[0].payload)[0] === 0")
+
+    # ICE ran over 127.0.0.1 alone: Chromium's selected pair, and the candidates it sent the server
+    pair = await page.evaluate("window.room.getSelectedCandidatePair()")
+    assert (pair["local"]["address"], pair["remote"]["address"]) == ("127.0.0.1", "127.0.0.1"), pair
+    answer = await page.evaluate("window.room._lastAnswer")
+    addresses = {line.split()[4] for line in answer.splitlines() if line.startswith("a=candidate:")}
+    assert addresses == {"127.0.0.1"}
+    assert not re.search(r"\.local\b", answer)
+
+    # the server saw the browser join, as it sees any participant
+    events = server.frame("events")
+    joined_events = events[(events["event"] == "participant-connected") & (events["identity"] == "chromium")]
+    assert len(joined_events) == 1 and set(joined_events["room"]) == {ROOM}
+
+    await page.evaluate("window.room.disconnect()")
+    await eventually(lambda: not py.participants, timeout=5)
+    assert not py.participants
