@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import pytest
-from aiohttp import web
 
 import roomlab
-from roomlab.web import WEB_DIR
 
 from .browser import Chromium, Page
 from .conftest import eventually
@@ -23,16 +22,9 @@ COUNT = 200
 
 
 @pytest.fixture
-async def web_root() -> AsyncIterator[str]:
-    """roomlab/web/ served on 127.0.0.1 (the page's origin; the roomlab server is another)."""
-    app = web.Application()
-    app.router.add_static("/web/", WEB_DIR)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/web/"
-    await runner.cleanup()
+def web_root(server: roomlab.Server) -> str:
+    """The browser client and its pages, as the roomlab server serves them."""
+    return f"{server.url}/web/"
 
 
 @pytest.fixture
@@ -55,6 +47,19 @@ async def page_eventually(page: Page, expression: str, predicate, timeout: float
         if predicate(value) or asyncio.get_running_loop().time() > deadline:
             return value
         await asyncio.sleep(0.05)
+
+
+async def server_ice(server: roomlab.Server, identity: str) -> tuple[tuple, set[str]]:
+    """The server's ICE view of `identity`'s connection: the nominated pair (local, remote address)
+    and the addresses of every remote candidate it knows, peer-reflexive ones included."""
+
+    async def inspect() -> tuple[tuple, set[str]]:
+        session = next(s for s in server.sfu.sessions.values() if s.participant.identity == identity)
+        ice = session.pc.sctp.transport.transport._connection  # aioice's Connection
+        pair = ice._nominated[1]
+        return (pair.local_addr, pair.remote_addr), {c.host for c in ice._remote_candidates}
+
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(inspect(), server._loop))
 
 
 def remote_data_track(room: roomlab.Room, identity: str, name: str) -> roomlab.RemoteDataTrack | None:
@@ -90,6 +95,7 @@ async def test_chromium_and_python_exchange_data_through_the_server(server, join
     )
 
     sent = [payload(i) for i in range(1, COUNT + 1)]
+    started_ms = time.time() * 1000
     for message in sent:
         from_python.send(message)
     as_js = [m if isinstance(m, str) else list(m) for m in sent]
@@ -103,6 +109,12 @@ async def test_chromium_and_python_exchange_data_through_the_server(server, join
     assert [r["seq"] for r in got] == list(range(1, COUNT + 1)), page.console
     assert {(r["track"], r["from"]) for r in got} == {("from-python", "py")}
     assert [r["text"] if "text" in r else bytes(r["bytes"]) for r in got] == sent
+    assert all(started_ms - 50 < r["sentMs"] < time.time() * 1000 for r in got)  # the frames' send times
+    # the Python client and the server batch frames: Chromium decoded several per data-channel message
+    channel_messages = await page.evaluate(
+        "[...window.room.participants.values()][0].tracks.values().next().value.track.channelMessagesReceived"
+    )
+    assert 0 < channel_messages < COUNT
 
     # Chromium -> server -> Python: the same, with the frames' seq from the Python client's telemetry
     await eventually(lambda: len(py_received) >= COUNT and py_data, timeout=10)
@@ -119,19 +131,28 @@ async def test_chromium_and_python_exchange_data_through_the_server(server, join
     assert len(data) == 1 and data[0]["from"] == "py" and data[0]["topic"] == "greetings" and data[0]["seq"] == 1
     assert await page.evaluate("new Uint8Array(window.dataReceived[0].payload)[0] === 0")
 
-    # ICE ran over 127.0.0.1 alone: Chromium's selected pair, and the candidates it sent the server
+    # ICE ran over 127.0.0.1 alone. Chromium's selected pair: its own 127.0.0.1 candidate, and the
+    # server's 127.0.0.1 candidate (learned as peer-reflexive, so Chromium redacts its address in
+    # stats: it is matched by port with the candidates the server offered).
     pair = await page.evaluate("window.room.getSelectedCandidatePair()")
-    assert (pair["local"]["address"], pair["remote"]["address"]) == ("127.0.0.1", "127.0.0.1"), pair
+    assert pair["local"]["address"] == "127.0.0.1" and pair["remote"]["offeredAddress"] == "127.0.0.1", pair
     answer = await page.evaluate("window.room._lastAnswer")
     addresses = {line.split()[4] for line in answer.splitlines() if line.startswith("a=candidate:")}
-    assert addresses == {"127.0.0.1"}
-    assert not re.search(r"\.local\b", answer)
+    assert addresses == {"127.0.0.1"} and not re.search(r"\.local\b", answer)
+    # ...and the server's: the pair it nominated, and every address Chromium's checks came from
+    nominated, remotes = await server_ice(server, "chromium")
+    assert nominated == (("127.0.0.1", pair["remote"]["port"]), ("127.0.0.1", pair["local"]["port"]))
+    assert remotes == {"127.0.0.1"}
 
     # the server saw the browser join, as it sees any participant
     events = server.frame("events")
     joined_events = events[(events["event"] == "participant-connected") & (events["identity"] == "chromium")]
     assert len(joined_events) == 1 and set(joined_events["room"]) == {ROOM}
 
+    # leaving: the server gets `leave` (no error code), and the Python client sees Chromium go
     await page.evaluate("window.room.disconnect()")
     await eventually(lambda: not py.participants, timeout=5)
     assert not py.participants
+    events = server.frame("events")
+    left = events[(events["event"] == "participant-disconnected") & (events["identity"] == "chromium")]
+    assert len(left) == 1 and left["code"].isna().all(), left

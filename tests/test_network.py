@@ -45,3 +45,12 @@ def test_host_addresses_and_socket_buffer():
     finally:
         ice.set_host_addresses()
     assert roomlab.net.ice.host_addresses() == ("127.0.0.1",)
+
+
+def test_connectivity_checks_from_other_addresses_go_unanswered(monkeypatch):
+    answered: list = []
+    monkeypatch.setattr(ice, "_original_request_received", lambda self, message, addr, protocol: answered.append(addr))
+    checks = aioice.ice.Connection.request_received
+    checks(None, None, ("192.0.2.2", 50000), None)  # a browser's LAN socket
+    checks(None, None, ("127.0.0.1", 50001), None)
+    assert answered == [("127.0.0.1", 50001)]

@@ -10,6 +10,7 @@ from aiohttp import web
 from .. import __version__
 from ..errors import RoomError
 from ..protocol.signaling import PATH as SIGNALING_PATH
+from ..web import WEB_DIR
 from .auth import Credentials, check_basic_auth
 from .feed import TelemetryFeed
 from .rest import RestApi
@@ -72,5 +73,6 @@ def build_app(
     app.router.add_get("/", index)
     app.router.add_get(SIGNALING_PATH, signaling.handle)
     app.router.add_get("/v1/Telemetry", feed.handle)
+    app.router.add_static("/web/", WEB_DIR)
     rest.add_routes(app)
     return app

@@ -160,7 +160,8 @@ export function decodeFrames(message) {
     } catch {
       throw new FramingError('text frame payload is not UTF-8');
     }
-    frames.push({ payload, seq, sentMs: Number(sentUs) / 1000, topic, sender, destinations, direct: !!(flags & DIRECT) });
+    const direct = !!(flags & DIRECT);
+    frames.push({ payload, seq, sentMs: Number(sentUs) / 1000, topic, sender, destinations, direct });
   }
   return frames;
 }
@@ -274,6 +275,7 @@ export class RemoteDataTrack extends Emitter {
     this.participant = participant;
     this.messagesReceived = 0;
     this.bytesReceived = 0;
+    this.channelMessagesReceived = 0; // data-channel messages: the server batches several frames in one
     this.messagesDropped = 0; // what the server could not deliver to this slow subscriber
     this._channel = null;
   }
@@ -303,17 +305,14 @@ export class LocalParticipant {
   }
 
   /** Publish a data track; resolves once its channel to the server is open. */
-  async publishDataTrack(name, { ordered = true, maxPacketLifeTime = null, maxRetransmits = null, priority = 'standard' } = {}) {
+  async publishDataTrack(name, options = {}) {
+    const { ordered = true, maxPacketLifeTime = null, maxRetransmits = null, priority = 'standard' } = options;
     if (maxPacketLifeTime !== null && maxRetransmits !== null) {
       throw new RangeError('set maxPacketLifeTime or maxRetransmits, not both');
     }
     const room = this._room;
-    const reply = await room._request({
-      type: 'publish',
-      name,
-      kind: 'data',
-      options: { priority, ordered, max_packet_life_time: maxPacketLifeTime, max_retransmits: maxRetransmits },
-    });
+    const wire = { priority, ordered, max_packet_life_time: maxPacketLifeTime, max_retransmits: maxRetransmits };
+    const reply = await room._request({ type: 'publish', name, kind: 'data', options: wire });
     const sid = reply.track.sid;
     // The channel's label is the track SID: that is how the server knows which track it carries.
     const init = { ordered, protocol: TRACK_CHANNEL_PROTOCOL };
@@ -321,14 +320,12 @@ export class LocalParticipant {
     if (maxRetransmits !== null) init.maxRetransmits = maxRetransmits;
     const channel = room._pc.createDataChannel(sid, init);
     channel.binaryType = 'arraybuffer';
-    await withTimeout(
-      new Promise((resolve, reject) => {
-        channel.addEventListener('open', resolve, { once: true });
-        channel.addEventListener('close', () => reject(new RoomError(53300, `channel of track ${name} closed`)), { once: true });
-      }),
-      PUBLISH_TIMEOUT_MS,
-      new RoomError(53300, `data track ${name}: its channel did not open`),
-    );
+    const opened = new Promise((resolve, reject) => {
+      channel.onopen = resolve;
+      channel.onclose = () => reject(new RoomError(53300, `data track ${name}: its channel closed`));
+    });
+    await withTimeout(opened, PUBLISH_TIMEOUT_MS, new RoomError(53300, `data track ${name}: its channel did not open`));
+    channel.onopen = channel.onclose = null;
     const track = new LocalDataTrack(sid, name, { ordered, maxPacketLifeTime, maxRetransmits, priority }, channel);
     this.tracks.set(sid, track);
     return track;
@@ -349,21 +346,16 @@ export class LocalParticipant {
   publishData(payload, { reliable = true, destinationIdentities = null, topic = null } = {}) {
     const channel = this._room._channels.get(reliable ? RELIABLE_CHANNEL : LOSSY_CHANNEL);
     if (!channel || channel.readyState !== 'open') throw new Error('the room is not connected');
-    let frame;
-    if (destinationIdentities && destinationIdentities.length) {
-      // numbered per destination, so each receiver's sequence has no gaps that are not losses
-      const destinations = [...new Set(destinationIdentities)].map((id) => [id, (this._dataSeq.get(`${reliable}|${id}`) || 0) + 1]);
-      frame = encodeFrame(payload, 0, { topic, destinations });
-      for (const [id, seq] of destinations) this._dataSeq.set(`${reliable}|${id}`, seq);
-    } else {
-      const seq = (this._dataSeq.get(`${reliable}|`) || 0) + 1;
-      frame = encodeFrame(payload, seq, { topic });
-      this._dataSeq.set(`${reliable}|`, seq);
-    }
     if (reliable && channel.bufferedAmount > RELIABLE_BUFFER_BOUND) {
       throw new RoomError(53300, `${channel.bufferedAmount} bytes of reliable data already queued`);
     }
-    channel.send(frame);
+    // numbered per publisher and channel, and per destination for messages to named identities,
+    // so that each receiver's sequence has no gaps that are not losses
+    const next = (identity) => (this._dataSeq.get(`${reliable}|${identity}`) || 0) + 1;
+    const destinations = [...new Set(destinationIdentities || [])].map((identity) => [identity, next(identity)]);
+    const numbered = destinations.length ? destinations : [['', next('')]];
+    channel.send(encodeFrame(payload, destinations.length ? 0 : numbered[0][1], { topic, destinations }));
+    for (const [identity, seq] of numbered) this._dataSeq.set(`${reliable}|${identity}`, seq);
   }
 }
 
@@ -389,6 +381,7 @@ export class Room extends Emitter {
     this._connected = deferred();
     this._negotiated = deferred();
     this._channelsOpen = deferred();
+    this._serverCandidates = []; // a=candidate lines of the server's last offer
     this._held = []; // events raised while connecting, emitted once connect() has returned
     this._connected.promise.catch(() => {}); // a refusal is reported by connect(), not as unhandled
   }
@@ -411,7 +404,8 @@ export class Room extends Emitter {
       CONNECT_TIMEOUT_MS,
       failed,
     );
-    this._send({ type: 'connect', version: PROTOCOL_VERSION, token, room: name, automatic_subscription: automaticSubscription, metadata });
+    const options = { automatic_subscription: automaticSubscription, metadata };
+    this._send({ type: 'connect', version: PROTOCOL_VERSION, token, room: name, ...options });
     const timeout = new RoomError(53000, 'Signaling connection error: the server did not finish connecting');
     const ready = Promise.all([this._connected.promise, this._negotiated.promise, this._channelsOpen.promise]);
     await withTimeout(ready, CONNECT_TIMEOUT_MS, timeout);
@@ -423,7 +417,7 @@ export class Room extends Emitter {
   }
 
   _send(message) {
-    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) throw new RoomError(53001, 'Signaling connection disconnected');
+    if (this._ws?.readyState !== WebSocket.OPEN) throw new RoomError(53001, 'Signaling connection disconnected');
     this._ws.send(JSON.stringify(message));
   }
 
@@ -451,15 +445,16 @@ export class Room extends Emitter {
   }
 
   async _handle(message) {
+    const participant = this.participants.get(message.participant_sid);
+    const found = message.track_sid ? this._findPublication(message.track_sid) : null;
     switch (message.type) {
-      case 'connected': {
+      case 'connected':
         this.sid = message.room.sid;
         this.name = message.room.name;
         this.localParticipant = new LocalParticipant(this, message.participant.sid, message.participant.identity);
         for (const info of message.participants) this._addParticipant(info);
         this._connected.resolve();
         break;
-      }
       case 'offer':
         await this._onOffer(message.sdp);
         break;
@@ -470,17 +465,13 @@ export class Room extends Emitter {
         const error = new RoomError(message.code, message.message);
         if (this._pending.has(message.ref)) this._pending.get(message.ref).reject(error);
         else if (!this.localParticipant) this._connected.reject(error); // refused at connect
-        else {
-          console.warn(`roomlab: ${message.code} ${message.message}`);
-          this.emit('error', error);
-        }
+        else this.emit('error', error);
         break;
       }
       case 'participant_connected':
         this.emit('participantConnected', this._addParticipant(message.participant));
         break;
-      case 'participant_disconnected': {
-        const participant = this.participants.get(message.participant_sid);
+      case 'participant_disconnected':
         if (!participant) break;
         this.participants.delete(participant.sid);
         for (const publication of participant.tracks.values()) this._unsubscribe(participant, publication);
@@ -488,56 +479,46 @@ export class Room extends Emitter {
         participant.emit('disconnected', participant);
         this.emit('participantDisconnected', participant);
         break;
-      }
-      case 'track_published': {
-        const participant = this.participants.get(message.participant_sid);
-        if (!participant) break;
-        const publication = this._addPublication(participant, message.track);
-        participant.emit('trackPublished', publication);
-        this.emit('trackPublished', publication, participant);
+      case 'track_published':
+        if (participant) {
+          const publication = this._addPublication(participant, message.track);
+          participant.emit('trackPublished', publication);
+          this.emit('trackPublished', publication, participant);
+        }
         break;
-      }
-      case 'track_unpublished': {
-        const participant = this.participants.get(message.participant_sid);
-        const publication = participant?.tracks.get(message.track_sid);
-        if (!publication) break;
-        participant.tracks.delete(message.track_sid);
-        this._unsubscribe(participant, publication);
-        participant.emit('trackUnpublished', publication);
-        this.emit('trackUnpublished', publication, participant);
+      case 'track_unpublished':
+        if (found) {
+          found.participant.tracks.delete(message.track_sid);
+          this._unsubscribe(found.participant, found.publication);
+          found.participant.emit('trackUnpublished', found.publication);
+          this.emit('trackUnpublished', found.publication, found.participant);
+        }
         break;
-      }
-      case 'unsubscribed': {
-        const found = this._findPublication(message.track_sid);
+      case 'unsubscribed':
         if (found) this._unsubscribe(found.participant, found.publication);
         break;
-      }
       case 'track_enabled':
       case 'track_disabled': {
-        const found = this._findPublication(message.track_sid);
         if (!found) break;
         found.publication.isTrackEnabled = message.type === 'track_enabled';
-        const event = message.type === 'track_enabled' ? 'trackEnabled' : 'trackDisabled';
+        const event = found.publication.isTrackEnabled ? 'trackEnabled' : 'trackDisabled';
         found.participant.emit(event, found.publication);
         this.emit(event, found.publication, found.participant);
         break;
       }
-      case 'data_dropped': {
-        const track = this._findPublication(message.track_sid)?.publication.track;
-        if (track) {
-          track.messagesDropped += message.messages;
-          track.emit('dropped', message.messages);
+      case 'data_dropped': // the server dropped messages of this track for us, a slow subscriber
+        if (found?.publication.track) {
+          found.publication.track.messagesDropped += message.messages;
+          found.publication.track.emit('dropped', message.messages);
         }
         break;
-      }
-      case 'metadata_changed': {
-        const participant = this.participants.get(message.participant_sid);
-        if (!participant) break;
-        participant.metadata = message.metadata;
-        participant.emit('metadataChanged', participant);
-        this.emit('participantMetadataChanged', participant);
+      case 'metadata_changed':
+        if (participant) {
+          participant.metadata = message.metadata;
+          participant.emit('metadataChanged', participant);
+          this.emit('participantMetadataChanged', participant);
+        }
         break;
-      }
       case 'disconnected':
         this._close(message.code ? new RoomError(message.code, message.message || '') : null);
         break;
@@ -550,17 +531,14 @@ export class Room extends Emitter {
    *  gathering is complete, holding every candidate (those outside `candidateAddresses` removed). */
   async _onOffer(sdp) {
     const pc = this._pc;
-    // With candidateAddresses, the browser learns none of the server's candidates: it then sends no
-    // checks of its own (its other interfaces' sockets would reach the server too, as peer-reflexive
-    // candidates the server may nominate), and answers the server's checks on the socket they reach,
-    // one of ours on an allowed address. The server finds its candidates from our answer.
-    const offer = this._options.candidateAddresses ? filterCandidates(sdp, []) : sdp;
-    await pc.setRemoteDescription({ type: 'offer', sdp: offer });
+    // The server answers connectivity checks from its own host addresses only (127.0.0.1 by
+    // default), so checks the browser sends from other interfaces fail and are never nominated.
+    this._serverCandidates = sdp.split('\r\n').filter((line) => line.startsWith('a=candidate:'));
+    await pc.setRemoteDescription({ type: 'offer', sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     if (pc.iceGatheringState !== 'complete') {
       const gathered = new Promise((resolve) => {
-        const check = () => pc.iceGatheringState === 'complete' && (pc.removeEventListener('icegatheringstatechange', check), resolve());
-        pc.addEventListener('icegatheringstatechange', check);
+        pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
       });
       await withTimeout(gathered, GATHER_TIMEOUT_MS, null).catch(() => {}); // send what there is
     }
@@ -610,8 +588,8 @@ export class Room extends Emitter {
       this._channels.set(channel.label, channel);
       channel.addEventListener('message', (event) => this._onDataPacket(channel, event.data));
       const check = () => {
-        const open = [RELIABLE_CHANNEL, LOSSY_CHANNEL].every((label) => this._channels.get(label)?.readyState === 'open');
-        if (open) this._channelsOpen.resolve();
+        const open = (label) => this._channels.get(label)?.readyState === 'open';
+        if (open(RELIABLE_CHANNEL) && open(LOSSY_CHANNEL)) this._channelsOpen.resolve();
       };
       channel.addEventListener('open', check);
       check();
@@ -633,6 +611,7 @@ export class Room extends Emitter {
     const track = new RemoteDataTrack(publication, participant);
     track._channel = channel;
     const onMessage = (data) => {
+      track.channelMessagesReceived += 1;
       let frames;
       try {
         frames = decodeFrames(data);
@@ -643,7 +622,7 @@ export class Room extends Emitter {
       for (const frame of frames) {
         const info = { seq: frame.seq, sentMs: frame.sentMs };
         track.messagesReceived += 1;
-        track.bytesReceived += typeof frame.payload === 'string' ? utf8.encode(frame.payload).length : frame.payload.byteLength;
+        track.bytesReceived += toBytes(frame.payload).byteLength;
         track.emit('message', frame.payload, info);
         participant.emit('trackMessage', frame.payload, track, info);
         this.emit('trackMessage', frame.payload, track, participant, info);
@@ -677,7 +656,8 @@ export class Room extends Emitter {
     }
     for (const frame of frames) {
       const participant = (frame.sender && this.participants.get(frame.sender)) || null;
-      const info = { seq: frame.seq, sentMs: frame.sentMs, direct: frame.direct, reliable: channel.label === RELIABLE_CHANNEL };
+      const reliable = channel.label === RELIABLE_CHANNEL;
+      const info = { seq: frame.seq, sentMs: frame.sentMs, direct: frame.direct, reliable };
       participant?.emit('dataReceived', frame.payload, frame.topic, info);
       this.emit('dataReceived', frame.payload, participant, frame.topic, info);
     }
@@ -687,14 +667,19 @@ export class Room extends Emitter {
     return this._pc.getStats();
   }
 
-  /** The ICE candidate pair in use: {local: {address, port, ...}, remote: {...}}, or null. */
+  /** The ICE candidate pair in use, {local, remote}, each {address, port, protocol, candidateType}, or null.
+   *  Browsers redact the address of a peer-reflexive remote candidate; `offeredAddress` is the
+   *  address of the candidate the server offered on that port. */
   async getSelectedCandidatePair() {
     const stats = await this._pc.getStats();
     for (const report of stats.values()) {
       if (report.type === 'transport' && report.selectedCandidatePairId) {
         const pair = stats.get(report.selectedCandidatePairId);
-        const describe = (c) => ({ address: c.address, port: c.port, protocol: c.protocol, candidateType: c.candidateType });
-        return { local: describe(stats.get(pair.localCandidateId)), remote: describe(stats.get(pair.remoteCandidateId)) };
+        const describe = ({ address, port, protocol, candidateType }) => ({ address, port, protocol, candidateType });
+        const remote = describe(stats.get(pair.remoteCandidateId));
+        const offered = this._serverCandidates.map((line) => line.split(' ')).find((f) => Number(f[5]) === remote.port);
+        remote.offeredAddress = offered ? offered[4] : null;
+        return { local: describe(stats.get(pair.localCandidateId)), remote };
       }
     }
     return null;
