@@ -183,3 +183,17 @@ async def test_subscriber_keyframe_request_reaches_the_publisher(join):
     await receiver._send_rtcp_pli(ssrc)  # bob reports a lost picture
     assert await eventually(lambda: requests, timeout=3)
     assert len(requests) == 1
+
+
+async def test_clients_can_receive_media_without_decoding_it(join):
+    await join("alice", room="nodecode", tracks=[roomlab.LocalAudioTrack.tone(), roomlab.LocalVideoTrack.pattern()])
+    before = decoder_threads()
+    bob = await join("bob", room="nodecode", decode_media=False)
+    video = await eventually(lambda: subscribed(bob, "video"))
+    audio = await eventually(lambda: subscribed(bob, "audio"))
+    encoded = await asyncio.wait_for(video.recv(), 10)
+    assert isinstance(encoded, bytes) and len(encoded) > 10  # a VP8 frame, as it arrived
+    assert isinstance(await asyncio.wait_for(audio.recv(), 5), bytes)
+    await eventually(lambda: audio.frames_received >= 10)
+    assert decoder_threads() == before  # bob decodes nothing
+    assert await inbound_packets(bob, "audio") >= 10

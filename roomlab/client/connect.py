@@ -18,15 +18,18 @@ async def connect(
     automatic_subscription: bool = True,
     metadata: str = "",
     ice_servers: list[Any] | None = None,
+    decode_media: bool = True,
 ) -> Room:
     """Join the room `name` (or the one the token grants) and publish `tracks`.
 
     Returns once the connection with the server is up, its data channels are open and every
     track is published. `automatic_subscription=False` starts from Twilio's "exclude all" rule;
     subscribe rules set over REST take effect live. `ice_servers` is empty unless you set it.
+    `decode_media=False` receives audio and video without decoding them (counted, and `recv()`
+    gives encoded frames): what simulated participants do.
     Refusals raise `roomlab.RoomError` with Twilio's code.
     """
-    room = Room(url, ice_servers)
+    room = Room(url, ice_servers, decode_media)
     try:
         await room._connect(token, name, automatic_subscription, metadata)
         for track in tracks:

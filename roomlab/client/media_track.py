@@ -210,12 +210,37 @@ class FrameTap:
         self._task.cancel()
 
 
+class EncodedTap:
+    """A received track's encoded frames (after the jitter buffer, never decoded), for clients
+    that only count or forward media, such as simulated participants. `recv()` gives the next
+    frame's bytes. Installed on the receiver before it starts (see roomlab.net.rtp.tap_receiver)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self._next = FrameTap._new_future()
+
+    def deliver(self, codec: Any, frame: Any) -> None:
+        self.frames += 1
+        self.bytes += len(frame.data)
+        if not self._next.done():
+            self._next.set_result(frame.data)
+        self._next = FrameTap._new_future()
+
+    async def recv(self) -> Any:
+        return await asyncio.shield(self._next)
+
+    def stop(self) -> None:
+        if not self._next.done():
+            self._next.set_exception(MediaStreamError())
+
+
 class RemoteMediaTrack:
     """A subscribed audio or video track; `await recv()` returns its next decoded frame."""
 
     kind = ""
 
-    def __init__(self, sid: str, name: str, tap: FrameTap, participant: RemoteParticipant) -> None:
+    def __init__(self, sid: str, name: str, tap: FrameTap | EncodedTap, participant: RemoteParticipant) -> None:
         self.sid = sid
         self.name = name
         self.participant = participant
@@ -229,6 +254,8 @@ class RemoteMediaTrack:
         return self._tap.frames - self._frames_at_start
 
     async def recv(self) -> Any:
+        """The next frame: decoded (av.AudioFrame / av.VideoFrame), or its encoded bytes when the
+        room was joined with `decode_media=False`."""
         return await self._tap.recv()
 
     def __repr__(self) -> str:

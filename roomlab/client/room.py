@@ -16,13 +16,14 @@ from aiortc.mediastreams import MediaStreamTrack
 from ..errors import RoomError
 from ..net import sctp
 from ..net.ice import rtc_configuration
+from ..net.rtp import tap_receiver
 from ..protocol import framing, signaling
 from ..protocol.batching import Batcher
 from ..telemetry.recorder import Telemetry, now_ns
 from ..telemetry.sampling import ChannelCounters, RtcStatsSampler, RtpStream, sample_forever
 from .data_track import LocalDataTrack, RemoteDataTrack
 from .events import EventEmitter
-from .media_track import FrameTap, LocalMediaTrack, RemoteAudioTrack, RemoteMediaTrack, RemoteVideoTrack
+from .media_track import EncodedTap, FrameTap, LocalMediaTrack, RemoteAudioTrack, RemoteMediaTrack, RemoteVideoTrack
 from .participant import PUBLISH_TIMEOUT, LocalParticipant, RemoteParticipant
 from .publication import RemoteTrackPublication
 
@@ -46,9 +47,10 @@ def signaling_url(url: str) -> str:
 
 
 class Room(EventEmitter):
-    def __init__(self, url: str, ice_servers: list[Any] | None = None) -> None:
+    def __init__(self, url: str, ice_servers: list[Any] | None = None, decode_media: bool = True) -> None:
         super().__init__()
         self.url = url
+        self.decode_media = decode_media
         self.sid = ""
         self.name = ""
         self.state = "connecting"
@@ -66,7 +68,7 @@ class Room(EventEmitter):
         self._pending_track_channels: dict[str, RTCDataChannel] = {}
         self._negotiated = asyncio.Event()
         #: mid -> tap on the receiver, and mid -> track SID it currently carries
-        self._taps: dict[str, FrameTap] = {}
+        self._taps: dict[str, FrameTap | EncodedTap] = {}
         self._mid_tracks: dict[str, str] = {}
         self._media_waiters: dict[str, asyncio.Future[None]] = {}
         self._published_media: dict[str, LocalMediaTrack] = {}
@@ -413,6 +415,13 @@ class Room(EventEmitter):
 
     async def _on_offer(self, sdp: str, mids: dict[str, dict[str, Any]]) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if not self.decode_media:
+            # before the answer: aiortc starts a receiver (and its decoder) only once answered
+            for transceiver in self.pc.getTransceivers():
+                mid = transceiver.mid or ""
+                if transceiver.receiver.track is not None and mid not in self._taps:
+                    encoded = self._taps[mid] = EncodedTap()
+                    tap_receiver(transceiver.receiver, transceiver.kind, encoded.deliver)
         attached: list[str] = []
         for transceiver in self.pc.getTransceivers():
             info = mids.get(transceiver.mid or "")

@@ -21,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-import queue
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import av
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
+
+from ..net.rtp import route_keyframe_requests, tap_receiver
+
+__all__ = ["MEDIA_PATHS", "MediaForwarder", "OutgoingTrack", "route_keyframe_requests", "tap_receiver"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ MEDIA_PATHS = ("forward", "transcode")
 OUTGOING_CAPACITY = {"audio": 25, "video": 30}
 #: Least time between two keyframe requests passed to one publisher.
 KEYFRAME_REQUEST_INTERVAL = 0.5
-#: Audio jitter buffer on the server: aiortc's default waits for 4 packets (80 ms) per hop.
-AUDIO_JITTER_PREFETCH = 0
 
 
 class OutgoingTrack(MediaStreamTrack):
@@ -80,39 +80,6 @@ class OutgoingTrack(MediaStreamTrack):
     def request_keyframe(self) -> None:
         if self.on_keyframe_request is not None:
             self.on_keyframe_request()
-
-
-class EncodedFrameTap(queue.Queue):  # type: ignore[type-arg]
-    """Stands in for an RTCRtpReceiver's decoder queue: encoded frames go to `deliver` instead.
-
-    aiortc's decoder thread starts on the first `receive()`; `get()` answering None tells it to
-    stop at once, so no decoder runs for a forwarded track.
-    """
-
-    def __init__(self, deliver: Callable[[Any, Any], None]) -> None:
-        super().__init__()
-        self._deliver = deliver
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is not None:  # None is aiortc's stop signal to its (already stopped) decoder
-            self._deliver(*item)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        return None
-
-
-def tap_receiver(receiver: RTCRtpReceiver, kind: str, deliver: Callable[[Any, Any], None]) -> None:
-    """Take `receiver`'s encoded frames before decoding (call before aiortc starts receiving)."""
-    receiver._RTCRtpReceiver__decoder_queue = EncodedFrameTap(deliver)  # type: ignore[attr-defined]
-    if kind == "audio":
-        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
-            capacity=16, prefetch=AUDIO_JITTER_PREFETCH
-        )
-
-
-def route_keyframe_requests(sender: RTCRtpSender, outgoing: OutgoingTrack) -> None:
-    """Pass a subscriber's PLI/FIR to whoever feeds `outgoing`, instead of aiortc's encoder flag."""
-    sender._send_keyframe = outgoing.request_keyframe  # type: ignore[method-assign]
 
 
 class MediaForwarder:

@@ -188,7 +188,7 @@ class Session:
         if slot is None:
             outgoing = OutgoingTrack(kind)
             transceiver = self.pc.addTransceiver(outgoing, direction="sendonly")
-            route_keyframe_requests(transceiver.sender, outgoing)
+            route_keyframe_requests(transceiver.sender, outgoing.request_keyframe)
             slot = MediaSlot(transceiver, "subscribe", None, outgoing)
             self.slots.append(slot)
         assert slot.outgoing is not None

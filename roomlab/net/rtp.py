@@ -1,0 +1,68 @@
+"""Taps on aiortc's RTP receivers and senders, for media that is forwarded or replayed, not
+decoded or encoded frame by frame (the server's forwarding plane, and simulated participants).
+
+These reach into private attributes of aiortc 1.16.0 (pinned): a receiver's decoder queue and
+jitter buffer, a sender's `_send_keyframe` and `_next_encoded_frame`. Tests cover each.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterBuffer
+
+#: Audio jitter buffer for tapped receivers: aiortc's default waits for 4 packets (80 ms) per hop.
+AUDIO_JITTER_PREFETCH = 0
+
+
+class EncodedFrameTap(queue.Queue):  # type: ignore[type-arg]
+    """Stands in for an RTCRtpReceiver's decoder queue: encoded frames go to `deliver` instead.
+
+    aiortc's decoder thread starts on the first `receive()`; `get()` answering None tells it to
+    stop at once, so no decoder runs for a forwarded track.
+    """
+
+    def __init__(self, deliver: Callable[[Any, Any], None]) -> None:
+        super().__init__()
+        self._deliver = deliver
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is not None:  # None is aiortc's stop signal to its (already stopped) decoder
+            self._deliver(*item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return None
+
+
+def tap_receiver(receiver: RTCRtpReceiver, kind: str, deliver: Callable[[Any, Any], None]) -> None:
+    """Take `receiver`'s encoded frames before decoding (call before aiortc starts receiving)."""
+    receiver._RTCRtpReceiver__decoder_queue = EncodedFrameTap(deliver)  # type: ignore[attr-defined]
+    if kind == "audio":
+        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
+            capacity=16, prefetch=AUDIO_JITTER_PREFETCH
+        )
+
+
+def route_keyframe_requests(sender: RTCRtpSender, request_keyframe: Callable[[], None]) -> None:
+    """Call `request_keyframe` on the far end's PLI/FIR, instead of setting aiortc's encoder flag
+    (which packets passed through, not encoded, ignore)."""
+    sender._send_keyframe = request_keyframe  # type: ignore[method-assign]
+
+
+def set_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> None:
+    """Stamp the RFC 6464 audio level (dBov, -127..0; None: none) on every packet `sender` sends.
+
+    aiortc computes the level only for frames it encodes itself; replayed packets carry none.
+    """
+    original = sender._next_encoded_frame
+
+    async def next_encoded_frame(codec: Any) -> Any:
+        frame = await original(codec)
+        if frame is not None:
+            frame.audio_level = level()
+        return frame
+
+    sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
