@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import frames  # noqa: E402
 from .client import (  # noqa: E402
     LocalAudioTrack,
     LocalDataTrack,
@@ -9,11 +10,13 @@ from .client import (  # noqa: E402
     RemoteAudioTrack,
     RemoteDataTrack,
     RemoteParticipant,
+    RemoteVideoTrack,
     Room,
     connect,
 )
 from .errors import RoomError  # noqa: E402
 from .server import Server, serve  # noqa: E402
+from .sim.simulation import Simulation  # noqa: E402
 from .telemetry.persist import Run, load, save  # noqa: E402
 from .telemetry.recorder import Telemetry  # noqa: E402
 from .telemetry.watch import Watch, watch  # noqa: E402
@@ -25,13 +28,16 @@ __all__ = [
     "RemoteAudioTrack",
     "RemoteDataTrack",
     "RemoteParticipant",
+    "RemoteVideoTrack",
     "Room",
     "RoomError",
     "Run",
     "Server",
+    "Simulation",
     "Telemetry",
     "Watch",
     "connect",
+    "frames",
     "load",
     "save",
     "serve",

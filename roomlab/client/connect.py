@@ -19,6 +19,7 @@ async def connect(
     metadata: str = "",
     ice_servers: list[Any] | None = None,
     decode_media: bool = True,
+    link: Any = None,
 ) -> Room:
     """Join the room `name` (or the one the token grants) and publish `tracks`.
 
@@ -27,9 +28,12 @@ async def connect(
     subscribe rules set over REST take effect live. `ice_servers` is empty unless you set it.
     `decode_media=False` receives audio and video without decoding them (counted, and `recv()`
     gives encoded frames): what simulated participants do.
+    `link` (a `roomlab.Link`) shapes the path between this participant and the server.
     Refusals raise `roomlab.RoomError` with Twilio's code.
     """
     room = Room(url, ice_servers, decode_media)
+    if link is not None:
+        link.attach(room.pc)
     try:
         await room._connect(token, name, automatic_subscription, metadata)
         for track in tracks:

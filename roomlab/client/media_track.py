@@ -8,6 +8,7 @@ import fractions
 import math
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +127,8 @@ class LocalMediaTrack:
         self.name = name or str(uuid.uuid4())
         self.sid: str | None = None
         self._player = player
+        #: called once with the RTCRtpSender that carries this track (for replayed media's hooks)
+        self.on_sender: Callable[[Any], None] | None = None
 
     def stop(self) -> None:
         self.media.stop()

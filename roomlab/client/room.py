@@ -429,6 +429,8 @@ class Room(EventEmitter):
                 local = self._published_media[info["track_sid"]]
                 if transceiver.sender.track is not local.media:
                     transceiver.sender.replaceTrack(local.media)
+                    if local.on_sender is not None:
+                        local.on_sender(transceiver.sender)
                 transceiver.direction = "sendonly"
                 attached.append(info["track_sid"])
             elif info is not None and info["role"] in ("publish", "retired"):

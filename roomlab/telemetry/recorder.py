@@ -198,11 +198,20 @@ def read_parquet(path: Path | str) -> pd.DataFrame:
     return frame
 
 
+def concat_frames(parts: list[pd.DataFrame], table: str) -> pd.DataFrame:
+    """Rows of one table from several recorders, in time order, with the table's dtypes."""
+    frame = _concat([p for p in parts if len(p)] or [Table(table).frame()], columns(table))
+    return frame.sort_values("time", kind="stable", ignore_index=True)
+
+
 def _concat(parts: list[pd.DataFrame], table_columns: tuple[Column, ...]) -> pd.DataFrame:
     frame = pd.concat(parts, ignore_index=True)
     for column in table_columns:
         if column.kind == "str" and not isinstance(frame[column.name].dtype, pd.CategoricalDtype):
-            frame[column.name] = frame[column.name].astype("category")
+            values = frame[column.name].astype("str").where(frame[column.name].notna())
+            frame[column.name] = pd.Categorical(
+                values, categories=pd.Index(sorted(values.dropna().unique()), dtype="str")
+            )
     return frame
 
 

@@ -1,0 +1,5 @@
+"""Simulated participants: behaviours, pre-encoded media, bots, the worker farm, scenarios."""
+
+from .behaviours import Behaviour, Camera, Chat, Cursor, Generator, Strokes, Talker
+
+__all__ = ["Behaviour", "Camera", "Chat", "Cursor", "Generator", "Strokes", "Talker"]

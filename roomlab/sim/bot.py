@@ -1,0 +1,87 @@
+"""One simulated participant: who it is, what it does, on which link, when it joins and leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..client.connect import connect
+from ..client.room import Room
+from .behaviours import Behaviour
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BotSpec:
+    """Everything a worker process needs to run one bot (plain, picklable data)."""
+
+    identity: str
+    token: str
+    behaviours: list[Behaviour] = field(default_factory=list)
+    link: dict[str, Any] | None = None
+    """Link parameters (roomlab.Link keyword arguments), or None for an unimpaired path."""
+    join_at: float = 0.0
+    """Seconds after the start of the run."""
+    leave_at: float | None = None
+    """Seconds after the start of the run; None: stays to the end."""
+
+
+class Bot:
+    """Runs a BotSpec: joins at its time, runs its behaviours, leaves at its time or the end."""
+
+    def __init__(self, spec: BotSpec, url: str, room: str) -> None:
+        self.spec = spec
+        self.url = url
+        self.room_name = room
+        self.room: Room | None = None
+        self.link: Any = None
+        self.state = "waiting"
+        self.error: str | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def identity(self) -> str:
+        return self.spec.identity
+
+    async def run(self, started: float, duration: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = started + duration
+        if self.spec.leave_at is not None:
+            end = min(end, started + self.spec.leave_at)
+        try:
+            await asyncio.sleep(max(0.0, started + self.spec.join_at - loop.time()))
+            tracks = [track for behaviour in self.spec.behaviours for track in behaviour.tracks()]
+            link = None
+            if self.spec.link:
+                from ..net.link import Link
+
+                link = self.link = Link(**self.spec.link)
+            self.room = await connect(
+                self.url, self.spec.token, name=self.room_name, tracks=tracks, decode_media=False, link=link
+            )
+            self.state = "joined"
+            tasks = [asyncio.ensure_future(b.run(self.room, self._stop)) for b in self.spec.behaviours]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.0, end - loop.time()))
+            self._stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.state = "left"
+        except Exception as exc:  # one bot failing must not take the others down
+            self.state = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.warning("bot %s failed: %s", self.identity, self.error)
+        finally:
+            self._stop.set()
+            if self.room is not None:
+                await self.room.disconnect()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def lateness(self) -> float:
+        return max((b.lateness for b in self.spec.behaviours), default=0.0)

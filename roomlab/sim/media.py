@@ -1,0 +1,179 @@
+"""Media for simulated participants: encoded once (PyAV: Opus, VP8), replayed as packets.
+
+A bot never encodes or decodes per frame: its sender packs replayed `av.Packet`s into RTP, and it
+receives with `decode_media=False`. Clips are made on first use in each process and cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+AUDIO_RATE = 48_000
+AUDIO_FRAME = 960  # 20 ms
+VIDEO_CLOCK = 90_000
+#: Camera layers (name -> width, height, target bitrate), as a publisher of simulcast would offer.
+LAYERS: dict[str, tuple[int, int, int]] = {
+    "low": (160, 90, 150_000),
+    "standard": (320, 180, 500_000),
+    "high": (640, 360, 1_200_000),
+}
+#: In silence, Opus DTX sends one small comfort-noise packet every 400 ms instead of 20 ms frames.
+DTX_INTERVAL_FRAMES = 20
+SPEECH_LEVEL_DBOV = -20
+SILENCE_LEVEL_DBOV = -127
+
+
+@dataclass(frozen=True)
+class EncodedClip:
+    """A loop of encoded frames and where its keyframes are."""
+
+    kind: str
+    packets: tuple[bytes, ...]
+    keyframes: tuple[int, ...]
+    clock_rate: int
+    frame_ticks: int
+
+    @property
+    def seconds(self) -> float:
+        return len(self.packets) * self.frame_ticks / self.clock_rate
+
+    @property
+    def bitrate_bps(self) -> float:
+        return sum(len(p) for p in self.packets) * 8 / self.seconds
+
+
+@functools.cache
+def speech_clip(seconds: float = 2.0, bitrate: int = 32_000) -> EncodedClip:
+    """Opus at 48 kHz mono, 20 ms frames, of a voiced, amplitude-modulated signal."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate, codec.layout, codec.format = AUDIO_RATE, "mono", "s16"
+    codec.bit_rate = bitrate
+    codec.time_base = fractions.Fraction(1, AUDIO_RATE)
+    rng = np.random.default_rng(7)
+    packets = []
+    for i in range(int(seconds * AUDIO_RATE / AUDIO_FRAME)):
+        t = (np.arange(AUDIO_FRAME) + i * AUDIO_FRAME) / AUDIO_RATE
+        pitch = 140 + 30 * np.sin(2 * math.pi * 0.7 * t)
+        voice = sum(np.sin(2 * math.pi * k * pitch * t) / k for k in range(1, 6))
+        envelope = 0.55 + 0.45 * np.sin(2 * math.pi * 4 * t)  # syllables
+        signal = 6000 * envelope * voice + 300 * rng.standard_normal(AUDIO_FRAME)
+        frame = av.AudioFrame.from_ndarray(signal.astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, i * AUDIO_FRAME, codec.time_base
+        packets.extend(bytes(p) for p in codec.encode(frame))
+    packets.extend(bytes(p) for p in codec.encode(None))
+    return EncodedClip("audio", tuple(packets), (), AUDIO_RATE, AUDIO_FRAME)
+
+
+@functools.cache
+def comfort_noise_packet() -> bytes:
+    """One Opus packet of near-silence, sent every 400 ms while a talker is quiet (DTX)."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate, codec.layout, codec.format = AUDIO_RATE, "mono", "s16"
+    codec.bit_rate = 6000
+    codec.time_base = fractions.Fraction(1, AUDIO_RATE)
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, AUDIO_FRAME), np.int16), format="s16", layout="mono")
+    frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, 0, codec.time_base
+    packets = [bytes(p) for p in codec.encode(frame)] + [bytes(p) for p in codec.encode(None)]
+    return min(packets, key=len)
+
+
+@functools.cache
+def camera_clip(layer: str = "standard", fps: int = 15, seconds: float = 2.0) -> EncodedClip:
+    """VP8 of a moving scene with texture, at the layer's size and bitrate, one keyframe a second."""
+    if layer not in LAYERS:
+        raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
+    width, height, bitrate = LAYERS[layer]
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = fractions.Fraction(1, fps)
+    codec.bit_rate = bitrate
+    codec.gop_size = fps
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "minrate": str(bitrate // 2)}
+    rng = np.random.default_rng(11)
+    y, x = np.mgrid[0:height, 0:width]
+    packets, keyframes = [], []
+    for i in range(int(seconds * fps)):
+        image = np.empty((height, width, 3), np.uint8)
+        image[..., 0] = (x * 255 // width + i * 6) % 256
+        image[..., 1] = (y * 255 // height + i * 3) % 256
+        image[..., 2] = ((x + y + i * 5) // 8 % 2) * 200
+        patch = slice(height // 4, 3 * height // 4), slice((i * 7) % (width // 2), (i * 7) % (width // 2) + width // 2)
+        image[patch] = rng.integers(0, 256, image[patch].shape, dtype=np.uint8)  # detail a camera sees
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = i, codec.time_base
+        for packet in codec.encode(frame):
+            if packet.is_keyframe:
+                keyframes.append(len(packets))
+            packets.append(bytes(packet))
+    for packet in codec.encode(None):
+        packets.append(bytes(packet))
+    return EncodedClip("video", tuple(packets), tuple(keyframes), VIDEO_CLOCK, VIDEO_CLOCK // fps)
+
+
+class ReplayTrack(MediaStreamTrack):
+    """Plays a clip in a loop as `av.Packet`s in real time; aiortc packs them without encoding.
+
+    For audio, `talking()` (when given) decides speech or silence: in silence it sends Opus DTX
+    comfort noise every 400 ms, and `level_dbov` is what the RTP audio-level extension carries.
+    For video, `request_keyframe()` (a subscriber's PLI) jumps to the clip's next keyframe.
+    """
+
+    def __init__(self, clip: EncodedClip, talking: Callable[[], bool] | None = None) -> None:
+        super().__init__()
+        self.kind = clip.kind
+        self.clip = clip
+        self.talking = talking
+        self.frames_sent = 0
+        self.max_lateness = 0.0
+        self._index = 0
+        self._ticks = 0
+        self._start: float | None = None
+        self._time_base = fractions.Fraction(1, clip.clock_rate)
+
+    @property
+    def level_dbov(self) -> int:
+        return SPEECH_LEVEL_DBOV if self.talking is None or self.talking() else SILENCE_LEVEL_DBOV
+
+    def request_keyframe(self) -> None:
+        later = [k for k in self.clip.keyframes if k > self._index]
+        self._index = later[0] if later else (self.clip.keyframes[0] if self.clip.keyframes else 0)
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop_time = time.monotonic()
+        if self._start is None:
+            self._start = loop_time
+        while True:
+            due = self._start + self._ticks / self.clip.clock_rate
+            if due > loop_time:
+                await asyncio.sleep(due - loop_time)
+            else:
+                self.max_lateness = max(self.max_lateness, loop_time - due)
+            ticks = self._ticks
+            self._ticks += self.clip.frame_ticks
+            frame_number = ticks // self.clip.frame_ticks
+            if self.talking is not None and not self.talking():
+                if frame_number % DTX_INTERVAL_FRAMES:
+                    loop_time = time.monotonic()
+                    continue  # DTX: nothing this frame
+                data = comfort_noise_packet()
+            else:
+                data = self.clip.packets[self._index]
+                self._index = (self._index + 1) % len(self.clip.packets)
+            packet = av.Packet(data)
+            packet.pts = ticks
+            packet.time_base = self._time_base
+            self.frames_sent += 1
+            return packet
