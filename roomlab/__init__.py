@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from . import frames  # noqa: E402
+from . import frames, plots  # noqa: E402
 from .client import (  # noqa: E402
     LocalAudioTrack,
     LocalDataTrack,
@@ -15,6 +15,7 @@ from .client import (  # noqa: E402
     connect,
 )
 from .errors import RoomError  # noqa: E402
+from .net.link import BurstLoss, DeliveryTrace, Link  # noqa: E402
 from .server import Server, serve  # noqa: E402
 from .sim.simulation import Simulation  # noqa: E402
 from .telemetry.persist import Run, load, save  # noqa: E402
@@ -22,6 +23,9 @@ from .telemetry.recorder import Telemetry  # noqa: E402
 from .telemetry.watch import Watch, watch  # noqa: E402
 
 __all__ = [
+    "BurstLoss",
+    "DeliveryTrace",
+    "Link",
     "LocalAudioTrack",
     "LocalDataTrack",
     "LocalVideoTrack",
@@ -38,6 +42,7 @@ __all__ = [
     "Watch",
     "connect",
     "frames",
+    "plots",
     "load",
     "save",
     "serve",

@@ -56,6 +56,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run a scenario file into a directory of Parquet frames and a PNG report."""
+    import asyncio
+
+    from .sim.scenario import ScenarioError, run_scenario
+
+    try:
+        out = asyncio.run(run_scenario(args.scenario, args.out, progress=not args.quiet))
+    except ScenarioError as error:
+        print(f"roomlab simulate: {error}", file=sys.stderr)
+        return 2
+    print(f"frames: {out}/*.parquet (roomlab.load({str(out)!r}))")
+    print(f"report: {out / 'report.png'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="roomlab", description=__doc__)
     parser.add_argument("--version", action="version", version=f"roomlab {__version__}")
@@ -80,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--room", default="demo", help="room name (default: demo)")
     demo.add_argument("--db", default=None, help="SQLite file to keep the run's rooms in")
     demo.set_defaults(func=cmd_demo)
+
+    simulate = commands.add_parser("simulate", help="run a scenario file: frames (Parquet) and a PNG report")
+    simulate.add_argument("scenario", help="scenario YAML file")
+    simulate.add_argument("--out", required=True, help="directory for the run's frames and report")
+    simulate.add_argument("--quiet", action="store_true", help="no progress bar")
+    simulate.set_defaults(func=cmd_simulate)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..net.link import Link
 from .data_track import LocalDataTrack
 from .media_track import LocalMediaTrack
 from .room import Room
@@ -19,7 +20,7 @@ async def connect(
     metadata: str = "",
     ice_servers: list[Any] | None = None,
     decode_media: bool = True,
-    link: Any = None,
+    link: Link | None = None,
 ) -> Room:
     """Join the room `name` (or the one the token grants) and publish `tracks`.
 
@@ -33,7 +34,8 @@ async def connect(
     """
     room = Room(url, ice_servers, decode_media)
     if link is not None:
-        link.attach(room.pc)
+        link.attach(room.pc)  # before signaling: the server's first offer creates the ICE transport
+        room.link = link
     try:
         await room._connect(token, name, automatic_subscription, metadata)
         for track in tracks:

@@ -51,6 +51,8 @@ class Room(EventEmitter):
         super().__init__()
         self.url = url
         self.decode_media = decode_media
+        #: the emulated network path to the server, if any (`room.link.update(...)`, `.stats()`)
+        self.link: Any = None
         self.sid = ""
         self.name = ""
         self.state = "connecting"

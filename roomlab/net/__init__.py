@@ -1,1 +1,1 @@
-"""Networking: loopback-only ICE setup (and, later, link emulation)."""
+"""Networking: loopback ICE, link emulation, RTP taps, and roomlab's SCTP changes."""

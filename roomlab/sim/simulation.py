@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..net.link import Link
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
 from .bot import Bot, BotSpec
@@ -75,13 +76,13 @@ def _behaviours(audio: Any, video: Any, data: Any) -> list[Behaviour]:
 
 
 def _link_parameters(link: Any) -> dict[str, Any] | None:
+    """A bot's link as Link keyword arguments (checked now, built in the bot's process)."""
     if link is None:
         return None
-    if isinstance(link, dict):
-        return dict(link)
-    if hasattr(link, "parameters"):
-        return dict(link.parameters())
-    raise ValueError(f"link must be a roomlab.Link or a dict of its parameters, got {type(link).__name__}")
+    if not isinstance(link, dict):
+        raise ValueError(f"link must be a dict of roomlab.Link parameters, got {type(link).__name__}")
+    Link(**link)  # a bad parameter fails here, not in a worker
+    return dict(link)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class Simulation:
         """Add `n` bots. `identity` is formatted with `i`, the bot's number in the simulation.
         `audio`/`video`: True for defaults, a dict of Talker/Camera options, or a behaviour.
         `data`: a behaviour, a list of them, or `{kind: options}` entries as in scenario files.
-        `link`: a roomlab.Link or a dict of its parameters. `join_at`/`leave_at`: seconds."""
+        `link`: a dict of roomlab.Link parameters (each bot gets a Link of its own). `join_at`/`leave_at`: seconds."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         if join_at < 0 or (leave_at is not None and leave_at <= join_at):
@@ -318,7 +319,10 @@ class Simulation:
                 break
         worker.alive = False
         if not worker.done:
-            code = worker.process.poll()
+            try:
+                code = worker.process.wait(2)
+            except subprocess.TimeoutExpired:
+                code = None
             for identity in worker.identities:
                 if self.states.get(identity) not in ("left", "failed"):
                     self._set_state(identity, "lost", f"worker process exited (exit code {code})")
