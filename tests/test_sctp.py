@@ -83,6 +83,7 @@ async def test_small_chunks_travel_bundled():
         assert len(data_packets) < data_chunks / 3, (len(data_packets), data_chunks)
         assert max(len(p) for p in packets) <= sctp.MAX_PACKET_BYTES
         assert got == [b"m%03d" % i for i in range(300)]
+        assert sender._roomlab_retransmit_pending is False  # nothing lost: the retransmit walk is skipped
     finally:
         await pc1.close()
         await pc2.close()

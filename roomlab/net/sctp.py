@@ -13,6 +13,10 @@ This module changes two methods of `RTCSctpTransport`, within the standard (RFC 
   (aiortc hands queued messages to SCTP one at a time and transmits each at once, so without
   this every small message costs a packet.)
 
+- No scan without cause: aiortc's `_transmit()` walks every outstanding chunk looking for ones to
+  retransmit, on every call (each SACK, each message). Chunks are marked for retransmission only
+  in fast recovery or when the T3 timer expires, so otherwise the walk is skipped.
+
 Also, a malformed packet that bundles an INIT with other chunks is dropped instead of tripping
 aiortc's `assert` (which would end the receiving task). Chromium's SCTP does both itself and
 accepts both: the browser test exchanges data over a patched server.
@@ -110,7 +114,42 @@ def _corked(original: Any) -> Any:
     return corked
 
 
-_transmit = _corked(_original_transmit)
+class _AppendOnly:
+    """The sent queue as `_transmit` sees it when no chunk can be waiting for retransmission:
+    nothing to walk, and new chunks still go to the real queue."""
+
+    __slots__ = ("append",)
+
+    def __init__(self, queue: Any) -> None:
+        self.append = queue.append
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+def _scan_only_when_needed(original: Any) -> Any:
+    async def transmit(self: Any) -> None:
+        if self._fast_recovery_exit is not None or getattr(self, "_roomlab_retransmit_pending", True):
+            await original(self)
+            self._roomlab_retransmit_pending = any(chunk._retransmit for chunk in self._sent_queue)
+            return
+        sent = self._sent_queue
+        self._sent_queue = _AppendOnly(sent)
+        try:
+            await original(self)  # does not suspend: its sends are collected by the cork
+        finally:
+            self._sent_queue = sent
+
+    return transmit
+
+
+def _t3_expired(self: Any) -> None:
+    self._roomlab_retransmit_pending = True  # T3 marks every outstanding chunk for retransmission
+    _original_t3_expired(self)
+
+
+_original_t3_expired = RTCSctpTransport._t3_expired
+_transmit = _corked(_scan_only_when_needed(_original_transmit))
 _data_channel_flush = _corked(_original_data_channel_flush)
 
 
@@ -151,6 +190,7 @@ def install() -> None:
     RTCSctpTransport._handle_data = _handle_data  # type: ignore[method-assign]
     RTCSctpTransport._transmit = _transmit  # type: ignore[method-assign]
     RTCSctpTransport._data_channel_flush = _data_channel_flush  # type: ignore[method-assign]
+    RTCSctpTransport._t3_expired = _t3_expired  # type: ignore[method-assign]
     RTCSctpTransport._send_chunk = _send_chunk  # type: ignore[method-assign]
     _installed = True
 
