@@ -36,7 +36,7 @@ from roomlab.server.auth import Credentials, mint_access_token
 BENCH = Path(__file__).resolve().parent
 WORKER = BENCH / "worker.py"
 ROOM = "bench"
-SECTIONS = ("data", "media", "memory", "telemetry")
+SECTIONS = ("data", "media", "memory", "telemetry", "sim")
 SIZES = (64, 1024, 16384)
 #: the processes that others connect to, stopped after those
 SERVERS = ("server", "ws-relay")
@@ -396,7 +396,7 @@ class Rig:
     processes: list[Process | RoomlabServer]
 
 
-async def roomlab_rig(launcher: Launcher, server_args: Sequence[str], n: int) -> Rig:
+async def roomlab_rig(launcher: Launcher, server_args: Sequence[str], n: int, record: bool = True) -> Rig:
     server = await launcher.server(server_args)
     rig = Rig(ROOMLAB, None, [], [server])  # type: ignore[arg-type]
     try:
@@ -404,7 +404,7 @@ async def roomlab_rig(launcher: Launcher, server_args: Sequence[str], n: int) ->
         rig.publisher = await launcher.worker("roomlab-pub", token=server.token("publisher"), **common)
         rig.processes.append(rig.publisher)
         rig.subscribers = await launcher.workers(
-            "roomlab-sub", n, lambda i: {"token": server.token(f"subscriber{i}"), **common}
+            "roomlab-sub", n, lambda i: {"token": server.token(f"subscriber{i}"), "record": record, **common}
         )
         rig.processes += rig.subscribers
     except BaseException:
@@ -723,6 +723,28 @@ async def bench_memory(launcher: Launcher, server_args: Sequence[str], plan: Pla
 
 
 # telemetry ------------------------------------------------------------------------------------
+async def bench_recording(launcher: Launcher, server_args: Sequence[str], plan: Plan, results: Results) -> None:
+    """The recorder's cost on the data path: 64 B to one subscriber, recording its `messages` or not."""
+    metric = "telemetry: delivered rate with / without recording messages (64 B, 1 subscriber)"
+    progress("telemetry: recorder overhead on the data path")
+    rates: dict[bool, float] = {}
+    try:
+        for record in (False, True, False, True):  # interleaved, against drift in the machine's load
+            scratch = Results(ROOMLAB)
+            rig = await roomlab_rig(launcher, server_args, 1, record=record)
+            try:
+                await DataBench(plan, scratch).rate(rig, 64)
+            finally:
+                await launcher.stop(rig.processes)
+            rate = next(iter(scratch.rows.values())).cells[ROOMLAB].values[0]
+            rates[record] = max(rates.get(record, 0.0), rate)
+        cost = 100 * (1 - rates[True] / rates[False])
+        text = f"{rates[True] / 1000:.1f}k / {rates[False] / 1000:.1f}k msg/s (recording costs {cost:.1f}%; best of 2)"
+        results.set(metric, ROOMLAB, Cell(text), ratio=False)
+    except Exception as exc:
+        results.fail([metric], ROOMLAB, "recording overhead", exc)
+
+
 async def bench_telemetry(launcher: Launcher, plan: Plan, results: Results) -> None:
     rows = plan.telemetry_rows
     frame_metric = f"telemetry: build a {rows:,}-row messages frame (s)"
@@ -738,6 +760,71 @@ async def bench_telemetry(launcher: Launcher, plan: Plan, results: Results) -> N
         results.set(append_metric, ROOMLAB, Cell(f"{1e6 * built['append_s'] / rows:.2f}"), ratio=False)
     except Exception as exc:
         results.fail([frame_metric, append_metric], ROOMLAB, "telemetry", exc)
+
+
+async def bench_sim(plan: Plan, quick: bool, results: Results) -> None:
+    """Simulated participants (bench/simulation.py, in a process of its own): bots per core,
+    room size, link accuracy."""
+    progress("sim: bots per core, room sizes, link accuracy")
+    command = [sys.executable, str(Path(__file__).with_name("simulation.py"))] + (["--quick"] if quick else [])
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 900)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        results.fail(["simulation"], ROOMLAB, "sim", TimeoutError("bench/simulation.py took over 900 s"))
+        return
+    if process.returncode != 0:
+        tail = err.decode(errors="replace")[-2000:]
+        results.fail(["simulation"], ROOMLAB, "sim", RuntimeError(f"exit {process.returncode}: {tail}"))
+        return
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    for row in report["bots_per_core"]:
+        results.set(
+            f"bots per core: {row['bots']} publish-only bots (Talker + Cursor 10 Hz) in one worker, after all joined "
+            f"(in {row['join_s']} s): timer lateness p50 / max, worker CPU, cursor msg/s per bot at the server (of 10)",
+            ROOMLAB,
+            Cell(
+                f"{row['lateness_ms_p50']} / {row['lateness_ms_max']} ms, {row['worker_cpu_pct']}% of a core, "
+                f"{row['cursor_rate_per_bot']}"
+            ),
+            ratio=False,
+        )
+    for row in report["room_size"]:
+        results.set(
+            f"room of {row['bots']}, everyone subscribed to everyone (conversational Talkers, Cursor 10 Hz, "
+            f"{row['workers']} worker{'s' if row['workers'] > 1 else ''}), after all joined: data loss, cursor latency "
+            "p50 / p99, timer lateness max, CPU of the worker(s) and of the server",
+            ROOMLAB,
+            Cell(
+                f"{row['data_loss_pct']}%, {row['latency_ms_p50']} / {row['latency_ms_p99']} ms, "
+                f"{row['lateness_ms_max']} ms, {row['worker_cpu_pct']}% / {row['server_cpu_pct']}% of a core "
+                f"({row['joined']} joined in {row['join_s']} s; {row['messages']} messages)"
+            ),
+            ratio=False,
+        )
+    link = report["link"]
+    results.set(
+        "link: loss over 10,000 packets, configured → measured",
+        ROOMLAB,
+        Cell(f"{link['loss_configured_pct']}% → {link['loss_measured_pct']}%"),
+        ratio=False,
+    )
+    results.set(
+        "link: added one-way delay at p50, configured → measured",
+        ROOMLAB,
+        Cell(f"{link['delay_configured_ms']} → {link['delay_added_p50_ms']} ms"),
+        ratio=False,
+    )
+    results.set(
+        "link: rate limit, saturating sender, configured → delivered (IP level)",
+        ROOMLAB,
+        Cell(f"{link['rate_configured_kbps']} → {link['rate_delivered_kbps']} kbit/s"),
+        ratio=False,
+    )
 
 
 # the run --------------------------------------------------------------------------------------
@@ -807,6 +894,9 @@ async def run(args: argparse.Namespace) -> str:
             await bench_memory(launcher, server_args, plan, results)
         if "telemetry" in sections:
             await bench_telemetry(launcher, plan, results)
+            await bench_recording(launcher, server_args, plan, results)
+        if "sim" in sections:
+            await bench_sim(plan, args.quick, results)
     finally:
         await launcher.stop_all()
     scan_logs(launcher, results)

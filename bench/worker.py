@@ -267,12 +267,12 @@ class RoomlabPublisher(PublisherRole):
 class RoomlabSubscriber(SubscriberRole):
     """Takes payloads from the subscribed track's `message` event, as a user would."""
 
-    def __init__(self, url: str, token: str, room: str) -> None:
+    def __init__(self, url: str, token: str, room: str, record: bool = True) -> None:
         super().__init__()
-        self.url, self.token, self.room_name = url, token, room
+        self.url, self.token, self.room_name, self.record = url, token, room, record
 
     async def setup(self) -> None:
-        self.room = await roomlab.connect(self.url, self.token, name=self.room_name)
+        self.room = await roomlab.connect(self.url, self.token, name=self.room_name, record=self.record)
         deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
         while (track := self._data_track()) is None:
             if time.monotonic() > deadline:

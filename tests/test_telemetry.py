@@ -260,3 +260,16 @@ def test_latency_and_bitrate_helpers():
     assert resampled["bitrate_bps"].tolist() == [200.0, 1000.0, 50.0]
     with pytest.raises(ValueError, match="cannot group by"):
         latency(messages, by=["nope"])
+
+
+def test_bound_appender_writes_the_same_rows_across_spills(tmp_path):
+    plain, bound_table = Table("messages"), Table("messages", spill_dir=tmp_path, max_rows=700)
+    bound = bound_table.bind(room="r", publisher="alice", subscriber="bob", track="cursor", reliable=False, topic=None)
+    start = now_ns()
+    for i in range(2000):
+        plain.append(start + i, start, 0.25, "r", "alice", "bob", "cursor", i, i % 64, False, None)
+        bound(start + i, start, 0.25, i, i % 64)
+    assert len(list(tmp_path.glob("*.parquet"))) == 2  # the bound appender survived two spills
+    pd.testing.assert_frame_equal(bound_table.frame(), plain.frame(), check_categorical=False)
+    with pytest.raises(ValueError, match="no column"):
+        plain.bind(colour="red")

@@ -21,6 +21,7 @@ async def connect(
     ice_servers: list[Any] | None = None,
     decode_media: bool = True,
     link: Link | None = None,
+    record: bool = True,
 ) -> Room:
     """Join the room `name` (or the one the token grants) and publish `tracks`.
 
@@ -30,9 +31,10 @@ async def connect(
     `decode_media=False` receives audio and video without decoding them (counted, and `recv()`
     gives encoded frames): what simulated participants do.
     `link` (a `roomlab.Link`) shapes the path between this participant and the server.
+    `record=False` keeps no `messages` rows (the other telemetry tables are still sampled).
     Refusals raise `roomlab.RoomError` with Twilio's code.
     """
-    room = Room(url, ice_servers, decode_media)
+    room = Room(url, ice_servers, decode_media, record)
     if link is not None:
         link.attach(room.pc)  # before signaling: the server's first offer creates the ICE transport
         room.link = link

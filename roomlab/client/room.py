@@ -47,10 +47,14 @@ def signaling_url(url: str) -> str:
 
 
 class Room(EventEmitter):
-    def __init__(self, url: str, ice_servers: list[Any] | None = None, decode_media: bool = True) -> None:
+    def __init__(
+        self, url: str, ice_servers: list[Any] | None = None, decode_media: bool = True, record: bool = True
+    ) -> None:
         super().__init__()
         self.url = url
         self.decode_media = decode_media
+        #: record one `messages` row per data message received (False: none, e.g. to measure its cost)
+        self.record = record
         #: the emulated network path to the server, if any (`room.link.update(...)`, `.stats()`)
         self.link: Any = None
         self.sid = ""
@@ -67,6 +71,7 @@ class Room(EventEmitter):
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._channels: dict[str, RTCDataChannel] = {}
         self._batchers: dict[str, Batcher] = {}
+        self._packet_recorders: dict[tuple[str, str, str | None], Any] = {}
         self._pending_track_channels: dict[str, RTCDataChannel] = {}
         self._negotiated = asyncio.Event()
         #: mid -> tap on the receiver, and mid -> track SID it currently carries
@@ -290,7 +295,16 @@ class Room(EventEmitter):
         track._channel = channel
         me = self.local_participant.identity if self.local_participant else ""
         self._counters.watch(channel, me)
-        record = self.telemetry.tables["messages"].append
+        record = None
+        if self.record:
+            record = self.telemetry.tables["messages"].bind(
+                room=self.name,
+                publisher=participant.identity,
+                subscriber=me,
+                track=track.name,
+                reliable=track.reliable,
+                topic=None,
+            )
 
         def on_message(message: bytes | str) -> None:
             received_ns = now_ns()
@@ -302,19 +316,8 @@ class Room(EventEmitter):
                 return
             for frame in frames:
                 sent_ns = frame.sent_us * 1000
-                record(
-                    received_ns,
-                    sent_ns,
-                    (received_ns - sent_ns) / 1e6,
-                    self.name,
-                    participant.identity,
-                    me,
-                    track.name,
-                    frame.seq,
-                    frame.size,
-                    track.reliable,
-                    None,
-                )
+                if record is not None:
+                    record(received_ns, sent_ns, (received_ns - sent_ns) / 1e6, frame.seq, frame.size)
                 track.messages_received += 1
                 track.bytes_received += frame.size
                 track.emit("message", frame.payload)
@@ -370,20 +373,21 @@ class Room(EventEmitter):
         for frame in frames:
             participant = self.participants.get(frame.sender) if frame.sender else None
             sent_ns = frame.sent_us * 1000
-            self.telemetry.record(
-                "messages",
-                received_ns,
-                sent_ns,
-                (received_ns - sent_ns) / 1e6,
-                self.name,
-                participant.identity if participant else "",
-                me,
-                channel.label + (":direct" if frame.direct else ""),
-                frame.seq,
-                frame.size,
-                reliable,
-                frame.topic,
-            )
+            if self.record:
+                publisher = participant.identity if participant else ""
+                track = channel.label + (":direct" if frame.direct else "")
+                key = (publisher, track, frame.topic)
+                record = self._packet_recorders.get(key)
+                if record is None:
+                    record = self._packet_recorders[key] = self.telemetry.tables["messages"].bind(
+                        room=self.name,
+                        publisher=publisher,
+                        subscriber=me,
+                        track=track,
+                        reliable=reliable,
+                        topic=frame.topic,
+                    )
+                record(received_ns, sent_ns, (received_ns - sent_ns) / 1e6, frame.seq, frame.size)
             if participant is not None:
                 participant.emit("data_received", frame.payload, frame.topic)
             self.emit("data_received", frame.payload, participant, frame.topic)

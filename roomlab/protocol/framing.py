@@ -46,11 +46,8 @@ class Frame(NamedTuple):
     sender: str | None = None
     destinations: tuple[tuple[str, int], ...] = ()
     direct: bool = False
-
-    @property
-    def size(self) -> int:
-        """Payload size in bytes, as the sender gave it."""
-        return len(self.payload.encode()) if isinstance(self.payload, str) else len(self.payload)
+    size: int = 0
+    """Payload size in bytes (UTF-8 bytes for text), as it crossed the wire."""
 
 
 class FramingError(ValueError):
@@ -180,5 +177,5 @@ def decode(message: bytes | str) -> list[Frame]:
                 raise FramingError("text frame payload is not UTF-8") from None
         else:
             payload = body
-        frames.append(Frame(payload, seq, sent_us, topic, sender, destinations, bool(flags & DIRECT)))
+        frames.append(Frame(payload, seq, sent_us, topic, sender, destinations, bool(flags & DIRECT), length))
     return frames

@@ -67,14 +67,13 @@ class Session:
         self.slots: list[MediaSlot] = []
         #: publish_data outlets to this client, by channel label
         self.batchers: dict[str, Batcher] = {}
-        #: publish ref -> (track sid) awaiting the client's data channel or media
+        #: signaling messages waiting for the writer task (None: close)
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._negotiating: asyncio.Task[None] | None = None
         self._renegotiate = False
         self._answer: asyncio.Future[str] | None = None
         self._on_closed = on_closed
-        self.ready = asyncio.Event()
 
     @property
     def sid(self) -> str:
@@ -161,7 +160,6 @@ class Session:
                 continue
             break
         self._answer = None
-        self.ready.set()
 
     def on_answer(self, sdp: str) -> None:
         if self._answer is None or self._answer.done():

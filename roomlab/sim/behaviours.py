@@ -33,15 +33,15 @@ class Pacer:
 
     async def tick(self, stop: asyncio.Event) -> bool:
         """Wait for the next tick; False once `stop` is set."""
+        loop = asyncio.get_running_loop()
         self.next_at += self.interval
-        delay = self.next_at - asyncio.get_running_loop().time()
+        delay = self.next_at - loop.time()
         if delay > 0:
             try:
                 await asyncio.wait_for(stop.wait(), delay)
             except TimeoutError:
                 pass
-        else:
-            self.max_lateness = max(self.max_lateness, -delay)
+        self.max_lateness = max(self.max_lateness, loop.time() - self.next_at)  # how late this wake-up was
         return not stop.is_set()
 
 
@@ -55,8 +55,11 @@ class Behaviour:
 
     @property
     def lateness(self) -> float:
-        """Largest lateness of a timer so far, in seconds."""
+        """Largest lateness of a timer since the last `reset_lateness()`, in seconds."""
         return 0.0
+
+    def reset_lateness(self) -> None:
+        """Start counting lateness again (the simulation does when its last bot has joined)."""
 
 
 @dataclass
@@ -104,6 +107,10 @@ class Talker(Behaviour):
     def lateness(self) -> float:
         return self._track.max_lateness if self._track is not None else 0.0
 
+    def reset_lateness(self) -> None:
+        if self._track is not None:
+            self._track.max_lateness = 0.0
+
 
 @dataclass
 class Camera(Behaviour):
@@ -139,6 +146,10 @@ class Camera(Behaviour):
     def lateness(self) -> float:
         return max((t.max_lateness for t in self._tracks), default=0.0)
 
+    def reset_lateness(self) -> None:
+        for track in self._tracks:
+            track.max_lateness = 0.0
+
 
 @dataclass
 class DataBehaviour(Behaviour):
@@ -158,6 +169,10 @@ class DataBehaviour(Behaviour):
     @property
     def lateness(self) -> float:
         return self._pacer.max_lateness if self._pacer is not None else 0.0
+
+    def reset_lateness(self) -> None:
+        if self._pacer is not None:
+            self._pacer.max_lateness = 0.0
 
     def send(self, payload: str | bytes) -> None:
         try:

@@ -28,6 +28,8 @@ class BotSpec:
     """Seconds after the start of the run."""
     leave_at: float | None = None
     """Seconds after the start of the run; None: stays to the end."""
+    subscribe: bool = True
+    """Subscribe to the others' tracks (False: publish only, Twilio's automaticSubscription=false)."""
 
 
 class Bot:
@@ -54,6 +56,7 @@ class Bot:
             end = min(end, started + self.spec.leave_at)
         try:
             await asyncio.sleep(max(0.0, started + self.spec.join_at - loop.time()))
+            self.state = "joining"
             tracks = [track for behaviour in self.spec.behaviours for track in behaviour.tracks()]
             link = None
             if self.spec.link:
@@ -61,7 +64,13 @@ class Bot:
 
                 link = self.link = Link(**self.spec.link)
             self.room = await connect(
-                self.url, self.spec.token, name=self.room_name, tracks=tracks, decode_media=False, link=link
+                self.url,
+                self.spec.token,
+                name=self.room_name,
+                tracks=tracks,
+                decode_media=False,
+                link=link,
+                automatic_subscription=self.spec.subscribe,
             )
             self.state = "joined"
             tasks = [asyncio.ensure_future(b.run(self.room, self._stop)) for b in self.spec.behaviours]
@@ -85,3 +94,18 @@ class Bot:
     @property
     def lateness(self) -> float:
         return max((b.lateness for b in self.spec.behaviours), default=0.0)
+
+    def reset_lateness(self) -> None:
+        for behaviour in self.spec.behaviours:
+            behaviour.reset_lateness()
+
+
+def settle(bots: list[Bot], joined_before: int) -> int:
+    """When every bot whose time has come has joined and one more did since last time, start
+    counting timer lateness afresh: joining is handshakes, not the steady load being measured.
+    Returns the number joined now."""
+    joined = sum(1 for bot in bots if bot.state == "joined")
+    if joined > joined_before and not any(bot.state == "joining" for bot in bots):
+        for bot in bots:
+            bot.reset_lateness()
+    return joined

@@ -159,8 +159,7 @@ class ReplayTrack(MediaStreamTrack):
             due = self._start + self._ticks / self.clip.clock_rate
             if due > loop_time:
                 await asyncio.sleep(due - loop_time)
-            else:
-                self.max_lateness = max(self.max_lateness, loop_time - due)
+            self.max_lateness = max(self.max_lateness, time.monotonic() - due)  # how late this frame is
             ticks = self._ticks
             self._ticks += self.clip.frame_ticks
             frame_number = ticks // self.clip.frame_ticks

@@ -33,7 +33,7 @@ import pandas as pd
 from ..net.link import Link
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
-from .bot import Bot, BotSpec
+from .bot import Bot, BotSpec, settle
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,13 @@ class Simulation:
         link: Any = None,
         join_at: float = 0.0,
         leave_at: float | None = None,
+        subscribe: bool = True,
     ) -> list[str]:
         """Add `n` bots. `identity` is formatted with `i`, the bot's number in the simulation.
         `audio`/`video`: True for defaults, a dict of Talker/Camera options, or a behaviour.
         `data`: a behaviour, a list of them, or `{kind: options}` entries as in scenario files.
-        `link`: a dict of roomlab.Link parameters (each bot gets a Link of its own). `join_at`/`leave_at`: seconds."""
+        `link`: a dict of roomlab.Link parameters (each bot gets a Link of its own). `join_at`/`leave_at`: seconds.
+        `subscribe=False` makes publish-only bots."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         if join_at < 0 or (leave_at is not None and leave_at <= join_at):
@@ -159,7 +161,7 @@ class Simulation:
             if parameters is not None and self.seed is not None and parameters.get("seed") is None:
                 parameters["seed"] = self.seed * 7919 + index
             token = self.server.token(name, room=self.room, ttl=86_400)
-            self._specs.append(BotSpec(name, token, behaviours, parameters, join_at, leave_at))
+            self._specs.append(BotSpec(name, token, behaviours, parameters, join_at, leave_at, subscribe))
             added.append(name)
         return added
 
@@ -241,8 +243,10 @@ class Simulation:
         self._local_bots = {spec.identity: Bot(spec, url, self.room) for spec in self._specs}
         runs = [asyncio.ensure_future(bot.run(started, duration)) for bot in self._local_bots.values()]
         cursors: dict[tuple[str, str], int] = {}
+        joined = [0]
 
         def collect() -> None:
+            joined[0] = settle(list(self._local_bots.values()), joined[0])
             for bot in self._local_bots.values():
                 self._set_state(bot.identity, bot.state, bot.error)
                 if bot.room is None:

@@ -16,7 +16,7 @@ import time
 from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from .bot import Bot
+from .bot import Bot, settle
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,10 @@ async def _serve(conn: Connection) -> None:
     runs = [asyncio.ensure_future(bot.run(started, start["duration"])) for bot in bots.values()]
     cursors: dict[tuple[str, str], int] = {}
     states: dict[str, str] = {}
+    joined = [0]
 
     def push() -> None:
+        joined[0] = settle(list(bots.values()), joined[0])
         for bot in bots.values():
             if states.get(bot.identity) != bot.state:
                 states[bot.identity] = bot.state

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +55,22 @@ class _Strings:
         self.values: list[str] = []
 
     def append(self, value: str | None) -> None:
+        self.codes.append(self.code(value))
+
+    def code(self, value: str | None) -> int:
         if value is None:
-            self.codes.append(NULL_CODE)
-            return
+            return NULL_CODE
         code = self.index.get(value)
         if code is None:
             code = self.index[value] = len(self.values)
             self.values.append(value)
-        self.codes.append(code)
+        return code
+
+    def restart(self) -> _Strings:
+        """New rows, same dictionary (so that codes handed out stay valid across a spill)."""
+        fresh = _Strings()
+        fresh.index, fresh.values = self.index, self.values
+        return fresh
 
     def series(self, start: int = 0) -> pd.Categorical:
         codes = np.frombuffer(self.codes, dtype=np.int32)[start:].copy()
@@ -83,10 +91,11 @@ class Table:
         self._reset()
 
     def _reset(self) -> None:
+        previous = getattr(self, "_buffers", None)
         self._buffers: list[Any] = []
-        for column in self.columns:
+        for number, column in enumerate(self.columns):
             if column.kind == "str":
-                self._buffers.append(_Strings())
+                self._buffers.append(previous[number].restart() if previous else _Strings())
             elif column.kind == "float":
                 self._buffers.append(array("d"))
             elif column.kind == "bool":
@@ -95,6 +104,7 @@ class Table:
                 self._buffers.append(array("q"))
         self._rows = 0
         self._appenders = self._make_appenders()
+        self._generation = getattr(self, "_generation", -1) + 1
 
     def _make_appenders(self) -> list[Any]:
         appenders = []
@@ -124,6 +134,48 @@ class Table:
             self._rows += 1
             if self._rows >= self.max_rows:
                 self._spill()
+
+    def bind(self, **constants: Any) -> Callable[..., None]:
+        """A fast appender for rows whose other columns are fixed (a subscribed track's room,
+        publisher, track, ...): call it with the remaining columns' values, in column order,
+        already typed (times as int ns, ints, floats; no None). Constants are encoded once."""
+        names = [c.name for c in self.columns]
+        unknown = set(constants) - set(names)
+        if unknown:
+            raise ValueError(f"{self.name} has no column(s) {sorted(unknown)}")
+        encoded: dict[int, Any] = {}
+        for number, column in enumerate(self.columns):
+            if column.name in constants:
+                value = constants[column.name]
+                if column.kind == "str":
+                    encoded[number] = self._buffers[number].code(value)
+                else:
+                    encoded[number] = _encode(column.kind, value)
+        # one straight-line function per binding (a loop over the columns costs more than the
+        # appends themselves); its buffers' append methods are re-fetched after a spill
+        free = [n for n in range(len(self.columns)) if n not in encoded]
+        arguments = ", ".join(f"v{n}" for n in free)
+        body = [
+            f"def append({arguments}):",
+            "    with lock:",
+            "        if generation[0] != table._generation:",
+            "            rebind()",
+        ]
+        for number in range(len(self.columns)):
+            body.append(f"        a{number}({'k' + str(number) if number in encoded else 'v' + str(number)})")
+        body += ["        table._rows += 1", "        if table._rows >= table.max_rows:", "            table._spill()"]
+        namespace: dict[str, Any] = {"lock": self._lock, "table": self, "generation": [None]}
+        namespace.update({f"k{n}": value for n, value in encoded.items()})
+
+        def rebind() -> None:
+            for number, (column, buffer) in enumerate(zip(self.columns, self._buffers, strict=True)):
+                namespace[f"a{number}"] = buffer.codes.append if column.kind == "str" else buffer.append
+            namespace["generation"][0] = self._generation
+
+        namespace["rebind"] = rebind
+        rebind()
+        exec("\n".join(body), namespace)  # noqa: S102 - code built above from column numbers only
+        return namespace["append"]  # type: ignore[no-any-return]
 
     def extend(self, rows: Iterable[Sequence[Any]]) -> None:
         for row in rows:
@@ -160,11 +212,39 @@ class Table:
             total = self._spilled_rows + self._rows
             if start >= total:
                 return {}, total
-            if start < self._spilled_rows:
-                older = self.frame().iloc[start:]
-                return _jsonable(older), total
-            part = self._frame_of_buffers(start - self._spilled_rows)
-        return _jsonable(part), total
+            if start >= self._spilled_rows:
+                # straight from the buffers: this runs every half second in every bot worker
+                offset = start - self._spilled_rows
+                return {
+                    column.name: _buffer_values(column, buffer, offset)
+                    for column, buffer in zip(self.columns, self._buffers, strict=True)
+                }, total
+        older = self.frame().iloc[start:]
+        return _jsonable(older), total
+
+
+def _buffer_values(column: Column, buffer: Any, start: int) -> list[Any]:
+    """Rows from `start` of one column, as JSON-ready values (None where unknown)."""
+    if column.kind == "str":
+        values = buffer.values
+        return [None if code == NULL_CODE else values[code] for code in buffer.codes[start:]]
+    raw = buffer[start:].tolist()
+    if column.kind == "float":
+        return [None if value != value else value for value in raw]
+    if column.kind == "bool":
+        return [None if value < 0 else bool(value) for value in raw]
+    return [None if value == NULL_INT else value for value in raw]
+
+
+def _encode(kind: str, value: Any) -> Any:
+    """A value as its column's buffer stores it."""
+    if kind == "time":
+        return to_ns(value)
+    if kind == "int":
+        return NULL_INT if value is None else int(value)
+    if kind == "float":
+        return float("nan") if value is None else float(value)
+    return -1 if value is None else int(bool(value))
 
 
 def _column_values(column: Column, buffer: Any, start: int) -> Any:
