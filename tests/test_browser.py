@@ -16,6 +16,7 @@ import roomlab
 
 from .browser import Chromium, Page
 from .conftest import eventually
+from .test_data_tracks import subscribed_data_track
 
 ROOM = "browser-room"
 COUNT = 200
@@ -62,15 +63,6 @@ async def server_ice(server: roomlab.Server, identity: str) -> tuple[tuple, set[
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(inspect(), server._loop))
 
 
-def remote_data_track(room: roomlab.Room, identity: str, name: str) -> roomlab.RemoteDataTrack | None:
-    for participant in room.participants.values():
-        if participant.identity == identity:
-            for publication in participant.tracks.values():
-                if publication.track_name == name and publication.track is not None:
-                    return publication.track  # type: ignore[return-value]
-    return None
-
-
 async def test_chromium_and_python_exchange_data_through_the_server(server, join, web_root, chromium):
     from_python = roomlab.LocalDataTrack("from-python")
     py = await join("py", room=ROOM, tracks=[from_python])
@@ -81,7 +73,7 @@ async def test_chromium_and_python_exchange_data_through_the_server(server, join
     assert joined["identity"] == "chromium" and joined["room"] == ROOM
 
     # each side subscribes to the other's track, through the server
-    remote = await eventually(lambda: remote_data_track(py, "chromium", "from-chromium"), timeout=10)
+    remote = await eventually(lambda: subscribed_data_track(py, "chromium", "from-chromium"), timeout=10)
     assert remote is not None, "the Python client never subscribed to from-chromium"
     subscribed = await page_eventually(page, "window.subscribedTracks()", lambda names: "py/from-python" in names)
     assert subscribed == ["py/from-python"], page.console
