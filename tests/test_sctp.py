@@ -140,3 +140,25 @@ def test_install_is_idempotent():
     handle = RTCSctpTransport._handle_data
     sctp.install()
     assert RTCSctpTransport._handle_data is handle and sctp.installed()
+
+
+async def test_a_delayed_sack_after_the_connection_closed_is_quiet():
+    pc1, pc2, channel, remote = await connected_pair()
+    receiver = pc2.sctp
+    await pc1.close()
+    await pc2.close()
+    failures: list = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: failures.append(context))
+    try:
+        receiver._sack_needed = True
+        receiver._association_state = receiver.State.ESTABLISHED  # as when the timer was armed
+        sctp._sack_later(receiver)
+        await asyncio.sleep(0.05)
+        import gc
+
+        gc.collect()  # an unretrieved task exception is reported when the task is collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert failures == []

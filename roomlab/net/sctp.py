@@ -32,6 +32,7 @@ import asyncio
 from struct import pack
 from typing import Any
 
+import OpenSSL.SSL
 from aiortc import rtcsctptransport
 from aiortc.rtcsctptransport import Chunk, DataChunk, InitChunk, RTCSctpTransport, crc32c, parse_packet
 
@@ -89,7 +90,15 @@ async def _sack_now(self: Any) -> None:
 def _sack_later(self: Any) -> None:
     self._roomlab_sack_timer = None
     if self._sack_needed and self._association_state == RTCSctpTransport.State.ESTABLISHED:
-        asyncio.ensure_future(_sack_now(self))
+        asyncio.ensure_future(_sack_when_due(self))
+
+
+async def _sack_when_due(self: Any) -> None:
+    """The delayed SACK; the connection may have closed under it meanwhile, which is no error."""
+    try:
+        await _sack_now(self)
+    except (ConnectionError, OpenSSL.SSL.Error):
+        pass
 
 
 def _corked(original: Any) -> Any:
