@@ -76,7 +76,3 @@ class RoomError(Exception):
             "more_info": MORE_INFO.format(code=self.code),
             "status": self.status,
         }
-
-    @classmethod
-    def from_json(cls, body: dict[str, object]) -> RoomError:
-        return cls(int(body["code"]), str(body.get("message") or ""), int(body.get("status") or 0) or None)
