@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 import roomlab
+from roomlab.net.rtp import is_keyframe
+from roomlab.sim import Camera
+from roomlab.sim.media import camera_clip
 
 from .conftest import eventually
 
@@ -187,6 +190,7 @@ async def test_subscriber_keyframe_request_reaches_the_publisher(join):
 
 async def test_clients_can_receive_media_without_decoding_it(join):
     await join("alice", room="nodecode", tracks=[roomlab.LocalAudioTrack.tone(), roomlab.LocalVideoTrack.pattern()])
+    await eventually(lambda: decoder_threads() == 0, timeout=2)  # earlier tests' decoders wind down
     before = decoder_threads()
     bob = await join("bob", room="nodecode", decode_media=False)
     video = await eventually(lambda: subscribed(bob, "video"))
@@ -197,3 +201,23 @@ async def test_clients_can_receive_media_without_decoding_it(join):
     await eventually(lambda: audio.frames_received >= 10)
     assert decoder_threads() == before  # bob decodes nothing
     assert await inbound_packets(bob, "audio") >= 10
+
+
+def test_keyframes_are_told_from_other_frames():
+    clip = camera_clip("low")
+    flags = [is_keyframe("video/VP8", packet) for packet in clip.packets]
+    assert [i for i, key in enumerate(flags) if key] == list(clip.keyframes) and len(clip.keyframes) >= 2
+    idr, non_idr = b"\x00\x00\x00\x01\x67\x42" + b"\x00\x00\x00\x01\x65\x88", b"\x00\x00\x00\x01\x41\x9a"
+    assert is_keyframe("video/H264", idr) and not is_keyframe("video/H264", non_idr)
+
+
+async def test_a_subscriber_joining_mid_stream_starts_decoding_at_a_keyframe(server, join, caplog):
+    sim = roomlab.Simulation(server, room="midstream", workers=0, seed=1)
+    sim.add(identity="camera", video=Camera(layers=("low",)))
+    run = asyncio.ensure_future(sim.run(4, progress=False))
+    await asyncio.sleep(1.7)  # between two of the clip's keyframes (one a second)
+    viewer = await join("viewer", room="midstream")
+    track = await eventually(lambda: subscribed(viewer, "video"))
+    assert await eventually(lambda: track.frames_received >= 10, timeout=3)
+    await run
+    assert [r.message for r in caplog.records if "failed to decode" in r.message] == []

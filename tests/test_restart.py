@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import requests
 
 import roomlab
@@ -63,3 +65,18 @@ def test_given_credentials_win_over_stored_ones(tmp_path):
     with roomlab.serve(db=db, api_key=key, api_secret=secret) as second:
         assert (second.account_sid, second.api_key, second.api_secret) == (account, key, secret)
         assert second.twilio_client().video.v1.rooms.list() == []
+
+
+def test_a_file_from_before_an_event_field_existed_opens_and_keeps_its_events(tmp_path):
+    db = tmp_path / "rooms.db"
+    with roomlab.serve(db=db) as first:
+        room = first.twilio_client().video.v1.rooms.create(unique_name="old")
+        auth = (first.api_key, first.api_secret)
+    with sqlite3.connect(db) as old:
+        old.execute("ALTER TABLE events DROP COLUMN detail")  # as roomlab 0.1.0 wrote it
+    with roomlab.serve(db=db) as second:
+        events = requests.get(f"{second.url}/v1/Rooms/{room.sid}/Events", auth=auth).json()["events"]
+        assert [(e["event"], e["detail"]) for e in events] == [("room-created", None)]
+        second.twilio_client().video.v1.rooms(room.sid).update(status="completed")
+        events = requests.get(f"{second.url}/v1/Rooms/{room.sid}/Events", auth=auth).json()["events"]
+        assert [e["event"] for e in events] == ["room-created", "room-ended"]

@@ -23,6 +23,8 @@ RoomEvent = Literal[
     "track_enabled",
     "track_disabled",
     "track_message",
+    "track_warning",
+    "track_warnings_cleared",
     "data_received",
     "disconnected",
     "reconnecting",

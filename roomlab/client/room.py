@@ -14,7 +14,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from ..errors import RoomError
-from ..net import sctp
+from ..net import bundle, sctp
 from ..net.ice import rtc_configuration
 from ..net.rtp import tap_receiver
 from ..protocol import framing, signaling
@@ -29,6 +29,7 @@ from .publication import RemoteTrackPublication
 
 log = logging.getLogger(__name__)
 sctp.install()
+bundle.install()
 
 RELIABLE_CHANNEL = "_reliable"
 LOSSY_CHANNEL = "_lossy"
@@ -258,6 +259,22 @@ class Room(EventEmitter):
                     message["messages"],
                     track.name,
                 )
+        elif kind in ("track_warning", "track_warnings_cleared"):
+            publication = self.local_participant.tracks.get(message["track_sid"]) if self.local_participant else None
+            if publication is None:
+                return
+            if kind == "track_warning":
+                log.warning(
+                    "room %s: the server says your %s track %r: %s (%s)",
+                    self.name,
+                    publication.kind,
+                    publication.track_name,
+                    message["name"],
+                    message.get("message", ""),
+                )
+                self.emit("track_warning", message["name"], publication, self.local_participant)
+            else:
+                self.emit("track_warnings_cleared", publication, self.local_participant)
         elif kind == "metadata_changed":
             participant = self.participants.get(message["participant_sid"])
             if participant is not None:

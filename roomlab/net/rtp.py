@@ -37,6 +37,19 @@ class EncodedFrameTap(queue.Queue):  # type: ignore[type-arg]
         return None
 
 
+def is_keyframe(mime_type: str, data: bytes) -> bool:
+    """Whether an encoded video frame (as aiortc's depacketizer assembles it) starts a picture that
+    decodes on its own: a VP8 key frame, or an H.264 access unit with an IDR slice."""
+    if not data:
+        return False
+    codec = mime_type.lower()
+    if codec == "video/vp8":
+        return not data[0] & 0x01  # the frame tag's P bit: 0 for a key frame (RFC 6386 §9.1)
+    if codec == "video/h264":
+        return any(nal and nal[0] & 0x1F == 5 for nal in data.split(b"\x00\x00\x01"))
+    return True  # no way to tell: do not hold frames back
+
+
 def tap_receiver(receiver: RTCRtpReceiver, kind: str, deliver: Callable[[Any, Any], None]) -> None:
     """Take `receiver`'s encoded frames before decoding (call before aiortc starts receiving)."""
     receiver._RTCRtpReceiver__decoder_queue = EncodedFrameTap(deliver)  # type: ignore[attr-defined]

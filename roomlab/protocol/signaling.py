@@ -7,7 +7,8 @@ the server answers `connected` with the room's state, then drives every SDP nego
 Client to server:   connect, answer, publish, unpublish, set_metadata, set_track_enabled, ping, leave
 Server to client:   connected, offer, published, participant_connected, participant_disconnected,
                     track_published, track_unpublished, track_enabled, track_disabled,
-                    metadata_changed, unsubscribed, error, disconnected, pong
+                    metadata_changed, unsubscribed, track_warning, track_warnings_cleared,
+                    error, disconnected, pong
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import av
 from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 
-from ..net.rtp import route_keyframe_requests, tap_receiver
+from ..net.rtp import is_keyframe, route_keyframe_requests, tap_receiver
 
 __all__ = ["MEDIA_PATHS", "MediaForwarder", "OutgoingTrack", "route_keyframe_requests", "tap_receiver"]
 
@@ -57,8 +57,14 @@ class OutgoingTrack(MediaStreamTrack):
         self._waiter: asyncio.Future[None] | None = None
         self.dropped = 0
         self.on_keyframe_request: Callable[[], None] | None = None
+        #: a new subscriber's decoder can only start at a keyframe: frames before it are skipped
+        self.awaiting_keyframe = False
 
-    def push(self, frame: Any) -> None:
+    def push(self, frame: Any, keyframe: bool = True) -> None:
+        if self.awaiting_keyframe:
+            if not keyframe:
+                return
+            self.awaiting_keyframe = False
         if len(self._frames) == self._frames.maxlen:
             self.dropped += 1
         self._frames.append(frame)
@@ -113,7 +119,7 @@ class MediaForwarder:
         packet = av.Packet(frame.data)
         packet.pts = frame.timestamp
         packet.time_base = fractions.Fraction(1, codec.clockRate)
-        self._fan_out(packet)
+        self._fan_out(packet, self.kind == "audio" or is_keyframe(codec.mimeType, frame.data))
 
     async def _read_decoded(self, track: MediaStreamTrack) -> None:
         try:
@@ -122,10 +128,10 @@ class MediaForwarder:
         except MediaStreamError:
             return
 
-    def _fan_out(self, frame: Any) -> None:
+    def _fan_out(self, frame: Any, keyframe: bool = True) -> None:
         self.frames_forwarded += 1
         for outlet in self.outlets:
-            outlet.push(frame)
+            outlet.push(frame, keyframe)
 
     def request_keyframe(self) -> None:
         """A subscriber lost a picture: ask the publisher for a keyframe (at most every 0.5 s)."""
@@ -143,6 +149,7 @@ class MediaForwarder:
     def add(self, outlet: OutgoingTrack) -> None:
         outlet.clear()
         outlet.on_keyframe_request = self.request_keyframe
+        outlet.awaiting_keyframe = self.kind == "video" and self.path == "forward"
         self.outlets.add(outlet)
         self.request_keyframe()  # a new subscriber needs a keyframe to start decoding
 

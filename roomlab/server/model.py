@@ -153,6 +153,8 @@ class RoomEvent:
     track_sid: str | None = None
     #: Twilio code explaining a disconnect (53118 room completed, 53205 duplicate identity, ...).
     code: int | None = None
+    #: What else explains it, in words (for example how long a stalled track has sent no media).
+    detail: str | None = None
     id: int | None = None
 
 

@@ -151,6 +151,7 @@ def event_json(e: RoomEvent, base: str) -> dict[str, Any]:
         "participant_sid": e.participant_sid,
         "track_sid": e.track_sid,
         "code": e.code,
+        "detail": e.detail,
     }
 
 

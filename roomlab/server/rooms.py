@@ -391,6 +391,13 @@ class Rooms:
             )
         return track
 
+    def note_media_flow(self, track_sid: str, flowing: bool, detail: str) -> None:
+        """The forwarding plane saw a published audio or video track stop (`track-stalled`) or
+        start again (`track-resumed`) delivering media: an event of the room's history."""
+        live, track = self._published(track_sid)
+        name = "track-resumed" if flowing else "track-stalled"
+        self._emit(live, name, live.participants[track.participant_sid], track, detail=detail)
+
     # subscriptions --------------------------------------------------------------------------
     def subscribe_rules(self, room: Room, participant: Participant) -> SubscribeRules:
         live = self.live.get(room.sid)
@@ -523,6 +530,7 @@ class Rooms:
         participant: Participant | None = None,
         track: PublishedTrack | None = None,
         code: int | None = None,
+        detail: str | None = None,
     ) -> None:
         event = RoomEvent(
             name,
@@ -531,6 +539,7 @@ class Rooms:
             participant.sid if participant else None,
             track.sid if track else None,
             code,
+            detail,
         )
         self._record(live, event, participant, track)
 

@@ -162,11 +162,12 @@ class Server:
             participant.identity if participant is not None else None,
             event.track_sid,
             event.code,
-            None,
+            event.detail,
         )
 
     async def _sample(self) -> None:
         assert self.sfu is not None
+        self.sfu.check_media_flow()
         await self._rtc_sampler.sample(self.sfu.rtp_streams())
         self.sfu.counters.sample(self.telemetry, "server")
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
 from ..errors import RoomError
-from ..net import sctp
+from ..net import bundle, sctp
 from ..net.ice import rtc_configuration
 from ..protocol import signaling
 from ..protocol.batching import Batcher
@@ -28,6 +28,7 @@ from .rooms import LiveRoom
 
 log = logging.getLogger(__name__)
 sctp.install()
+bundle.install()
 
 #: Seconds the server waits for a client's answer before it counts the session as broken.
 ANSWER_TIMEOUT = 15.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 
 #: Largest data message the server accepts from a publisher (what aiortc advertises).
 MAX_MESSAGE_BYTES = 262_144
+#: Seconds without a frame after which a published audio or video track counts as stalled (a
+#: silent talker still sends Opus DTX comfort noise every 0.4 s, and a camera 15 frames a second).
+STALL_AFTER = 3.0
+#: The publisher's warning name (Twilio's SDKs name their track warnings the same way).
+MEDIA_STALLED_WARNING = "media-stalled"
 
 
 def participant_info(p: Participant, live: LiveRoom) -> dict[str, Any]:
@@ -142,10 +148,29 @@ class DataTrackForwarder:
 class MediaTrackForwarder:
     """One published audio or video track and the sessions subscribed to it."""
 
-    def __init__(self, track: PublishedTrack, path: str) -> None:
+    def __init__(self, track: PublishedTrack, path: str, now: float) -> None:
         self.track = track
         self.media = MediaForwarder(track.sid, track.kind, path)
         self.subscribers: dict[str, tuple[Session, OutgoingTrack]] = {}
+        self.stalled = False
+        self._frames_seen = 0
+        self._flowed_at = now
+
+    def check_flow(self, now: float) -> bool | None:
+        """Called about once a second: True when media starts flowing again after a stall, False
+        when an enabled track has delivered no frame for `STALL_AFTER` seconds, None otherwise."""
+        frames = self.media.frames_forwarded
+        if frames != self._frames_seen or not self.track.enabled:
+            self._frames_seen = frames
+            self._flowed_at = now
+            if self.stalled:
+                self.stalled = False
+                return True
+            return None
+        if not self.stalled and now - self._flowed_at >= STALL_AFTER:
+            self.stalled = True
+            return False
+        return None
 
     def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack) -> None:
         self.media.attach(receiver, source)
@@ -253,7 +278,7 @@ class Sfu:
             if track.kind == "data":
                 self.forwarders[track.sid] = DataTrackForwarder(track, publisher, self.counters)
             else:
-                self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path)
+                self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path, time.monotonic())
                 if publisher is not None:
                     publisher.receive_media(track.kind, track.sid)
             for session in others:
@@ -286,6 +311,34 @@ class Sfu:
                 if forwarder is not None:
                     forwarder.remove_subscriber(subscriber)
                 subscriber.send({"type": "unsubscribed", "track_sid": event.track_sid})
+
+    # media flow -----------------------------------------------------------------------------
+    def check_media_flow(self) -> None:
+        """Make a published track that delivers no media visible: an `events` row, a warning in the
+        server's log and a `track_warning` for its publisher (and the same when it resumes)."""
+        now = time.monotonic()
+        for forwarder in list(self.forwarders.values()):
+            if not isinstance(forwarder, MediaTrackForwarder):
+                continue
+            flowing = forwarder.check_flow(now)
+            if flowing is None:
+                continue
+            track = forwarder.track
+            publisher = self.sessions.get(track.participant_sid)
+            identity = publisher.participant.identity if publisher is not None else track.participant_sid
+            what = f"room {track.room_sid}: {identity}'s {track.kind} track {track.name!r} ({track.sid})"
+            detail = "media flows again" if flowing else f"no media for {STALL_AFTER:g} s"
+            (log.info if flowing else log.warning)("%s: %s", what, detail)
+            self.rooms.note_media_flow(track.sid, flowing, detail)
+            if publisher is not None:
+                publisher.send(
+                    {
+                        "type": "track_warnings_cleared" if flowing else "track_warning",
+                        "track_sid": track.sid,
+                        "name": MEDIA_STALLED_WARNING,
+                        "message": detail,
+                    }
+                )
 
     # publish_data ---------------------------------------------------------------------------
     def route_data(self, sender: Session, channel_kind: str, message: bytes | str) -> None:

@@ -93,9 +93,18 @@ class Store:
             if key != ("id",):
                 defs.append(f"PRIMARY KEY ({', '.join(key)})")
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(defs)})")
+            self._add_missing_columns(table, columns)
         for statement in INDEXES:
             self._db.execute(statement)
         self._db.execute("CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT)")
+
+    def _add_missing_columns(self, table: str, columns: dict[str, str]) -> None:
+        """A file written by an older roomlab lacks the fields added since: add them (empty)."""
+        present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in present:
+                sql_type = {"json": "TEXT", "bool": "INTEGER"}.get(kind, kind)
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
 
     def close(self) -> None:
         self._db.close()

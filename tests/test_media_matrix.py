@@ -1,0 +1,162 @@
+"""Every audio and video publisher reaches every subscriber, measured from each subscriber's own
+`rtc_stats`: bots in a worker and in this process, plain clients, joining together and one after
+another. And a published track that delivers no media is never silent about it."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from dataclasses import dataclass
+
+import pandas as pd
+import requests
+from aiortc import MediaStreamTrack
+
+import roomlab
+from roomlab.client.media_track import ToneSource
+from roomlab.sim import Camera, Talker
+
+from .conftest import eventually
+
+ALWAYS_TALKING = Talker(mean_talk_s=1000, mean_silence_s=0.001)
+
+
+@dataclass(frozen=True)
+class Published:
+    identity: str
+    sid: str
+    kind: str
+    name: str
+
+
+async def published_media(server: roomlab.Server, room: str) -> list[Published]:
+    """The audio and video tracks published in `room` now, as the REST API lists them."""
+
+    def listing() -> list[Published]:
+        client = server.twilio_client()
+        found = []
+        for participant in client.video.v1.rooms(room).participants.list(status="connected"):
+            tracks = client.video.v1.rooms(room).participants(participant.sid).published_tracks.list()
+            found += [Published(participant.identity, t.sid, t.kind, t.name) for t in tracks if t.kind != "data"]
+        return found
+
+    return await asyncio.to_thread(listing)
+
+
+def missing_pairs(
+    stats: pd.DataFrame, published: list[Published], subscribers: list[str], least: dict[str, int]
+) -> list[str]:
+    """Every (publisher's track, subscriber) pair whose subscriber received fewer than `least[kind]`
+    packets of it, according to the subscriber's own inbound rows."""
+    inbound = stats[(stats["source"] == "client") & (stats["direction"] == "inbound")]
+    received = inbound.groupby(["participant", "track"], observed=True)["packets"].max()
+    missing = []
+    for track in published:
+        for subscriber in subscribers:
+            if subscriber == track.identity:
+                continue
+            packets = int(received.get((subscriber, track.sid), 0))
+            if packets < least[track.kind]:
+                missing.append(f"{subscriber} got {packets} packets of {track.identity}'s {track.kind} {track.name!r}")
+    return missing
+
+
+async def run_and_list(sim: roomlab.Simulation, server: roomlab.Server, duration: float, list_at: float):
+    run = asyncio.ensure_future(sim.run(duration, progress=False))
+    await asyncio.sleep(list_at)
+    published = await published_media(server, sim.room)
+    await run
+    return published
+
+
+async def test_four_talkers_in_a_worker_all_hear_each_other(server):
+    sim = roomlab.Simulation(server, room="talkers", workers=1, seed=1)
+    sim.add(4, identity="bot-{i}", audio=ALWAYS_TALKING)
+    published = await run_and_list(sim, server, duration=6, list_at=4.5)
+    assert sorted(p.identity for p in published) == ["bot-0", "bot-1", "bot-2", "bot-3"]
+    assert missing_pairs(sim.frame("rtc_stats"), published, sim.identities, {"audio": 80}) == []
+    # and the server received every publisher's audio
+    uplinks = server.frame("rtc_stats").query("source == 'server' and direction == 'outbound'")
+    assert set(uplinks[uplinks["packets"] > 80]["track"]) == {p.sid for p in published}
+
+
+async def test_three_cameras_in_process_all_see_each_other(server):
+    sim = roomlab.Simulation(server, room="cameras", workers=0, seed=2)
+    sim.add(3, identity="cam-{i}", video=Camera())
+    published = await run_and_list(sim, server, duration=5, list_at=3.5)
+    assert len(published) == 3 * len(Camera().layers)
+    assert missing_pairs(sim.frame("rtc_stats"), published, sim.identities, {"video": 30}) == []
+
+
+async def test_late_joiners_and_plain_clients_hear_and_see_everyone(server):
+    sim = roomlab.Simulation(server, room="mixed", workers=0, seed=3)
+    sim.add(identity="early", audio=ALWAYS_TALKING, video=Camera(layers=("low",)))
+    sim.add(identity="late", audio=ALWAYS_TALKING, join_at=1.0)
+    sim.add(identity="later", audio=ALWAYS_TALKING, video=Camera(layers=("low",)), join_at=2.0)
+    tone = roomlab.LocalAudioTrack.tone()
+    speaker = await roomlab.connect(server.url, server.token("plain-speaker"), name="mixed", tracks=[tone])
+    listener = None
+    try:
+        run = asyncio.ensure_future(sim.run(7, progress=False))
+        await asyncio.sleep(2.5)
+        pattern = roomlab.LocalVideoTrack.pattern(width=160, height=90)
+        listener = await roomlab.connect(server.url, server.token("plain-camera"), name="mixed", tracks=[pattern])
+        await asyncio.sleep(2.5)
+        published = await published_media(server, "mixed")
+        await run
+    finally:
+        stats = pd.concat([sim.frame("rtc_stats"), speaker.frame("rtc_stats")])
+        if listener is not None:
+            stats = pd.concat([stats, listener.frame("rtc_stats")])
+            await listener.disconnect()
+        await speaker.disconnect()
+    publishers = {p.identity for p in published}
+    assert publishers == {"early", "late", "later", "plain-speaker", "plain-camera"}
+    subscribers = [*sim.identities, "plain-speaker", "plain-camera"]
+    missing = missing_pairs(stats, published, subscribers, {"audio": 40, "video": 15})
+    assert missing == []
+
+
+class GatedTone(MediaStreamTrack):
+    """A tone that sends nothing until its gate opens: a microphone that delivers no media."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self._tone = ToneSource()
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        await self.gate.wait()
+        frame = await self._tone.recv()
+        frame.time_base = fractions.Fraction(1, 48_000)
+        return frame
+
+
+async def test_a_track_that_delivers_no_media_is_an_event_and_a_warning(server, join):
+    source = GatedTone()
+    warnings: list[tuple[str, str]] = []
+    room = await join("mute", room="stall")
+    room.on("track_warning", lambda name, publication, participant: warnings.append((name, publication.track_name)))
+    room.on("track_warnings_cleared", lambda publication, participant: warnings.append(("cleared", "")))
+    publication = await room.local_participant.publish_track(roomlab.LocalAudioTrack(source, "microphone"))
+
+    def rows(event: str) -> pd.DataFrame:
+        events = server.frame("events")
+        return events[(events["event"] == event) & (events["track"] == publication.track_sid)]
+
+    stalled = await eventually(lambda: len(rows("track-stalled")), timeout=6)
+    assert stalled == 1
+    assert rows("track-stalled")["identity"].tolist() == ["mute"]
+    assert rows("track-stalled")["detail"].tolist() == ["no media for 3 s"]
+    assert await eventually(lambda: warnings == [("media-stalled", "microphone")])
+    source.gate.set()
+    assert await eventually(lambda: len(rows("track-resumed")), timeout=4) == 1
+    assert await eventually(lambda: warnings[-1] == ("cleared", ""))
+    assert len(rows("track-stalled")) == 1  # flowing media raises nothing more
+    # the REST history of the room has both, with their detail
+    auth = (server.api_key, server.api_secret)
+    listed = await asyncio.to_thread(lambda: requests.get(f"{server.url}/v1/Rooms/stall/Events", auth=auth).json())
+    names = [(e["event"], e["detail"]) for e in listed["events"] if e["track_sid"] == publication.track_sid]
+    assert ("track-stalled", "no media for 3 s") in names and ("track-resumed", "media flows again") in names
