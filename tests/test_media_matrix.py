@@ -160,3 +160,26 @@ async def test_a_track_that_delivers_no_media_is_an_event_and_a_warning(server, 
     listed = await asyncio.to_thread(lambda: requests.get(f"{server.url}/v1/Rooms/stall/Events", auth=auth).json())
     names = [(e["event"], e["detail"]) for e in listed["events"] if e["track_sid"] == publication.track_sid]
     assert ("track-stalled", "no media for 3 s") in names and ("track-resumed", "media flows again") in names
+
+
+async def test_media_negotiated_while_the_connection_is_still_coming_up_flows(server, rooms_to_close):
+    # slow's handshakes take several round trips of 150 ms: fast publishes while slow's DTLS is still connecting
+    joining = asyncio.ensure_future(
+        roomlab.connect(server.url, server.token("slow"), name="handshake", link=roomlab.Link(delay_ms=150))
+    )
+    await eventually(lambda: len(server.frame("events").query("event == 'participant-connected'")) == 1)
+    fast = await roomlab.connect(
+        server.url, server.token("fast"), name="handshake", tracks=[roomlab.LocalAudioTrack.tone()]
+    )
+    rooms_to_close.append(fast)
+    slow = await joining
+    rooms_to_close.append(slow)
+
+    async def packets() -> int:
+        stats = await slow.get_stats()
+        return sum(s.packetsReceived for s in stats.values() if s.type == "inbound-rtp" and s.kind == "audio")
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while await packets() < 50 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    assert await packets() >= 50

@@ -16,6 +16,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from ..errors import RoomError
 from ..net import bundle, sctp
 from ..net.ice import rtc_configuration
+from ..net.renegotiation import transport_ready
 from ..net.rtp import tap_receiver
 from ..protocol import framing, signaling
 from ..protocol.batching import Batcher
@@ -437,6 +438,8 @@ class Room(EventEmitter):
         await future
 
     async def _on_offer(self, sdp: str, mids: dict[str, dict[str, Any]]) -> None:
+        if self.pc.remoteDescription is not None:  # a renegotiation
+            await transport_ready(self.pc, CONNECT_TIMEOUT)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         if not self.decode_media:
             # before the answer: aiortc starts a receiver (and its decoder) only once answered

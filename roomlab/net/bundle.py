@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiortc import RTCPeerConnection
+from aiortc import RTCDtlsTransport, RTCPeerConnection
 
 _original_set_remote_description = RTCPeerConnection.setRemoteDescription
 _installed = False
@@ -32,23 +32,26 @@ def bundle_group(sdp: str) -> list[str]:
     return []
 
 
-def rebundle(pc: RTCPeerConnection) -> int:
-    """Move every transceiver of the BUNDLE group onto the group's transport; returns how many moved."""
+def primary_transport(pc: RTCPeerConnection) -> RTCDtlsTransport | None:
+    """The DTLS transport that carries the BUNDLE group (None before the first negotiation)."""
     description = pc.remoteDescription
     mids = bundle_group(description.sdp) if description is not None else []
     if not mids:
-        return 0
-    transceivers = pc.getTransceivers()
+        return None
     sctp = pc.sctp
-    primary: Any = None
     if sctp is not None and sctp.mid == mids[0]:
-        primary = sctp.transport
-    else:
-        primary = next((t.receiver.transport for t in transceivers if t.mid == mids[0]), None)
+        return sctp.transport
+    return next((t.receiver.transport for t in pc.getTransceivers() if t.mid == mids[0]), None)
+
+
+def rebundle(pc: RTCPeerConnection) -> int:
+    """Move every transceiver of the BUNDLE group onto the group's transport; returns how many moved."""
+    primary = primary_transport(pc)
     if primary is None:
         return 0
+    mids = bundle_group(pc.remoteDescription.sdp)
     moved = 0
-    for transceiver in transceivers:
+    for transceiver in pc.getTransceivers():
         if transceiver.mid in mids and transceiver.receiver.transport is not primary:
             transceiver.receiver.setTransport(primary)
             transceiver.sender.setTransport(primary)

@@ -130,8 +130,12 @@ class MediaForwarder:
 
     def _fan_out(self, frame: Any, keyframe: bool = True) -> None:
         self.frames_forwarded += 1
+        waiting = False
         for outlet in self.outlets:
             outlet.push(frame, keyframe)
+            waiting = waiting or outlet.awaiting_keyframe
+        if waiting:  # keep asking (at most every 0.5 s): a request may be lost or come too soon after another
+            self.request_keyframe()
 
     def request_keyframe(self) -> None:
         """A subscriber lost a picture: ask the publisher for a keyframe (at most every 0.5 s)."""

@@ -20,6 +20,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSess
 from ..errors import RoomError
 from ..net import bundle, sctp
 from ..net.ice import rtc_configuration
+from ..net.renegotiation import transport_ready
 from ..protocol import signaling
 from ..protocol.batching import Batcher
 from .media import OutgoingTrack, route_keyframe_requests
@@ -130,6 +131,10 @@ class Session:
         try:
             while True:
                 self._renegotiate = False
+                if self.pc.remoteDescription is not None:  # a renegotiation
+                    await transport_ready(self.pc, ANSWER_TIMEOUT)
+                    if self.closed:
+                        break
                 await self._negotiate_once()
                 if not self._renegotiate or self.closed:
                     break
