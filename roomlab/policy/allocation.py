@@ -28,12 +28,12 @@ congestion (loss, queueing delay, a falling REMB), then switches off; `disabled`
 off for bandwidth (lowest layers may exceed the budget). `max_tracks` applies in every mode.
 
 Damping: downgrades and switch-offs are immediate (they protect audio). A track switched off for
-bandwidth comes back only after the budget has fitted it for `SWITCH_ON_HOLD_S` without a break;
-a layer goes up after `UPGRADE_HOLD_S`, and not within `UPGRADE_AFTER_DOWNGRADE_S` of a
-downgrade. Ranking is the order of recovery, so the highest priority comes back first. While a
-recovery is held, the tracks around it keep their layers instead of making room for it. During a
-probe (the estimator's `probe_goal_bps`) upgrades that fit the probe goal happen at once: that is
-what the probe tests.
+bandwidth comes back only after the budget has fitted it (with `UPGRADE_HEADROOM` to spare) for
+`SWITCH_ON_HOLD_S` without a break; a layer goes up after `UPGRADE_HOLD_S`, and not within
+`UPGRADE_AFTER_DOWNGRADE_S` of a downgrade. Ranking is the order of recovery, so the highest
+priority comes back first. While a recovery is held, the tracks around it keep their layers
+instead of making room for it. During a probe (the estimator's `probe_goal_bps`) upgrades that
+fit the probe goal happen at once: that is what the probe tests.
 """
 
 from __future__ import annotations
@@ -364,10 +364,14 @@ def _fill(slots: list[_Slot], budget: float, mode: str, keep_on: set[str]) -> No
                 s.level = 0
                 remaining -= s.cost()
         while True:  # then one layer at a time to the track with the fewest bits per unit of weight
-            candidates = [s for s in group if s.level != _OFF and s.level < s.top and _step(s) <= remaining]
+            candidates = [
+                (s.cost() / s.weight, i)
+                for i, s in enumerate(group)
+                if s.level != _OFF and s.level < s.top and _step(s) <= remaining
+            ]
             if not candidates:
                 break
-            best = min(candidates, key=lambda s: (s.cost() / s.weight, group.index(s)))
+            best = group[min(candidates)[1]]
             remaining -= _step(best)
             best.level += 1
 
@@ -580,21 +584,3 @@ def _decision(
         upgrade_since_s=upgrade_since,
         downgraded_s=down,
     )
-
-
-__all__ = [
-    "DEFAULT_RENDER_DIMENSIONS",
-    "LAYER_REASONS",
-    "MODES",
-    "PRIORITIES",
-    "SWITCH_OFF_REASONS",
-    "TRACK_SWITCH_OFF_MODES",
-    "Allocation",
-    "BandwidthProfile",
-    "Layer",
-    "SubscribedVideoTrack",
-    "TrackAllocation",
-    "VideoBandwidthProfile",
-    "allocate",
-    "check_priority",
-]

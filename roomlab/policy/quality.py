@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Kind = Literal["audio", "video"]
@@ -366,13 +366,7 @@ class _PartialState:
         if self.expected >= MIN_LOSS_PACKETS:
             self.pooled_loss = min(1.0, self.lost / self.expected)
             self.lost, self.expected = 0.0, 0
-        return _replace_loss(m, self.pooled_loss)
-
-
-def _replace_loss(m: MediaMeasurement, fraction_lost: float | None) -> MediaMeasurement:
-    return MediaMeasurement(
-        fraction_lost, m.rtt_s, m.jitter_s, m.actual_bps, m.available_bps, m.required_bps, m.packets
-    )
+        return replace(m, fraction_lost=self.pooled_loss)
 
 
 class NetworkQualityMeter:
@@ -538,27 +532,3 @@ def network_quality_stats(levels: QualityLevels, verbosity: Any) -> NetworkQuali
             _send_or_recv(recv) if detailed else None,
         )
     return NetworkQualityStats(levels.level, media["audio"], media["video"])
-
-
-__all__ = [
-    "DIRECTIONS",
-    "KINDS",
-    "PARTIALS",
-    "VERBOSITIES",
-    "MediaMeasurement",
-    "NetworkQualityBandwidthStats",
-    "NetworkQualityConfiguration",
-    "NetworkQualityFractionLostStats",
-    "NetworkQualityLatencyStats",
-    "NetworkQualityMediaStats",
-    "NetworkQualityMeter",
-    "NetworkQualitySendOrRecvStats",
-    "NetworkQualityStats",
-    "ParticipantMeasurement",
-    "PartialLevel",
-    "QualityLevels",
-    "network_quality_stats",
-    "parse_verbosity",
-    "score",
-    "score_partial",
-]
