@@ -1,1 +1,3 @@
-"""Pure decision functions (no I/O): subscribe rules, and later quality, speaker and allocation."""
+"""Pure models (no I/O, no server imports): subscribe rules, network quality (`quality`), the
+dominant speaker (`speaker`), each subscriber's downlink estimate (`bandwidth_estimate`) and its
+bandwidth-profile allocation (`allocation`)."""

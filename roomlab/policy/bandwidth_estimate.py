@@ -1,0 +1,346 @@
+"""A per-subscriber downlink estimate (issue 11), for the allocator and for network quality.
+
+The server cannot measure a subscriber's downlink directly: it sees what it sends, and what the
+subscriber reports back. aiortc subscribers send REMB per video SSRC, an estimate that rises to
+about 1.5 times the incoming rate and never beyond, and falls to 0.85 times the incoming rate on
+over-use; Chromium sends one REMB for all SSRCs together. So REMB tells congestion, not room. Room
+is learned by probing with media: the allocator steps tracks up a layer (aiortc cannot pad) and
+the estimator watches whether the downlink carries it.
+
+Each second the estimator looks for congestion in three independent signals: loss rising above
+the link's own loss (the median of the last 10 s) by 5 points, for two seconds or together with
+another signal; queueing delay (RTT above its 30 s minimum by 50 ms and not draining); and a REMB
+that stopped rising below 90 % of what the server sends on its SSRCs. On congestion the estimate
+falls at once to 0.85 times what the downlink demonstrably carried (what got through, when loss
+shows it; else what was sent), as GCC does. Without congestion it rises to what was delivered
+(the lowest of the last three seconds), and beyond only through a probe: when the allocator wants
+more (its `probe_step_bps`), no congestion has been seen for 3 s and the probe interval has
+passed, the estimator sets a probe goal (the next step plus 20 %, or double the estimate,
+whichever is larger: GCC probes at 2x) and the allocator fills it. After 3 s (time for a keyframe
+and for feedback) the estimate rises to what was delivered if no congestion appeared, and the
+next probe may follow a second later. If congestion appears, the probe ends at once, the estimate
+falls as above, and the probe interval doubles (2 s, 4 s, ... up to 10 s) with only step-sized
+probes until one succeeds. The estimate is thus damped by construction: noise in REMB, RTT or loss
+within the thresholds moves nothing.
+
+`estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
+after the audio and data delivered in the last second (served first). Every result carries its
+signals and its reason.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+# --- the model's constants ------------------------------------------------------------------------
+
+#: Estimate before any evidence: Chromium's GCC start bitrate.
+INITIAL_ESTIMATE_BPS = 300_000.0
+#: The estimate never falls below this (a probe must stay possible; audio alone needs ~30 kbit/s).
+MIN_ESTIMATE_BPS = 50_000.0
+#: On congestion the estimate falls to this fraction of what got through (GCC, aiortc: 0.85).
+BACKOFF = 0.85
+#: A REMB entry not refreshed within this long is dropped (aiortc sends one every 0.5-1 s per SSRC).
+REMB_EXPIRY_S = 2.0
+#: A REMB below this fraction of what the server sends on its SSRCs, and not higher than the
+#: previous REMB for them, is over-use (a receiver's REMB rises 8 %/s up to 1.5x what arrives while
+#: it sees none, and falls to at most 0.85x what arrives on over-use).
+REMB_OVERUSE_RATIO = 0.9
+#: Loss above the link's own loss by this much is congestion (a tail-drop queue overflowing).
+LOSS_RISE = 0.05
+#: The link's own loss: the median of this many recent one-second samples.
+LOSS_BASE_SAMPLES = 10
+#: Loss alone must persist this many samples (a second of random loss can look like a rise).
+LOSS_CONFIRM_SAMPLES = 2
+#: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
+#: link's 100 ms queue, well above its jitter.
+QUEUE_DELAY_CONGESTION_S = 0.050
+#: The RTT baseline: the minimum of this many recent samples.
+RTT_BASE_SAMPLES = 30
+#: An RTT lower than the previous by this much is a queue draining after a cut: not congestion.
+RTT_DRAINING_S = 0.005
+#: Without congestion the estimate rises to the lowest delivered bitrate of this many samples.
+DELIVERED_PROOF_SAMPLES = 3
+#: A probe lasts this long: a layer switch waits for a keyframe (<= 1 s here), then feedback (RR
+#: every 0.5-1.5 s, REMB every 0.5-1 s) must show what the downlink did with it.
+PROBE_DURATION_S = 3.0
+#: Probes start this long after the previous one succeeded (and after the first sample).
+PROBE_INTERVAL_S = 1.0
+#: After a failed probe the interval is multiplied by this, up to PROBE_INTERVAL_MAX_S: a downlink
+#: that improves is found within that long, and a steady bottleneck costs a step-sized probe that
+#: often (LiveKit backs off to 2 min; Twilio switches tracks back on in "typically around 20 s").
+PROBE_BACKOFF = 2.0
+PROBE_INTERVAL_MAX_S = 10.0
+#: No probe within this long of congestion.
+PROBE_AFTER_CONGESTION_S = 3.0
+#: A probe asks for the allocator's next step times this (LiveKit probes 120 % of the layer delta)...
+PROBE_OVERSHOOT = 1.2
+#: ...or for the estimate times (1 + this), whichever is larger (GCC probes at 2x the estimate),
+#: until a probe fails; from then on only the next step, until one succeeds.
+PROBE_RAMP = 1.0
+
+
+# --- inputs and outputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DownlinkSample:
+    """What the server measured about one subscriber's downlink over the last second."""
+
+    video_bps: Mapping[int, float] = field(default_factory=dict)
+    """Bitrate sent per outgoing video SSRC (the SSRCs the subscriber's REMBs name)."""
+    other_bps: float = 0.0
+    """Audio and data sent to the subscriber (served before video)."""
+    fraction_lost: float | None = None
+    """Loss over the subscriber's receiver reports of the last second, packet-weighted, 0-1."""
+    rtt_s: float | None = None
+    """Round-trip time from those reports, seconds (drop samples of paused senders: stale LSR)."""
+
+    @property
+    def delivered_bps(self) -> float:
+        return sum(self.video_bps.values()) + self.other_bps
+
+
+@dataclass(frozen=True)
+class DownlinkEstimate:
+    """The estimate after one sample, with the evidence it was made from."""
+
+    time_s: float
+    estimate_bps: float
+    """Downlink believed available for all media, bit/s."""
+    video_budget_bps: float
+    """`estimate_bps` minus the audio and data delivered: what the allocator divides."""
+    probe_goal_bps: float | None
+    """While probing: the total the allocator may fill now (None otherwise)."""
+    probe_video_budget_bps: float | None
+    """The probe goal minus audio and data."""
+    state: str
+    """`stable`, `congested` (this sample), `probing`, or `backoff` (a probe failed recently)."""
+    congested: bool
+    """Congestion was seen in this sample (for track_switch_off_mode `detected`)."""
+    reason: str
+    """Why the estimate has its value now: `initial`, `delivered`, `probe-succeeded`, `probe-failed`,
+    or the signals that cut it (`loss`, `delay`, `remb`, joined by +)."""
+    signals: tuple[str, ...]
+    """Congestion signals in this sample: `loss`, `delay`, `remb`."""
+    delivered_bps: float
+    remb_bps: float | None
+    """Sum of the live REMBs (each group of SSRCs counted once)."""
+    fraction_lost: float | None
+    loss_base: float | None
+    queue_delay_s: float | None
+    next_probe_s: float | None
+    """Earliest time of the next probe."""
+
+
+@dataclass
+class _Probe:
+    start_s: float
+    goal_bps: float
+    peak_bps: float = 0.0
+    """The most delivered in one sample without congestion during the probe."""
+
+
+@dataclass
+class _Remb:
+    time_s: float
+    bitrate_bps: float
+    ssrcs: frozenset[int]
+    previous_bps: float | None
+    used: bool = False
+
+
+class DownlinkEstimator:
+    """One subscriber's downlink estimate: `on_remb` for every REMB, `update` about once a second."""
+
+    def __init__(self, initial_bps: float = INITIAL_ESTIMATE_BPS) -> None:
+        if not initial_bps > 0:
+            raise ValueError(f"initial_bps must be > 0; got {initial_bps!r}")
+        self.estimate_bps = float(initial_bps)
+        self._remb: dict[int, _Remb] = {}
+        self._losses: deque[float] = deque(maxlen=LOSS_BASE_SAMPLES)
+        self._rtts: deque[float] = deque(maxlen=RTT_BASE_SAMPLES)
+        self._delivered: deque[float] = deque(maxlen=DELIVERED_PROOF_SAMPLES)
+        self._previous_rtt: float | None = None
+        self._loss_streak = 0
+        self._last_update_s: float | None = None
+        self._last_congestion_s: float | None = None
+        self._next_probe_s: float | None = None
+        self._probe_interval_s = PROBE_INTERVAL_S
+        self._probe: _Probe | None = None
+        self._failed_probe = False
+        self._reason = "initial"
+
+    # -- REMB --
+
+    def on_remb(self, time_s: float, bitrate_bps: float, ssrcs: Iterable[int]) -> None:
+        """A REMB from the subscriber naming `ssrcs` (one per aiortc receiver, all of them at once
+        from Chromium: a REMB counts once for the SSRCs it names)."""
+        group = frozenset(ssrcs)
+        if not group:
+            return
+        old = {id(entry): entry for s in group if (entry := self._remb.get(s)) is not None}
+        previous = None
+        for entry in old.values():
+            if entry.ssrcs == group:
+                previous = entry.bitrate_bps
+            else:  # an older grouping of these SSRCs: its value no longer applies to any of them
+                for s in entry.ssrcs:
+                    if self._remb.get(s) is entry:
+                        del self._remb[s]
+        entry = _Remb(time_s, float(bitrate_bps), group, previous)
+        for s in group:
+            self._remb[s] = entry
+
+    def forget(self, ssrc: int) -> None:
+        """The SSRC is no longer sent to this subscriber."""
+        entry = self._remb.pop(ssrc, None)
+        if entry is not None:
+            for s in entry.ssrcs:
+                if self._remb.get(s) is entry:
+                    del self._remb[s]
+
+    def _live_rembs(self, time_s: float) -> list[_Remb]:
+        unique = {id(e): e for e in self._remb.values() if time_s - e.time_s <= REMB_EXPIRY_S}
+        return list(unique.values())
+
+    def remb_bps(self, time_s: float) -> float | None:
+        """Sum of the live REMBs, each group of SSRCs once; None when there is none."""
+        live = self._live_rembs(time_s)
+        return sum(e.bitrate_bps for e in live) if live else None
+
+    # -- the estimate --
+
+    def update(
+        self,
+        time_s: float,
+        sample: DownlinkSample,
+        wanted_video_bps: float | None = None,
+        probe_step_bps: float | None = None,
+    ) -> DownlinkEstimate:
+        """Take one second's measurements and the allocator's wishes (its `wanted_bps` and
+        `probe_step_bps` from the last decision); return the estimate and any probe goal."""
+        if self._next_probe_s is None:
+            self._next_probe_s = time_s + PROBE_INTERVAL_S
+        delivered = sample.delivered_bps
+        signals, capacity = self._congestion(time_s, sample)
+        congested = bool(signals)
+        loss_base = statistics.median(self._losses) if self._losses else None
+        if sample.fraction_lost is not None:
+            self._losses.append(sample.fraction_lost)
+        self._last_update_s = time_s
+
+        if congested:
+            self._last_congestion_s = time_s
+            self._delivered.clear()
+            cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
+            if self._probe is not None:
+                # what got through while the probe over-used is the downlink's rate: GCC's new estimate
+                self._end_probe(time_s, success=False)
+                self.estimate_bps = cut
+                self._reason = "probe-failed"
+            elif cut < self.estimate_bps:
+                self.estimate_bps = cut
+                self._reason = "+".join(signals)
+        else:
+            self._delivered.append(delivered)
+            probe = self._probe
+            if probe is not None:
+                probe.peak_bps = max(probe.peak_bps, delivered)
+                if time_s - probe.start_s >= PROBE_DURATION_S:
+                    self._end_probe(time_s, success=True)
+                    proven = min(probe.goal_bps, probe.peak_bps)
+                    if proven > self.estimate_bps:
+                        self.estimate_bps = proven
+                        self._reason = "probe-succeeded"
+            elif len(self._delivered) == DELIVERED_PROOF_SAMPLES and min(self._delivered) > self.estimate_bps:
+                self.estimate_bps = min(self._delivered)
+                self._reason = "delivered"
+            if self._probe is None and self._probe_wanted(time_s, sample, wanted_video_bps, probe_step_bps):
+                self._start_probe(time_s, sample, wanted_video_bps, probe_step_bps)  # type: ignore[arg-type]
+
+        goal = self._probe.goal_bps if self._probe is not None else None
+        rtt_base = min(self._rtts) if self._rtts else None
+        if goal is not None:
+            state = "probing"
+        else:
+            state = "congested" if congested else "backoff" if self._failed_probe else "stable"
+        return DownlinkEstimate(
+            time_s=time_s,
+            estimate_bps=self.estimate_bps,
+            video_budget_bps=max(0.0, self.estimate_bps - sample.other_bps),
+            probe_goal_bps=goal,
+            probe_video_budget_bps=max(0.0, goal - sample.other_bps) if goal is not None else None,
+            state=state,
+            congested=congested,
+            reason=self._reason,
+            signals=signals,
+            delivered_bps=delivered,
+            remb_bps=self.remb_bps(time_s),
+            fraction_lost=sample.fraction_lost,
+            loss_base=loss_base,
+            queue_delay_s=sample.rtt_s - rtt_base if sample.rtt_s is not None and rtt_base is not None else None,
+            next_probe_s=self._next_probe_s if self._probe is None else None,
+        )
+
+    def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
+        """The congestion signals of this sample and what the downlink demonstrably carried."""
+        delivered = sample.delivered_bps
+        signals: list[str] = []
+        capacity = delivered
+        loss = sample.fraction_lost
+        if loss is not None and self._losses and loss >= statistics.median(self._losses) + LOSS_RISE:
+            self._loss_streak += 1
+        else:
+            self._loss_streak = 0
+        rtt = sample.rtt_s
+        if rtt is not None:
+            self._rtts.append(rtt)
+            queue = rtt - min(self._rtts)
+            draining = self._previous_rtt is not None and rtt < self._previous_rtt - RTT_DRAINING_S
+            if queue > QUEUE_DELAY_CONGESTION_S and not draining:
+                signals.append("delay")
+            self._previous_rtt = rtt
+        for entry in self._live_rembs(time_s):
+            fresh = self._last_update_s is None or entry.time_s > self._last_update_s
+            sent = sum(sample.video_bps.get(s, 0.0) for s in entry.ssrcs)
+            # a receiver's REMB rises while it sees no over-use; below what is sent and not rising, it
+            # is over-use (its value lags, so it tells that, not by how much: capacity stays `delivered`)
+            rising = entry.previous_bps is None or entry.bitrate_bps > entry.previous_bps
+            if fresh and not rising and entry.bitrate_bps < REMB_OVERUSE_RATIO * sent:
+                signals.append("remb")
+                break
+        if self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._loss_streak and signals:
+            signals.insert(0, "loss")
+            capacity = min(capacity, delivered * (1.0 - (loss or 0.0)))
+        return tuple(signals), capacity
+
+    def _probe_wanted(self, time_s: float, sample: DownlinkSample, wanted: float | None, step: float | None) -> bool:
+        if not step or step <= 0 or wanted is None:
+            return False
+        if self._next_probe_s is not None and time_s < self._next_probe_s:
+            return False
+        if self._last_congestion_s is not None and time_s - self._last_congestion_s < PROBE_AFTER_CONGESTION_S:
+            return False
+        return wanted + sample.other_bps > self.estimate_bps
+
+    def _start_probe(self, time_s: float, sample: DownlinkSample, wanted: float, step: float) -> None:
+        # double while probes succeed (GCC's slow start); after a failure, only the next step
+        ramp = 0.0 if self._failed_probe else PROBE_RAMP * self.estimate_bps
+        increase = max(PROBE_OVERSHOOT * step, ramp)
+        goal = min(wanted + sample.other_bps, self.estimate_bps + increase)
+        goal = max(goal, self.estimate_bps + step)
+        self._probe = _Probe(time_s, goal)
+
+    def _end_probe(self, time_s: float, success: bool) -> None:
+        self._probe = None
+        if success:
+            self._probe_interval_s = PROBE_INTERVAL_S
+            self._failed_probe = False
+        else:
+            self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, self._probe_interval_s * PROBE_BACKOFF)
+            self._failed_probe = True
+        self._next_probe_s = time_s + self._probe_interval_s

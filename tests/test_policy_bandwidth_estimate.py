@@ -1,0 +1,327 @@
+"""The downlink estimate (roomlab/policy/bandwidth_estimate.py): REMB bookkeeping, congestion signals and
+probing on hand-made samples, then closed loops with the real allocator over a synthetic downlink."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from roomlab.policy.allocation import Allocation, Layer, SubscribedVideoTrack, allocate
+from roomlab.policy.bandwidth_estimate import (
+    INITIAL_ESTIMATE_BPS,
+    DownlinkEstimate,
+    DownlinkEstimator,
+    DownlinkSample,
+)
+
+CAMERA = (
+    Layer("low", 160, 90, 170_000),
+    Layer("standard", 320, 180, 550_000),
+    Layer("high", 640, 360, 1_200_000),
+)
+OPUS_BPS = 31_000
+
+
+def sample(video=None, other=0.0, loss=0.0, rtt=0.08) -> DownlinkSample:
+    return DownlinkSample(video_bps=video or {}, other_bps=other, fraction_lost=loss, rtt_s=rtt)
+
+
+def feed(estimator: DownlinkEstimator, samples, start: int = 1, **kw) -> list[DownlinkEstimate]:
+    return [estimator.update(start + i, s, **kw) for i, s in enumerate(samples)]
+
+
+# --- REMB bookkeeping --------------------------------------------------------------------------------------
+
+
+def test_rembs_per_ssrc_are_summed_and_expire():
+    e = DownlinkEstimator()
+    assert e.remb_bps(0.0) is None
+    e.on_remb(0.0, 300e3, [1])
+    e.on_remb(0.5, 400e3, [2])
+    assert e.remb_bps(1.0) == 700e3
+    e.on_remb(1.5, 350e3, [1])  # the latest per SSRC counts
+    assert e.remb_bps(2.0) == 750e3
+    assert e.remb_bps(2.6) == 350e3  # SSRC 2's REMB is 2.1 s old
+    assert e.remb_bps(4.0) is None
+
+
+def test_an_aggregate_remb_counts_once_for_all_the_ssrcs_it_names():
+    e = DownlinkEstimator()
+    for t in range(5):  # Chromium: one REMB for every SSRC, often
+        e.on_remb(t * 0.2, 900e3, [1, 2, 3])
+    assert e.remb_bps(1.0) == 900e3
+    e.on_remb(1.1, 600e3, [1, 2])  # after SSRC 3 went away: the old aggregate no longer applies
+    assert e.remb_bps(1.2) == 600e3
+    e.on_remb(1.3, 200e3, [3])
+    assert e.remb_bps(1.4) == 800e3
+    e.forget(3)
+    assert e.remb_bps(1.4) == 600e3
+    e.forget(1)
+    assert e.remb_bps(1.4) is None
+
+
+def test_the_initial_estimate():
+    first = DownlinkEstimator().update(0.0, sample())
+    assert (first.estimate_bps, first.state, first.reason, first.probe_goal_bps) == (
+        INITIAL_ESTIMATE_BPS,
+        "stable",
+        "initial",
+        None,
+    )
+    assert DownlinkEstimator(1e6).update(0.0, sample(other=100e3)).video_budget_bps == 900e3
+    with pytest.raises(ValueError, match="initial_bps must be > 0"):
+        DownlinkEstimator(0)
+
+
+# --- congestion signals -----------------------------------------------------------------------------------
+
+
+def test_loss_rising_above_the_links_own_loss_for_two_seconds_cuts_to_what_got_through():
+    e = DownlinkEstimator(1e6)
+    video = {1: 800e3}
+    feed(e, [sample(video, loss=0.01)] * 5)
+    one = e.update(6, sample(video, loss=0.3))
+    assert not one.congested and one.estimate_bps == 1e6  # one second of loss is not enough
+    two = e.update(7, sample(video, loss=0.3))
+    assert two.signals == ("loss",) and two.congested and two.reason == "loss"
+    assert two.estimate_bps == pytest.approx(0.85 * 800e3 * 0.7)
+    assert two.loss_base == pytest.approx(0.01)
+
+
+def test_steady_random_loss_is_the_links_own_not_congestion():
+    e = DownlinkEstimator(500e3)
+    rng = random.Random(1)
+    results = feed(e, [sample({1: 800e3}, loss=0.2 + rng.uniform(-0.03, 0.03)) for _ in range(60)])
+    assert not any(r.congested for r in results[1:])
+    assert results[-1].estimate_bps == 800e3  # what was delivered, proven over three seconds
+    assert results[-1].reason == "delivered"
+
+
+def test_the_estimate_rises_to_what_was_delivered_for_three_seconds_not_to_a_burst():
+    e = DownlinkEstimator(500e3)
+    burst = feed(e, [sample({1: 400e3})] * 3 + [sample({1: 900e3})] + [sample({1: 400e3})] * 3)
+    assert all(r.estimate_bps == 500e3 for r in burst)
+    sustained = feed(e, [sample({1: 900e3})] * 3, start=8)
+    assert [r.estimate_bps for r in sustained] == [500e3, 500e3, 900e3]
+    assert sustained[-1].reason == "delivered"
+
+
+def test_queueing_delay_is_congestion_but_a_queue_draining_after_a_cut_is_not():
+    e = DownlinkEstimator(1e6)
+    video = {1: 900e3}
+    feed(e, [sample(video, rtt=0.080)] * 5)
+    rising = e.update(6, sample(video, rtt=0.170))
+    assert rising.signals == ("delay",) and rising.queue_delay_s == pytest.approx(0.09)
+    assert rising.estimate_bps == pytest.approx(0.85 * 900e3)
+    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.160, 0.150, 0.140)], start=7)
+    assert not any(d.congested for d in draining)
+    assert draining[-1].estimate_bps == pytest.approx(0.85 * 900e3)
+
+
+def test_a_remb_that_stops_rising_below_what_is_sent_is_over_use_but_a_rising_one_is_not():
+    e = DownlinkEstimator(3e6)
+    feed(e, [sample({1: 500e3, 2: 500e3}, other=60e3)] * 3)
+    # a layer switch up: the receivers' REMBs lag below what is sent but rise
+    for t, remb in ((4, 700e3), (5, 760e3), (6, 820e3)):
+        e.on_remb(t - 0.5, remb, [1])
+        e.on_remb(t - 0.5, 900e3, [2])
+        assert not e.update(t, sample({1: 1.2e6, 2: 500e3}, other=60e3)).congested
+    e.on_remb(6.5, 800e3, [1])  # ...then stops rising: over-use
+    e.on_remb(6.5, 950e3, [2])
+    over = e.update(7, sample({1: 1.2e6, 2: 500e3}, other=60e3))
+    assert over.signals == ("remb",)
+    assert over.estimate_bps == pytest.approx(0.85 * 1.76e6)  # its value lags: what was sent tells more
+    assert over.remb_bps == 1.75e6
+    stale = e.update(8, sample({1: 1.2e6, 2: 500e3}, other=60e3))  # no new REMB since: no new signal
+    assert not stale.congested
+
+
+# --- probing ----------------------------------------------------------------------------------------------
+
+
+def test_no_probe_when_the_allocator_wants_nothing_more():
+    e = DownlinkEstimator()
+    results = feed(e, [sample({1: 170e3})] * 10, wanted_video_bps=170e3, probe_step_bps=None)
+    assert all(r.probe_goal_bps is None for r in results)
+
+
+def test_a_probe_doubles_the_estimate_then_commits_what_was_delivered():
+    e = DownlinkEstimator()
+    quiet = feed(e, [sample({1: 170e3}, other=30e3)], wanted_video_bps=3.6e6, probe_step_bps=100e3)
+    assert quiet[0].next_probe_s == 2.0
+    probing = e.update(2, sample({1: 170e3}, other=30e3), wanted_video_bps=3.6e6, probe_step_bps=100e3)
+    assert probing.state == "probing" and probing.probe_goal_bps == 600e3  # max(E + 1.2 step, 2 E)
+    assert probing.probe_video_budget_bps == 570e3
+    during = feed(e, [sample({1: 340e3}, other=30e3)] * 3, start=3, wanted_video_bps=3.6e6, probe_step_bps=100e3)
+    assert [d.state for d in during[:2]] == ["probing", "probing"]
+    assert during[2].reason == "probe-succeeded" and during[2].estimate_bps == 370e3  # what was delivered
+    small = DownlinkEstimator(1e6)
+    goal = feed(small, [sample({1: 900e3})] * 2, wanted_video_bps=1.3e6, probe_step_bps=200e3)[-1].probe_goal_bps
+    assert goal == 1.3e6  # never beyond what the allocator wants
+
+
+def test_a_failed_probe_falls_to_what_got_through_backs_off_and_then_only_steps():
+    e = DownlinkEstimator(1e6)
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 380e3}
+    feed(e, [sample({1: 900e3})] * 2, **kw)
+    assert e.update(3, sample({1: 900e3}), **kw).probe_goal_bps == 2e6
+    e.update(4, sample({1: 1.5e6}, loss=0.3), **kw)
+    failed = e.update(5, sample({1: 1.5e6}, loss=0.3), **kw)
+    assert (failed.reason, failed.state) == ("probe-failed", "congested")
+    assert failed.estimate_bps == pytest.approx(0.85 * 1.5e6 * 0.7)
+    intervals, goals, t, last_end = [], [], 6, 5
+    while len(intervals) < 5:
+        r = e.update(t, sample({1: 800e3}), **kw)
+        if r.probe_goal_bps is not None:
+            intervals.append(t - last_end)
+            goals.append(r.probe_goal_bps - r.estimate_bps)
+            e.update(t + 1, sample({1: 1.2e6}, rtt=0.2), **kw)  # each probe fails on queueing delay
+            t, last_end = t + 1, t + 1
+        t += 1
+    assert intervals == [3, 4, 8, 10, 10]  # 3 s after congestion, then 2 s doubling up to 10 s
+    assert all(g == pytest.approx(1.2 * 380e3) for g in goals)  # after a failure: only the next step
+
+
+# --- closed loops over a synthetic downlink ---------------------------------------------------------------
+
+
+@dataclass
+class SyntheticDownlink:
+    """A fluid model of an emulated downlink, stepped once a second (a model for these tests, not a
+    measurement): a bottleneck at `capacity_bps` behind a drop-tail queue of 100 ms at that rate
+    (roomlab.Link's default), random loss before it, 80 ms of base RTT plus queueing, jitter, and an
+    aiortc-like receiver per video SSRC: REMB rises 8 %/s up to 1.5x what arrives + 10 kbit/s while
+    the queue does not grow, falls to at most 0.85x what arrives while it grows, and starts after 3 s;
+    aiortc smooths RTT (0.85 old, 0.15 new)."""
+
+    capacity_bps: float
+    loss: float = 0.0
+    loss_noise: float = 0.0
+    jitter_s: float = 0.004
+    seed: int = 1
+    queue_bits: float = 0.0
+    rtt_s: float | None = None
+    rembs: dict[int, float] = field(default_factory=dict)
+    seconds: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def second(self, video: dict[int, float], other: float) -> tuple[float, float, dict[int, float]]:
+        sent = sum(video.values()) + other
+        random_loss = max(0.0, self.loss + self.rng.uniform(-self.loss_noise, self.loss_noise))
+        arriving = sent * (1 - random_loss)
+        queue = self.queue_bits + arriving - self.capacity_bps
+        dropped = max(0.0, queue - 0.1 * self.capacity_bps)
+        queue = min(max(queue, 0.0), 0.1 * self.capacity_bps)
+        growing = queue > self.queue_bits + 1 or dropped > 0
+        self.queue_bits = queue
+        loss = 1 - (arriving - dropped) / sent if sent else 0.0
+        raw = 0.080 + queue / self.capacity_bps + self.rng.uniform(0, self.jitter_s)
+        self.rtt_s = raw if self.rtt_s is None else 0.85 * self.rtt_s + 0.15 * raw
+        self.seconds += 1
+        for ssrc, bps in video.items():
+            incoming = bps * (1 - loss)
+            previous = self.rembs.get(ssrc)
+            if previous is None:
+                self.rembs[ssrc] = 1.5 * incoming + 10e3
+            elif growing:
+                self.rembs[ssrc] = min(previous, 0.85 * incoming)
+            else:
+                self.rembs[ssrc] = min(previous * 1.08, 1.5 * incoming + 10e3)
+        reported = dict(self.rembs) if self.seconds > 3 else {}
+        return loss, self.rtt_s, reported
+
+
+@dataclass
+class Second:
+    time_s: int
+    capacity_bps: float
+    estimate: DownlinkEstimate
+    allocation: Allocation
+    loss: float
+
+
+def call(schedule: list[tuple[int, float]], seconds: int, cameras: int = 3, **link) -> list[Second]:
+    """A subscriber of `cameras` camera bots (each also talking: Opus served first) behind a synthetic
+    downlink whose capacity follows `schedule`; estimator and allocator decide once a second, and a
+    decision takes effect the next second (a layer switch waits for a keyframe)."""
+    tracks = [SubscribedVideoTrack(f"MT{i}", f"bot-{i}", CAMERA) for i in range(cameras)]
+    downlink = SyntheticDownlink(schedule[0][1], **link)
+    estimator, allocation, out = DownlinkEstimator(), None, []
+    for t in range(1, seconds + 1):
+        downlink.capacity_bps = [c for at, c in schedule if at <= t][-1]
+        video = (
+            {1000 + i: a.allocated_bps for i, a in enumerate(allocation.tracks) if a.allocated_bps}
+            if allocation
+            else {}
+        )
+        other = cameras * OPUS_BPS
+        loss, rtt, rembs = downlink.second(video, other)
+        for ssrc, remb in rembs.items():
+            estimator.on_remb(t - 0.1, remb, [ssrc])
+        estimate = estimator.update(
+            t,
+            DownlinkSample(video, other, loss, rtt),
+            allocation.wanted_bps if allocation else None,
+            allocation.probe_step_bps if allocation else None,
+        )
+        allocation = allocate(
+            estimate.video_budget_bps,
+            tracks,
+            None,
+            allocation,
+            t,
+            probe_goal_bps=estimate.probe_video_budget_bps,
+            congestion_detected=estimate.congested,
+        )
+        out.append(Second(t, downlink.capacity_bps, estimate, allocation, loss))
+    return out
+
+
+def within(seconds: list[Second], start: int, end: int) -> list[Second]:
+    return [s for s in seconds if start <= s.time_s < end]
+
+
+def test_a_600_kbit_downlink_is_estimated_within_25_percent_within_10_seconds_and_stays_there():
+    seconds = call([(0, 600e3)], 60)
+    settled = within(seconds, 10, 61)
+    assert all(450e3 <= s.estimate.estimate_bps <= 750e3 for s in settled)
+    assert all(s.estimate.estimate_bps <= 600e3 for s in seconds)  # never above the link
+    assert all(
+        s.allocation.allocated_bps <= s.estimate.video_budget_bps for s in seconds if not s.estimate.probe_goal_bps
+    )
+    assert len([s for s in settled if s.estimate.reason == "probe-failed" and s.estimate.congested]) <= 7
+
+
+def test_after_a_drop_to_300_the_estimate_is_below_375_within_5_seconds():
+    seconds = call([(0, 600e3), (30, 300e3)], 50)
+    assert all(s.estimate.estimate_bps < 375e3 for s in within(seconds, 35, 51))
+    assert all(s.estimate.estimate_bps <= 300e3 for s in within(seconds, 35, 51))
+
+
+def test_after_a_rise_to_3000_probes_bring_the_allocations_back_within_30_seconds():
+    seconds = call([(0, 600e3), (30, 300e3), (50, 3e6)], 110)
+    assert all(s.allocation.allocated_bps <= 300e3 for s in within(seconds, 35, 51) if not s.allocation.probing)
+    recovered = [s.time_s for s in seconds if s.time_s >= 50 and s.allocation.allocated_bps >= 3 * 550e3]
+    assert recovered and recovered[0] <= 50 + 30
+    later = within(seconds, recovered[0], 111)
+    assert all(not t.switched_off for s in later for t in s.allocation.tracks)
+    assert all(s.estimate.estimate_bps <= 3e6 for s in within(seconds, 50, 111))
+    assert any(s.estimate.reason == "probe-succeeded" for s in within(seconds, 50, 81))
+
+
+def test_noise_within_the_thresholds_moves_the_estimate_only_through_probes():
+    seconds = call([(0, 2e6)], 90, loss=0.02, loss_noise=0.01, jitter_s=0.03, seed=7)
+    cuts = [s for s in seconds if s.estimate.congested and s.estimate.reason != "probe-failed"]
+    assert cuts == []
+    settled = within(seconds, 40, 91)
+    assert len({round(s.estimate.estimate_bps) for s in settled}) == 1
+    assert 0.75 * 2e6 <= settled[0].estimate.estimate_bps <= 2e6
+
+
+def test_a_link_with_20_percent_random_loss_is_not_mistaken_for_a_narrow_one():
+    seconds = call([(0, 2e6)], 90, loss=0.2, loss_noise=0.03, seed=3)
+    assert all(s.estimate.estimate_bps >= 0.6 * 2e6 for s in within(seconds, 40, 91))
