@@ -53,6 +53,7 @@ def test_dtypes_are_the_rtc_stats_schema(frame: pd.DataFrame) -> None:
     expected = Table("rtc_stats").frame().dtypes
     assert list(frame.columns) == list(expected.index)
     assert frame.dtypes.astype(str).to_dict() == expected.astype(str).to_dict()
+    assert frame["track_name"].isna().all() and frame["publisher"].isna().all()  # a dump names neither
 
 
 def test_times_are_utc_and_increase(frame: pd.DataFrame) -> None:

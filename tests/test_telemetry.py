@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -71,12 +72,15 @@ async def test_loss_counts_exactly_the_withheld_messages(join):
 
 
 async def test_rtc_stats_of_a_published_audio_track(server, join):
-    alice = await join("alice", room="stats", tracks=[roomlab.LocalAudioTrack.tone()])
+    alice = await join("alice", room="stats", tracks=[roomlab.LocalAudioTrack.tone(name="mic")])
     bob = await join("bob", room="stats")
     await eventually(lambda: len(bob.frame("rtc_stats")) >= 4 and len(alice.frame("rtc_stats")) >= 4, timeout=8)
     sent = alice.frame("rtc_stats")
     received = bob.frame("rtc_stats")
     on_server = server.frame("rtc_stats")
+    for frame in (sent, received, on_server):  # every row names the track and its publisher, no join needed
+        assert frame["track_name"].tolist() == ["mic"] * len(frame)
+        assert frame["publisher"].tolist() == ["alice"] * len(frame)
     for frame, direction, who in ((sent, "outbound", "alice"), (received, "inbound", "bob")):
         stream = frame[(frame["kind"] == "audio") & (frame["direction"] == direction)]
         assert set(stream["participant"]) == {who}
@@ -115,6 +119,10 @@ async def test_events_in_order_with_their_sids(server, join):
     assert events["time"].is_monotonic_increasing
     assert events.iloc[1]["participant"] == alice.local_participant.sid and events.iloc[1]["identity"] == "alice"
     assert events.iloc[2]["track"] == track.sid
+    # track events say which track: its kind, name and publisher (the subscriber is the row's identity)
+    described = {"kind": "data", "name": "notes", "publisher": "alice"}
+    assert json.loads(events.iloc[2]["detail"]) == json.loads(events.iloc[4]["detail"]) == described
+    assert events.iloc[4]["identity"] == "bob"
     assert set(events["room_sid"]) == {alice.sid}
     assert pd.isna(events.iloc[-1]["code"])  # bob left by himself
 
@@ -145,6 +153,16 @@ async def test_data_channel_stats_count_what_crossed(server, join):
     upstream = server.frame("data_channel_stats")
     upstream = upstream[(upstream["label"] == track.sid) & (upstream["participant"] == "alice")]
     assert upstream.iloc[-1]["messages_received"] == 25
+    # each end of the track's channels names the track and its publisher; publish_data's channels carry everyone's
+    ends_seen_by = ((server.frame("data_channel_stats"), {"alice", "bob"}), (bob.frame("data_channel_stats"), {"bob"}))
+    for frame, ends in ends_seen_by:
+        on_track = frame[frame["label"] == track.sid]
+        assert set(on_track["participant"]) == ends
+        assert on_track["track_name"].tolist() == ["count-me"] * len(on_track)
+        assert on_track["publisher"].tolist() == ["alice"] * len(on_track)
+        shared = frame[frame["label"].isin(["_reliable", "_lossy"])]
+        assert len(shared) > 0 and shared["track_name"].tolist() == shared["label"].tolist()
+        assert shared["publisher"].isna().all()
 
 
 async def test_save_and_load_round_trip(tmp_path, server, join):

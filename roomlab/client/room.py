@@ -312,7 +312,7 @@ class Room(EventEmitter):
         track = RemoteDataTrack(publication.track_sid, publication.track_name, publication.options, participant)
         track._channel = channel
         me = self.local_participant.identity if self.local_participant else ""
-        self._counters.watch(channel, me)
+        self._counters.watch(channel, me, track.name, participant.identity)
         record = None
         if self.record:
             record = self.telemetry.tables["messages"].bind(
@@ -363,7 +363,8 @@ class Room(EventEmitter):
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
         if channel.label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
             self._channels[channel.label] = channel
-            self._counters.watch(channel, self.local_participant.identity if self.local_participant else "")
+            me = self.local_participant.identity if self.local_participant else ""
+            self._counters.watch(channel, me, channel.label)
             self._batchers[channel.label] = Batcher(
                 channel, on_sent=lambda size, frames, c=channel: self._counters.sent(c, size)
             )
@@ -427,7 +428,8 @@ class Room(EventEmitter):
         opened = asyncio.get_running_loop().create_future()
         channel.once("open", lambda: opened.done() or opened.set_result(None))
         await asyncio.wait_for(opened, PUBLISH_TIMEOUT)
-        self._counters.watch(channel, self.local_participant.identity if self.local_participant else "")
+        me = self.local_participant.identity if self.local_participant else ""
+        self._counters.watch(channel, me, track.name, me)
         return channel
 
     # media ----------------------------------------------------------------------------------
@@ -510,12 +512,15 @@ class Room(EventEmitter):
         for sid, local in self._published_media.items():
             sender = next((t.sender for t in by_mid.values() if t.sender.track is local.media), None)
             if sender is not None:
-                streams.append(RtpStream(me, sid, local.kind, "outbound", sender))
+                streams.append(RtpStream(me, sid, local.kind, "outbound", sender, None, local.name, me))
         for mid, sid in self._mid_tracks.items():
             transceiver, tap = by_mid.get(mid), self._taps.get(mid)
             if transceiver is not None and tap is not None:
                 frames = (lambda t=tap: t.frames) if transceiver.kind == "video" else None
-                streams.append(RtpStream(me, sid, transceiver.kind, "inbound", transceiver.receiver, frames))
+                found = self._find_publication(sid)
+                name, publisher = (found[1].track_name, found[0].identity) if found is not None else (None, None)
+                receiver = transceiver.receiver
+                streams.append(RtpStream(me, sid, transceiver.kind, "inbound", receiver, frames, name, publisher))
         return streams
 
     async def _sample(self) -> None:

@@ -8,6 +8,7 @@ process without deadlocking.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -152,6 +153,11 @@ class Server:
             self.store.close()
 
     def _record_event(self, event: Any, live: Any, participant: Any, track: Any) -> None:
+        detail = event.detail
+        if detail is None and track is not None:  # so that a run's expected streams can be listed from `events`
+            owner = live.participants.get(track.participant_sid)
+            publisher = owner.identity if owner is not None else None
+            detail = json.dumps({"kind": track.kind, "name": track.name, "publisher": publisher})
         self.telemetry.record(
             "events",
             event.time,
@@ -162,7 +168,7 @@ class Server:
             participant.identity if participant is not None else None,
             event.track_sid,
             event.code,
-            event.detail,
+            detail,
         )
 
     async def _sample(self) -> None:

@@ -72,9 +72,16 @@ class DropNotice:
         self.pending = 0
 
 
-def outlet(session: Session, channel: RTCDataChannel, counters: ChannelCounters, track_sid: str) -> Batcher:
+def outlet(
+    session: Session,
+    channel: RTCDataChannel,
+    counters: ChannelCounters,
+    track_sid: str,
+    track_name: str | None = None,
+    publisher: str | None = None,
+) -> Batcher:
     """A subscriber's end of a data path: batched, bounded, counted, and it says when it drops."""
-    counters.watch(channel, session.participant.identity)
+    counters.watch(channel, session.participant.identity, track_name, publisher)
     return Batcher(
         channel,
         on_sent=lambda size, frames: counters.sent(channel, size),
@@ -93,10 +100,14 @@ class DataTrackForwarder:
         self.outlets: dict[str, Batcher] = {}
         self._complaints = 0
 
+    @property
+    def publisher_identity(self) -> str | None:
+        return self.publisher.participant.identity if self.publisher is not None else None
+
     def attach_source(self, channel: RTCDataChannel) -> None:
         self.source = channel
         if self.publisher is not None:
-            self.counters.watch(channel, self.publisher.participant.identity)
+            self.counters.watch(channel, self.publisher.participant.identity, self.track.name, self.publisher_identity)
         channel.on("message", self.forward)
 
     def forward(self, message: bytes | str) -> None:
@@ -130,7 +141,9 @@ class DataTrackForwarder:
             maxRetransmits=options.get("max_retransmits"),
             protocol=TRACK_CHANNEL_PROTOCOL,
         )
-        self.outlets[session.sid] = outlet(session, channel, self.counters, self.track.sid)
+        self.outlets[session.sid] = outlet(
+            session, channel, self.counters, self.track.sid, self.track.name, self.publisher_identity
+        )
 
     def remove_subscriber(self, session: Session) -> None:
         batcher = self.outlets.pop(session.sid, None)
@@ -213,7 +226,7 @@ class Sfu:
         self.sessions[session.sid] = session
         assert session.reliable is not None and session.lossy is not None
         for kind, channel in ((RELIABLE_CHANNEL, session.reliable), (LOSSY_CHANNEL, session.lossy)):
-            session.batchers[kind] = outlet(session, channel, self.counters, kind)
+            session.batchers[kind] = outlet(session, channel, self.counters, kind, track_name=kind)
             channel.on("message", lambda message, s=session, k=kind: self.route_data(s, k, message))
 
         @session.pc.on("datachannel")
@@ -385,14 +398,22 @@ class Sfu:
         streams = []
         for session in list(self.sessions.values()):
             identity = session.participant.identity
+            live = session.live
             for slot in session.slots:
                 if slot.track_sid is None:
                     continue
                 kind = slot.transceiver.kind
+                track = live.tracks.get(slot.track_sid)
+                name = track.name if track is not None else None
+                owner = live.participants.get(track.participant_sid) if track is not None else None
+                publisher = owner.identity if owner is not None else None
                 if slot.role == "publish":
-                    streams.append(RtpStream(identity, slot.track_sid, kind, "outbound", slot.transceiver.receiver))
+                    endpoint, direction = slot.transceiver.receiver, "outbound"
                 elif slot.role == "subscribe":
-                    streams.append(RtpStream(identity, slot.track_sid, kind, "inbound", slot.transceiver.sender))
+                    endpoint, direction = slot.transceiver.sender, "inbound"
+                else:
+                    continue
+                streams.append(RtpStream(identity, slot.track_sid, kind, direction, endpoint, None, name, publisher))
         return streams
 
     def send_data(

@@ -24,6 +24,7 @@ One row per sample per RTP stream (`inbound-rtp` -> "inbound", `outbound-rtp` ->
 - track: the `trackIdentifier` of the media track (inbound: its own; outbound: that of its
   `media-source`), so a sender's and a receiver's rows of one track share the name; else the
   `mid`, else the SSRC.
+- track_name, publisher: None (a dump does not say which room participant published a track).
 - bitrate_bps: 8 x the change of `bytesReceived`/`bytesSent` over the change of `timestamp`
   since the stream's previous sample (NaN on the first).
 - packets: `packetsReceived`/`packetsSent`. packets_lost: inbound `packetsLost`; outbound the
@@ -403,6 +404,8 @@ def _stream_rows(
                 int(round(time * 1e6)),
                 participant,
                 _track(stats, time, histories),
+                None,  # a dump names no track or publisher the way a room does
+                None,
                 kind if isinstance(kind, str) else None,
                 direction,
                 _bitrate(previous, time, stats, bytes_name),

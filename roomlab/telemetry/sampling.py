@@ -35,6 +35,9 @@ class RtpStream:
     direction: str  # "outbound": the participant sends it; "inbound": the participant receives it
     endpoint: Any  # the aiortc RTCRtpSender or RTCRtpReceiver that carries it
     frames: Callable[[], int | None] | None = None
+    track_name: str | None = None
+    publisher: str | None = None
+    """Identity of the track's publisher (the participant itself for what it sends)."""
 
 
 class RtcStatsSampler:
@@ -100,6 +103,8 @@ class RtcStatsSampler:
             at_ns,
             stream.participant,
             stream.track,
+            stream.track_name,
+            stream.publisher,
             stream.kind,
             stream.direction,
             bitrate if bitrate is None or math.isfinite(bitrate) else None,
@@ -119,11 +124,15 @@ class ChannelCounters:
 
     def __init__(self) -> None:
         self._counts: dict[RTCDataChannel, list[int]] = {}
-        self._owners: dict[RTCDataChannel, str] = {}
+        #: channel -> (participant whose end it is, track name, publisher identity)
+        self._owners: dict[RTCDataChannel, tuple[str, str | None, str | None]] = {}
 
-    def watch(self, channel: RTCDataChannel, participant: str) -> None:
+    def watch(
+        self, channel: RTCDataChannel, participant: str, track_name: str | None = None, publisher: str | None = None
+    ) -> None:
+        """Count `channel`, `participant`'s end of it, carrying `publisher`'s track `track_name`."""
         self._counts.setdefault(channel, [0, 0, 0, 0])
-        self._owners[channel] = participant
+        self._owners[channel] = (participant, track_name, publisher)
 
     def sent(self, channel: RTCDataChannel, size: int, messages: int = 1) -> None:
         counts = self._counts.get(channel)
@@ -144,11 +153,14 @@ class ChannelCounters:
     def sample(self, telemetry: Telemetry, source: str) -> None:
         at = now_ns()
         for channel, (sent_messages, sent_bytes, received_messages, received_bytes) in list(self._counts.items()):
+            participant, track_name, publisher = self._owners[channel]
             telemetry.record(
                 "data_channel_stats",
                 at,
-                self._owners[channel],
+                participant,
                 channel.label,
+                track_name,
+                publisher,
                 channel.protocol,
                 channel.id,
                 channel.readyState,
