@@ -1,7 +1,21 @@
 """Telemetry frames for analysis: the helpers users need on every run, and readers that load a
 real Chrome call into the same `rtc_stats` schema as a simulated one."""
 
-from .telemetry.analysis import bitrate, latency, loss
+from .telemetry.analysis import HOPS, bitrate, end_to_end_loss, latency, loss, media_loss
 from .telemetry.chrome import read_rtcstats, read_webrtc_internals
+from .telemetry.streams import DELIVERY_STATUSES, media_delivery, subscriptions, tracks
 
-__all__ = ["bitrate", "latency", "loss", "read_rtcstats", "read_webrtc_internals"]
+__all__ = [
+    "DELIVERY_STATUSES",
+    "HOPS",
+    "bitrate",
+    "end_to_end_loss",
+    "latency",
+    "loss",
+    "media_delivery",
+    "media_loss",
+    "read_rtcstats",
+    "read_webrtc_internals",
+    "subscriptions",
+    "tracks",
+]

@@ -1,33 +1,92 @@
 """Static matplotlib views of a run's frames, for reports and exported notebooks.
 
-Each function draws on an `ax` (a new figure when none is given) and returns it; `report()` puts
-the views of a simulation run on one page and saves it as a PNG.
+Each view draws on an `ax` (a new figure when none is given) and returns it; the numbers come
+from `roomlab.frames`, so what a view shows a user can compute. `report()` puts the views of a run
+on one page and saves it as a PNG: its panels are the list `REPORT_PANELS`, each drawn when the
+run has the tables it needs, so a new view is one more `Panel`.
+
+Colours name participants, the same in every panel (`participant_colours`); line styles name
+media kinds (audio solid, video dashed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
-import pandas as pd
+from .telemetry import analysis, streams
 
-from .telemetry.analysis import loss as loss_table
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Line style per media kind, in every panel.
+KIND_STYLES = {"audio": "-", "video": "--"}
+#: Percent at which the end-to-end loss colour scale saturates (at least; more when seen).
+LOSS_SCALE_PCT = 25.0
+#: Interval of the per-interval views.
+FREQ = "1s"
+
+
+def participant_colours(identities: Sequence[str]) -> dict[str, Any]:
+    """A colour per identity (sorted, so a run gets the same colours every time it is drawn)."""
+    from matplotlib import colormaps
+
+    names = sorted({str(i) for i in identities if isinstance(i, str)})
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: palette(number % palette.N) for number, name in enumerate(names)}
 
 
 def _axes(ax: Any) -> Any:
     if ax is None:
+        import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(7, 3.5))
     return ax
 
 
-def _elapsed(times: pd.Series, start: pd.Timestamp) -> pd.Series:
-    return (times - start).dt.total_seconds()
+def _elapsed(times: Any, start: pd.Timestamp) -> Any:
+    import pandas as pd
+
+    return (pd.Series(times) - start).dt.total_seconds().to_numpy()
 
 
-def _start(frames: dict[str, pd.DataFrame]) -> pd.Timestamp | None:
+def _start(frames: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
     starts = [f["time"].min() for f in frames.values() if "time" in f.columns and len(f)]
     return min(starts) if starts else None
+
+
+def _empty(ax: Any, title: str, why: str) -> Any:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def _describe(publisher: Any, track_name: Any, kind: Any) -> str:
+    """'bot-0's microphone' (or its kind when the name is unknown)."""
+    what = track_name if isinstance(track_name, str) and track_name else (kind if isinstance(kind, str) else "track")
+    return f"{publisher}'s {what}"
+
+
+def _notes(ax: Any, lines: list[str], limit: int = 6) -> None:
+    """Say what a panel could not draw (missing streams) inside it, in red, at the top."""
+    if not lines:
+        return
+    shown = lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+    ax.text(
+        0.01,
+        0.98,
+        "\n".join(shown),
+        transform=ax.transAxes,
+        va="top",
+        ha="left",
+        fontsize=7,
+        color="crimson",
+        bbox={"facecolor": "white", "edgecolor": "crimson", "alpha": 0.85},
+    )
 
 
 def mark_link_changes(ax: Any, events: pd.DataFrame, start: pd.Timestamp) -> None:
@@ -37,9 +96,9 @@ def mark_link_changes(ax: Any, events: pd.DataFrame, start: pd.Timestamp) -> Non
     changes = events[events["event"] == "link-changed"]
     for _, change in changes.iterrows():
         x = (change["time"] - start).total_seconds()
-        ax.axvline(x, color="crimson", linestyle="--", linewidth=1)
+        ax.axvline(x, color="crimson", linestyle=":", linewidth=1.2)
         ax.annotate(
-            str(change["identity"]),
+            f"{change['identity']} link",
             (x, 1),
             xycoords=("data", "axes fraction"),
             rotation=90,
@@ -50,40 +109,79 @@ def mark_link_changes(ax: Any, events: pd.DataFrame, start: pd.Timestamp) -> Non
         )
 
 
-def latency(messages: pd.DataFrame, start: pd.Timestamp | None = None, ax: Any = None, window: str = "1s") -> Any:
-    """Data-message latency over time: the median per subscriber in each `window`."""
+# the views ----------------------------------------------------------------------------------
+def latency(messages: pd.DataFrame, start: pd.Timestamp | None = None, ax: Any = None, freq: str = FREQ) -> Any:
+    """Data-message latency per data track over time: the p50 line, a p10-p90 band and the p99
+    dotted, over every publisher and subscriber of the track, in intervals of `freq`."""
+    import pandas as pd
+
     ax = _axes(ax)
+    title = "data-track latency: p50, p10-p90 band, p99 dotted"
     if messages.empty:
-        ax.set_title("data latency (no messages)")
-        return ax
+        return _empty(ax, title, "no data messages")
+    from matplotlib import colormaps
+
     start = messages["time"].min() if start is None else start
-    for subscriber, group in messages.groupby("subscriber", observed=True):
-        series = group.set_index("time")["latency_ms"].resample(window).median().dropna()
-        ax.plot(_elapsed(series.index.to_series(), start), series.to_numpy(), label=str(subscriber), linewidth=1)
+    bands = analysis.latency(messages, by=("track",), percentiles=(10, 50, 90, 99), freq=freq)
+    palette = colormaps["Dark2"]
+    width = pd.Timedelta(freq).total_seconds()
+    for number, (track, band) in enumerate(bands.groupby("track", observed=True, sort=True)):
+        colour = palette(number % palette.N)
+        # one box per interval with messages: an interval without any stays empty, not bridged
+        x = _elapsed(band["time"], start)
+        ax.bar(x, band["p90"] - band["p10"], width, bottom=band["p10"], align="edge", color=colour, alpha=0.2)
+        ax.hlines(band["p50"], x, x + width, color=colour, linewidth=1.8, label=str(track))
+        ax.hlines(band["p99"], x, x + width, color=colour, linewidth=0.9, linestyles=":")
+    ax.set_ylim(0, max(1.0, float(bands["p99"].max())) * 1.08)
+    ax.set_xlim(left=0)
     ax.set_xlabel("seconds")
-    ax.set_ylabel("latency p50 (ms)")
-    ax.set_title("data-track latency per subscriber")
-    if messages["subscriber"].nunique() <= 12:
-        ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("one-way latency (ms)")
+    ax.set_title(title)
+    ax.legend(title="data track", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return ax
 
 
-def loss(messages: pd.DataFrame, ax: Any = None) -> Any:
-    """Data-message loss per subscriber and track (from the publishers' sequence numbers)."""
+def loss(messages: pd.DataFrame, ax: Any = None, events: pd.DataFrame | None = None) -> Any:
+    """Data-message loss per subscriber (rows) and data track (columns), each cell written out
+    (zero too), from the publishers' sequence numbers; with `events`, a subscription that
+    received no message at all is marked in its cell."""
+    import numpy as np
+    import pandas as pd
+
     ax = _axes(ax)
-    if messages.empty:
-        ax.set_title("data loss (no messages)")
-        return ax
-    per_publisher = loss_table(messages)  # sequence numbers count per publisher
-    totals = per_publisher.groupby(["subscriber", "track"], observed=True)[["lost", "sent"]].sum()
-    rates = (totals["lost"] / totals["sent"] * 100).rename("lost_pct").reset_index()
-    pivot = rates.pivot_table(index="subscriber", columns="track", values="lost_pct", observed=True)
-    pivot.plot.bar(ax=ax, width=0.8)
-    ax.set_ylabel("lost (%)")
-    ax.set_xlabel("")
-    ax.set_title("data loss per subscriber and track")
-    ax.legend(fontsize=7)
-    ax.tick_params(axis="x", labelsize=7)
+    title = "data-track loss per subscriber and track (all publishers)"
+    expected = pd.DataFrame(columns=["subscriber", "track_name"])
+    if events is not None and not events.empty:
+        subscribed = streams.subscriptions(events)
+        expected = subscribed[subscribed["kind"] == "data"][["subscriber", "track_name"]].drop_duplicates()
+    if messages.empty and expected.empty:
+        return _empty(ax, title, "no data messages")
+    totals = pd.DataFrame(columns=["subscriber", "track", "lost", "sent"])
+    if not messages.empty:
+        per_publisher = analysis.loss(messages)  # sequence numbers count per publisher
+        totals = per_publisher.groupby(["subscriber", "track"], observed=True)[["lost", "sent"]].sum().reset_index()
+        totals = totals.astype({"subscriber": "str", "track": "str"})
+    subscribers = sorted(set(totals["subscriber"]) | set(expected["subscriber"].astype("str")))
+    track_names = sorted(set(totals["track"]) | set(expected["track_name"].dropna().astype("str")))
+    percent = np.full((len(subscribers), len(track_names)), np.nan)
+    for row in totals.itertuples(index=False):
+        percent[subscribers.index(row.subscriber), track_names.index(row.track)] = 100 * row.lost / max(row.sent, 1)
+    wanted = {(str(s), str(t)) for s, t in zip(expected["subscriber"], expected["track_name"], strict=True)}
+    scale = max(5.0, float(np.nanmax(percent)) if np.isfinite(percent).any() else 0.0)
+    ax.imshow(percent, cmap="Reds", vmin=0, vmax=scale, aspect="auto")
+    for i, subscriber in enumerate(subscribers):
+        for j, track in enumerate(track_names):
+            value = percent[i, j]
+            if np.isfinite(value):
+                text, colour = f"{value:.1f} %", "white" if value > scale * 0.6 else "black"
+            elif (subscriber, track) in wanted:
+                text, colour = "no messages", "crimson"
+            else:
+                text, colour = "-", "0.6"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(len(track_names)), track_names, fontsize=8)
+    ax.set_yticks(range(len(subscribers)), subscribers, fontsize=8)
+    ax.set_title(title)
     return ax
 
 
@@ -93,63 +191,303 @@ def bitrate(
     ax: Any = None,
     direction: str = "outbound",
     source: str = "server",
+    colours: Mapping[str, Any] | None = None,
+    freq: str = FREQ,
 ) -> Any:
-    """Bitrate per media stream over time (by default what each publisher sends, seen by the server)."""
+    """Bitrate per media track over time, by default what each publisher sends as the server
+    receives it (`frames.bitrate`: a sample before the next RTCP report takes that report's rate)."""
     ax = _axes(ax)
-    streams = rtc_stats[(rtc_stats["direction"] == direction) & (rtc_stats["source"] == source)]
-    if streams.empty:
-        ax.set_title("bitrate (no media)")
-        return ax
-    start = streams["time"].min() if start is None else start
-    for (participant, kind), group in streams.groupby(["participant", "kind"], observed=True):
-        ax.plot(_elapsed(group["time"], start), group["bitrate_bps"] / 1000, label=f"{participant} {kind}", linewidth=1)
+    title = f"media bitrate per track ({direction}, seen by the {source})"
+    chosen = (
+        rtc_stats[(rtc_stats["direction"] == direction) & (rtc_stats["source"] == source)]
+        if len(rtc_stats)
+        else rtc_stats
+    )
+    if chosen.empty:
+        return _empty(ax, title, "no media")
+    start = chosen["time"].min() if start is None else start
+    colours = colours or participant_colours(chosen["participant"].astype("str").unique())
+    rates = analysis.bitrate(chosen, freq=freq)
+    for (participant, _track), series in rates.groupby(["participant", "track"], observed=True, sort=True):
+        kind = series["kind"].iloc[0] if "kind" in series.columns else None
+        ax.plot(
+            _elapsed(series["time"], start),
+            series["bitrate_bps"] / 1000,
+            color=colours.get(str(participant), "0.3"),
+            linestyle=KIND_STYLES.get(str(kind), "-"),
+            linewidth=1.2,
+            drawstyle="steps-post",
+        )
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
     ax.set_xlabel("seconds")
     ax.set_ylabel("kbit/s")
-    ax.set_title(f"{direction} bitrate per stream ({source})")
-    if streams["participant"].nunique() <= 8:
-        ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title)
     return ax
 
 
-def media_loss(rtc_stats: pd.DataFrame, start: pd.Timestamp | None = None, ax: Any = None) -> Any:
-    """Fraction of media packets lost per received stream over time (as the receivers report)."""
+def media_loss(
+    rtc_stats: pd.DataFrame,
+    start: pd.Timestamp | None = None,
+    ax: Any = None,
+    hop: str = "uplink",
+    colours: Mapping[str, Any] | None = None,
+    events: pd.DataFrame | None = None,
+    freq: str = FREQ,
+) -> Any:
+    """Media packets lost per interval on one hop (`frames.media_loss`): `uplink`, one line per
+    publisher's track as the server receives it; `downlink`, one line per subscriber, all it
+    receives pooled. With `events`, a published track the server got nothing of is named."""
+    import pandas as pd
+
+    if hop not in analysis.HOPS:
+        raise ValueError(f"hop must be one of {', '.join(analysis.HOPS)}, got {hop!r}")
     ax = _axes(ax)
-    streams = rtc_stats[(rtc_stats["direction"] == "inbound") & (rtc_stats["source"] == "client")]
-    if streams.empty:
-        ax.set_title("media loss (no media)")
+    who = "publisher's track, at the server" if hop == "uplink" else "subscriber, all it receives"
+    title = f"{hop} media loss per {who}"
+    lost = analysis.media_loss(rtc_stats, freq=freq)
+    lost = lost[lost["hop"] == hop]
+    missing = []
+    if hop == "uplink" and events is not None and not events.empty:
+        published = streams.tracks(events)
+        published = published[published["kind"].isin(["audio", "video"])]
+        measured = set(lost.loc[lost["packets_expected"] > 0, "track"])
+        for row in published.itertuples(index=False):
+            if row.track not in measured:
+                missing.append(f"no media from {_describe(row.publisher, row.track_name, row.kind)} at the server")
+    if lost.empty:
+        _empty(ax, title, "no media")
+        _notes(ax, missing)
         return ax
-    start = streams["time"].min() if start is None else start
-    for participant, group in streams.groupby("participant", observed=True):
-        per_second = group.set_index("time")["fraction_lost"].astype(float).resample("1s").mean().dropna()
-        x = _elapsed(per_second.index.to_series(), start)
-        ax.plot(x, per_second.to_numpy() * 100, label=str(participant), linewidth=1)
+    start = lost["time"].min() if start is None else start
+    key = "publisher" if hop == "uplink" else "subscriber"
+    colours = colours or participant_colours(lost[key].dropna().unique())
+    if hop == "uplink":
+        groups = lost.groupby(["publisher", "track"], observed=True, sort=True)
+        lines = [(p, series["kind"].iloc[0], series) for (p, _t), series in groups]
+    else:
+        pooled = lost.groupby(["subscriber", "time"], observed=True)[["packets_expected", "packets_lost"]].sum()
+        pooled = pooled.reset_index()
+        expected = pooled["packets_expected"]
+        pooled["loss_fraction"] = (pooled["packets_lost"] / expected).where(expected > 0).clip(0, 1)
+        lines = [(s, None, series) for s, series in pooled.groupby("subscriber", observed=True, sort=True)]
+    for name, kind, series in lines:
+        ax.plot(
+            _elapsed(series["time"], start),
+            series["loss_fraction"] * 100,
+            color=colours.get(str(name), "0.3"),
+            linestyle=KIND_STYLES.get(str(kind), "-"),
+            linewidth=1.2,
+            drawstyle="steps-post",
+        )
+    ax.set_ylim(bottom=0, top=max(5.0, float(pd.Series(lost["loss_fraction"]).max() * 100 + 3)))
+    ax.set_xlim(left=0)
     ax.set_xlabel("seconds")
-    ax.set_ylabel("lost (%)")
-    ax.set_title("media loss per receiver")
-    if streams["participant"].nunique() <= 12:
-        ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel(f"lost per {freq} (%)")
+    ax.set_title(title)
+    _notes(ax, missing)
     return ax
 
 
-def report(frames: dict[str, pd.DataFrame], path: str | Path, title: str = "roomlab run") -> Path:
-    """One page: data latency and loss per subscriber, bitrate and loss per stream, link changes
-    marked; saved as a PNG at `path`."""
+def end_to_end_loss(
+    rtc_stats: pd.DataFrame,
+    events: pd.DataFrame,
+    start: pd.Timestamp | None = None,
+    ax: Any = None,
+    colours: Mapping[str, Any] | None = None,
+    freq: str = FREQ,
+) -> Any:
+    """Every subscriber's loss of every publisher's media per interval, both hops combined
+    (`frames.end_to_end_loss`): one row per stream that should exist (each subscription to an
+    audio or video track, from `events`), a stream that delivered nothing marked as missing."""
+    import numpy as np
+    import pandas as pd
+
+    ax = _axes(ax)
+    title = f"end-to-end media loss per {freq} (uplink and downlink combined), every subscribed stream"
+    expected = streams.media_delivery(rtc_stats, events)
+    if expected.empty:
+        return _empty(ax, title, "no audio or video subscriptions in events")
+    combined = analysis.end_to_end_loss(analysis.media_loss(rtc_stats, freq=freq))
+    start = (combined["time"].min() if len(combined) else events["time"].min()) if start is None else start
+    expected = expected.sort_values(["publisher", "track_name", "track", "subscriber"], ignore_index=True)
+    end = max(events["time"].max(), combined["time"].max() if len(combined) else events["time"].max())
+    bins = pd.date_range(start.floor(freq), end.ceil(freq), freq=freq)
+    grid = np.full((len(expected), len(bins)), np.nan)
+    positions = {(r.track, r.subscriber): i for i, r in enumerate(expected.itertuples(index=False))}
+    column = {time: j for j, time in enumerate(bins)}
+    for row in combined.itertuples(index=False):
+        i, j = positions.get((row.track, row.subscriber)), column.get(row.time)
+        if i is not None and j is not None:
+            grid[i, j] = row.loss_fraction * 100
+    scale = max(LOSS_SCALE_PCT, float(np.nanpercentile(grid, 99)) if np.isfinite(grid).any() else 0.0)
+    cmap = _loss_colours()
+    x0 = (bins[0] - start).total_seconds()
+    step = pd.Timedelta(freq).total_seconds()
+    image = ax.imshow(
+        grid,
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        vmin=0,
+        vmax=scale,
+        extent=(x0, x0 + step * len(bins), len(expected) - 0.5, -0.5),
+    )
+    colours = colours or participant_colours(expected["publisher"])
+    labels = []
+    for i, row in enumerate(expected.itertuples(index=False)):
+        labels.append(f"{_describe(row.publisher, row.track_name, row.kind)} → {row.subscriber}")
+        if row.status != "delivered":
+            reason = {
+                "missing upstream": "the server received none",
+                "missing downstream": "the server had it",
+                "not recorded": "subscriber not recorded",
+                "too brief": "subscribed under 3 s",
+            }[row.status]
+            what = "no media" if row.status != "not recorded" else "no telemetry"
+            ax.axhspan(i - 0.5, i + 0.5, facecolor="none", edgecolor="crimson", hatch="///", linewidth=0)
+            ax.text(
+                x0 + step,
+                i,
+                f"{what} from {_describe(row.publisher, row.track_name, row.kind)} at {row.subscriber} ({reason})",
+                va="center",
+                fontsize=7,
+                color="crimson",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+            )
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for tick, row in zip(ax.get_yticklabels(), expected.itertuples(index=False), strict=True):
+        tick.set_color(colours.get(str(row.publisher), "black"))
+    boundaries = np.flatnonzero(expected["track"].to_numpy()[1:] != expected["track"].to_numpy()[:-1])
+    for boundary in boundaries:
+        ax.axhline(boundary + 0.5, color="0.5", linewidth=0.6)
+    ax.set_xlabel("seconds")
+    ax.set_title(title)
+    bar = ax.figure.colorbar(image, ax=ax, pad=0.01, fraction=0.03)
+    bar.set_label("lost (%)")
+    return ax
+
+
+def _loss_colours() -> Any:
+    """White at 0 % through red; intervals without packets grey."""
+    from matplotlib import colormaps
+
+    return colormaps["Reds"].with_extremes(bad="0.88")
+
+
+# the report ---------------------------------------------------------------------------------
+@dataclass
+class Page:
+    """What every panel of a report shares: the run's frames, its start, its colours."""
+
+    frames: Mapping[str, pd.DataFrame]
+    start: pd.Timestamp | None
+    colours: Mapping[str, Any]
+
+    def frame(self, name: str) -> pd.DataFrame:
+        import pandas as pd
+
+        return self.frames.get(name, pd.DataFrame())
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One view of the report: drawn when every table in `tables` has rows."""
+
+    draw: Callable[[Page, Any], Any]
+    tables: tuple[str, ...]
+    wide: bool = False
+    """Take a whole row (otherwise two panels share one)."""
+    height: float | Callable[[Page], float] = 1.0
+    """Relative height of its row, or a function of the page that gives it."""
+    link_changes: bool = True
+    """Mark the link changes of the run on it (time axes)."""
+
+
+def _subscriptions_height(page: Page) -> float:
+    """Room for one readable row per subscribed stream."""
+    subscribed = streams.media_delivery(page.frame("rtc_stats"), page.frame("events"))
+    return max(1.0, 0.3 + len(subscribed) * 0.06)
+
+
+REPORT_PANELS: list[Panel] = [
+    Panel(lambda page, ax: latency(page.frame("messages"), page.start, ax), ("messages",)),
+    Panel(lambda page, ax: loss(page.frame("messages"), ax, page.frame("events")), ("messages",), link_changes=False),
+    Panel(
+        lambda page, ax: media_loss(
+            page.frame("rtc_stats"), page.start, ax, "uplink", page.colours, page.frame("events")
+        ),
+        ("rtc_stats",),
+    ),
+    Panel(
+        lambda page, ax: media_loss(page.frame("rtc_stats"), page.start, ax, "downlink", page.colours), ("rtc_stats",)
+    ),
+    Panel(
+        lambda page, ax: bitrate(page.frame("rtc_stats"), page.start, ax, colours=page.colours),
+        ("rtc_stats",),
+        wide=True,
+    ),
+    Panel(
+        lambda page, ax: end_to_end_loss(page.frame("rtc_stats"), page.frame("events"), page.start, ax, page.colours),
+        ("rtc_stats", "events"),
+        wide=True,
+        height=_subscriptions_height,
+    ),
+]
+"""The report's panels, in order. Append a `Panel` to add a view (e.g. network quality, allocations)."""
+
+
+def report_figure(
+    frames: Mapping[str, pd.DataFrame], title: str = "roomlab run", panels: Sequence[Panel] | None = None
+) -> Any:
+    """The report as a matplotlib Figure (what `report()` saves)."""
+    from matplotlib.figure import Figure
+
     start = _start(frames)
-    figure, axes = plt.subplots(2, 2, figsize=(14, 8.5))
-    messages = frames.get("messages", pd.DataFrame())
-    rtc = frames.get("rtc_stats", pd.DataFrame())
-    events = frames.get("events", pd.DataFrame())
-    latency(messages, start, axes[0][0])
-    loss(messages, axes[0][1])
-    bitrate(rtc, start, axes[1][0])
-    media_loss(rtc, start, axes[1][1])
-    if start is not None:
-        for ax in (axes[0][0], axes[1][0], axes[1][1]):
-            mark_link_changes(ax, events, start)
-    figure.suptitle(title)
-    figure.tight_layout()
+    identities: set[str] = set()
+    for name, column in (("rtc_stats", "participant"), ("messages", "subscriber"), ("messages", "publisher")):
+        if name in frames and column in frames[name].columns:
+            identities.update(frames[name][column].dropna().astype("str"))
+    if "events" in frames and len(frames["events"]):
+        events = frames["events"]
+        identities.update(events.loc[events["event"] == "participant-connected", "identity"].dropna().astype("str"))
+    page = Page(frames, start, participant_colours(sorted(identities)))
+    chosen = [p for p in (REPORT_PANELS if panels is None else panels) if all(len(page.frame(t)) for t in p.tables)]
+    rows: list[list[Panel]] = []
+    for panel in chosen:
+        if panel.wide or not rows or len(rows[-1]) == 2 or rows[-1][0].wide:
+            rows.append([panel])
+        else:
+            rows[-1].append(panel)
+    heights = [max(p.height(page) if callable(p.height) else p.height for p in row) for row in rows] or [1.0]
+    figure = Figure(figsize=(17, 3.6 * sum(heights) + 0.8), layout="constrained")
+    grid = figure.add_gridspec(max(len(rows), 1), 2, height_ratios=heights)
+    for number, row in enumerate(rows):
+        for position, panel in enumerate(row):
+            ax = figure.add_subplot(grid[number, :] if panel.wide or len(row) == 1 else grid[number, position])
+            panel.draw(page, ax)
+            if panel.link_changes and start is not None and "events" in frames:
+                mark_link_changes(ax, frames["events"], start)
+    _legend(figure, page)
+    figure.suptitle(title, fontsize=13)
+    return figure
+
+
+def _legend(figure: Any, page: Page) -> None:
+    """One legend for the page, outside the panels: a colour per participant, a style per kind."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour, linewidth=2, label=name) for name, colour in page.colours.items()]
+    handles += [Line2D([], [], color="0.2", linestyle=style, label=kind) for kind, style in KIND_STYLES.items()]
+    handles.append(Line2D([], [], color="crimson", linestyle=":", label="link change"))
+    if handles:
+        figure.legend(handles=handles, loc="outside right upper", fontsize=8, title="participants", title_fontsize=8)
+
+
+def report(frames: Mapping[str, pd.DataFrame], path: str | Path, title: str = "roomlab run") -> Path:
+    """One page of the run's views (`REPORT_PANELS`), saved as a PNG at `path`."""
+    figure = report_figure(frames, title)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    figure.savefig(target, dpi=90)
     return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,14 +62,32 @@ def loss(messages: pd.DataFrame, by: Sequence[str] = MESSAGE_KEYS) -> pd.DataFra
 
 
 def latency(
-    messages: pd.DataFrame, by: Sequence[str] = MESSAGE_KEYS, percentiles: Sequence[float] = (50, 90, 99)
+    messages: pd.DataFrame,
+    by: Sequence[str] = MESSAGE_KEYS,
+    percentiles: Sequence[float] = (50, 90, 99),
+    freq: str | None = None,
 ) -> pd.DataFrame:
-    """One-way latency in ms per group: count, mean, the given percentiles (`p50`, ...), max."""
-    columns = [*by, "count", "mean", *[f"p{p:g}" for p in percentiles], "max"]
+    """One-way latency in ms per group: count, mean, the given percentiles (`p50`, ...), max.
+
+    With `freq` (e.g. "1s"), per group and per interval of that length instead (by the time the
+    messages were received): a `time` column first, the start of each interval that has messages.
+    """
+    names = [f"p{p:g}" for p in percentiles]
+    columns = [*by, "count", "mean", *names, "max"]
+    if freq is not None:
+        step = pd.Timedelta(freq)
+        if step <= pd.Timedelta(0):
+            raise ValueError(f"freq must be a positive interval such as '1s', got {freq!r}")
+        columns = ["time", *columns]
     if messages.empty:
         return pd.DataFrame(columns=columns)
+    keys: list[Any] = list(by)
+    if freq is not None:
+        _groups(messages, by)  # names the missing column, if any
+        messages = messages.assign(_bin=messages["time"].dt.floor(freq))
+        keys = ["_bin", *by]
     rows = []
-    for key, group in _groups(messages, by):
+    for key, group in _groups(messages, keys):
         values = group["latency_ms"].to_numpy(dtype=float)
         values = values[~np.isnan(values)]
         stats = np.percentile(values, percentiles).tolist() if len(values) else [np.nan] * len(percentiles)
@@ -87,16 +106,169 @@ def latency(
 def bitrate(
     rtc_stats: pd.DataFrame, freq: str = "1s", by: Sequence[str] = ("participant", "track", "direction", "source")
 ) -> pd.DataFrame:
-    """`bitrate_bps` per stream resampled on a regular grid of `freq` (mean per bin), tidy."""
+    """`bitrate_bps` per stream resampled on a regular grid of `freq` (mean per bin), tidy.
+
+    A received stream's bitrate comes from the sender's RTCP reports; a sample taken before a new
+    report arrived has none of its own (NaN), and the next report's bitrate is the mean over an
+    interval that covers it, so such a sample takes that value. Samples after a stream's last
+    report stay NaN. The stream's `kind`, `track_name` and `publisher` ride along when present.
+    """
     keys = [name for name in by if name in rtc_stats.columns]
+    extra = [name for name in ("kind", "track_name", "publisher") if name in rtc_stats.columns and name not in keys]
     if rtc_stats.empty:
-        return pd.DataFrame(columns=["time", *keys, "bitrate_bps"])
+        return pd.DataFrame(columns=["time", *keys, *extra, "bitrate_bps"])
     parts = []
     for key, group in _groups(rtc_stats, keys):
-        series = group.set_index("time")["bitrate_bps"].astype(float).resample(freq).mean()
+        covered = group.sort_values("time", kind="stable").set_index("time")["bitrate_bps"].astype(float).bfill()
+        series = covered.resample(freq).mean()
         part = series.rename("bitrate_bps").reset_index()
         for name, value in zip(keys, key if isinstance(key, tuple) else (key,), strict=True):
             part[name] = value
+        for name in extra:
+            known = group[name].dropna()
+            part[name] = known.iloc[0] if len(known) else None
         parts.append(part)
     result = pd.concat(parts, ignore_index=True)
-    return result[["time", *keys, "bitrate_bps"]]
+    return result[["time", *keys, *extra, "bitrate_bps"]]
+
+
+#: The two hops of a forwarded media stream, each measured from its receiver's side.
+HOPS = ("uplink", "downlink")
+MEDIA_LOSS_COLUMNS = [
+    "time",
+    "hop",
+    "publisher",
+    "subscriber",
+    "track",
+    "track_name",
+    "kind",
+    "packets_expected",
+    "packets_lost",
+    "loss_fraction",
+]
+
+
+def media_loss(rtc_stats: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
+    """Media packets lost per interval of `freq` and per hop, one row per stream and interval.
+
+    The server forwards each publisher's media with sequence numbers of its own for every
+    subscriber, so a loss is seen only by the receiver of the hop where it happened:
+
+    - `uplink` (publisher to server): the server's rows of the publisher's track (`source`
+      server, `direction` outbound: what the server received); `subscriber` is empty.
+    - `downlink` (server to subscriber): the subscriber's own `inbound` rows (client or chrome).
+
+    From the cumulative `packets` (received) and `packets_lost` of consecutive samples of a stream:
+    `packets_expected` (received + lost) and `packets_lost` in each interval, `loss_fraction` their
+    ratio (clipped to [0, 1]: a late packet counted lost earlier makes a small negative count;
+    NaN when nothing was expected). A sampling interval that spans bins is spread over them in
+    proportion to time (the counters interpolated linearly at the bins' edges), so the intervals
+    have no gaps while a stream is sampled, and counts can be fractional. `time` is the start of
+    the interval (bins aligned on the epoch, so that all streams share them).
+    """
+    if rtc_stats.empty:
+        return _typed_loss(pd.DataFrame(columns=MEDIA_LOSS_COLUMNS))
+    step = pd.Timedelta(freq).value
+    if step <= 0:
+        raise ValueError(f"freq must be a positive interval such as '1s', got {freq!r}")
+    source, direction = rtc_stats["source"].astype("str"), rtc_stats["direction"].astype("str")
+    hops = {
+        "uplink": rtc_stats[(source == "server") & (direction == "outbound")],
+        "downlink": rtc_stats[(source != "server") & (direction == "inbound")],
+    }
+    parts = []
+    for hop, rows in hops.items():
+        rows = rows.dropna(subset=["packets", "packets_lost"])
+        if rows.empty:
+            continue
+        for (participant, track), stream in rows.groupby(["participant", "track"], observed=True, sort=True):
+            binned = _interval_counts(stream.sort_values("time", kind="stable"), step)
+            if binned is None:
+                continue
+            publisher = _first(stream, "publisher")
+            if hop == "uplink":
+                binned["publisher"], binned["subscriber"] = publisher or str(participant), None
+            else:
+                binned["publisher"], binned["subscriber"] = publisher, str(participant)
+            binned["hop"], binned["track"] = hop, str(track)
+            binned["track_name"], binned["kind"] = _first(stream, "track_name"), _first(stream, "kind")
+            parts.append(binned)
+    if not parts:
+        return _typed_loss(pd.DataFrame(columns=MEDIA_LOSS_COLUMNS))
+    return _typed_loss(pd.concat(parts, ignore_index=True)[MEDIA_LOSS_COLUMNS])
+
+
+def _first(stream: pd.DataFrame, column: str) -> str | None:
+    if column not in stream.columns:
+        return None
+    known = stream[column].dropna()
+    return str(known.iloc[0]) if len(known) else None
+
+
+def _interval_counts(stream: pd.DataFrame, step: int) -> pd.DataFrame | None:
+    """Expected and lost packets of one stream per bin of `step` ns, from its cumulative counters."""
+    times = stream["time"].array.asi8
+    received = stream["packets"].to_numpy(dtype=float)
+    lost = stream["packets_lost"].to_numpy(dtype=float)
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    first, last = times[0] // step * step, -(-times[-1] // step) * step
+    edges = np.arange(first, last + step, step, dtype=np.int64)
+    expected_at = np.interp(edges, times, received + lost)
+    lost_at = np.interp(edges, times, lost)
+    expected, missing = np.diff(expected_at), np.diff(lost_at)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.where(expected > 0, np.clip(missing / expected, 0.0, 1.0), np.nan)
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime(edges[:-1], utc=True),
+            "packets_expected": expected,
+            "packets_lost": missing,
+            "loss_fraction": fraction,
+        }
+    )
+
+
+def _typed_loss(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.astype(
+        {
+            "hop": "str",
+            "publisher": "str",
+            "subscriber": "str",
+            "track": "str",
+            "track_name": "str",
+            "kind": "str",
+            "packets_expected": "float64",
+            "packets_lost": "float64",
+            "loss_fraction": "float64",
+        }
+    )
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame.reset_index(drop=True)
+
+
+def end_to_end_loss(media_loss: pd.DataFrame) -> pd.DataFrame:
+    """Each subscriber's loss of each publisher's media per interval, both hops combined.
+
+    Takes the frame of `media_loss()` and pairs every downlink interval with the uplink interval
+    of the same track and time: a packet reaches the subscriber only if it crosses both hops, so
+    `loss_fraction` = 1 - (1 - `uplink_loss`) x (1 - `downlink_loss`). NaN where either hop has
+    no measure for that interval. Columns: `time`, `publisher`, `subscriber`, `track`,
+    `track_name`, `kind`, `uplink_loss`, `downlink_loss`, `loss_fraction`.
+    """
+    missing = {"time", "hop", "track", "loss_fraction"} - set(media_loss.columns)
+    if missing:
+        raise ValueError(f"end_to_end_loss takes the frame of media_loss(); this one lacks {sorted(missing)}")
+    keys = ["time", "publisher", "subscriber", "track", "track_name", "kind"]
+    hop = media_loss["hop"].astype("str")
+    down = media_loss[hop == "downlink"][keys + ["loss_fraction"]].rename(columns={"loss_fraction": "downlink_loss"})
+    up = media_loss[hop == "uplink"][["time", "track", "publisher", "track_name", "kind", "loss_fraction"]]
+    up = up.rename(columns={"loss_fraction": "uplink_loss", "publisher": "up_publisher"})
+    up = up.rename(columns={"track_name": "up_track_name", "kind": "up_kind"})
+    combined = down.merge(up, on=["time", "track"], how="left")
+    # the server's rows name the track as well as the subscriber's do; either may be all there is
+    for column in ("publisher", "track_name", "kind"):
+        combined[column] = combined[column].where(combined[column].notna(), combined[f"up_{column}"])
+    combined["loss_fraction"] = 1.0 - (1.0 - combined["uplink_loss"]) * (1.0 - combined["downlink_loss"])
+    columns = [*keys, "uplink_loss", "downlink_loss", "loss_fraction"]
+    return combined[columns].sort_values(["publisher", "track", "subscriber", "time"], ignore_index=True)
