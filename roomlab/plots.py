@@ -238,14 +238,15 @@ def media_loss(
     """Media packets lost per interval on one hop (`frames.media_loss`): `uplink`, one line per
     publisher's track as the server receives it; `downlink`, one line per subscriber, all it
     receives pooled. With `events`, a published track the server got nothing of is named."""
-    import pandas as pd
 
     if hop not in analysis.HOPS:
         raise ValueError(f"hop must be one of {', '.join(analysis.HOPS)}, got {hop!r}")
     ax = _axes(ax)
     who = "publisher's track, at the server" if hop == "uplink" else "subscriber, all it receives"
     title = f"{hop} media loss per {who}"
-    lost = analysis.media_loss(rtc_stats, freq=freq)
+    if start is None and len(rtc_stats):
+        start = rtc_stats["time"].min()
+    lost = analysis.media_loss(rtc_stats, freq=freq, origin=start)
     lost = lost[lost["hop"] == hop]
     missing = []
     if hop == "uplink" and events is not None and not events.empty:
@@ -259,7 +260,6 @@ def media_loss(
         _empty(ax, title, "no media")
         _notes(ax, missing)
         return ax
-    start = lost["time"].min() if start is None else start
     key = "publisher" if hop == "uplink" else "subscriber"
     colours = colours or participant_colours(lost[key].dropna().unique())
     if hop == "uplink":
@@ -280,7 +280,8 @@ def media_loss(
             linewidth=1.2,
             drawstyle="steps-post",
         )
-    ax.set_ylim(bottom=0, top=max(5.0, float(pd.Series(lost["loss_fraction"]).max() * 100 + 3)))
+    highest = max((float(series["loss_fraction"].max()) for _, _, series in lines), default=0.0)
+    ax.set_ylim(bottom=0, top=max(5.0, (highest if highest == highest else 0.0) * 100 + 3))
     ax.set_xlim(left=0)
     ax.set_xlabel("seconds")
     ax.set_ylabel(f"lost per {freq} (%)")
@@ -304,15 +305,19 @@ def end_to_end_loss(
     import pandas as pd
 
     ax = _axes(ax)
-    title = f"end-to-end media loss per {freq} (uplink and downlink combined), every subscribed stream"
+    title = (
+        f"end-to-end media loss per {freq} (uplink and downlink combined), every subscribed stream;"
+        " grey: no packets in that interval"
+    )
     expected = streams.media_delivery(rtc_stats, events)
     if expected.empty:
         return _empty(ax, title, "no audio or video subscriptions in events")
-    combined = analysis.end_to_end_loss(analysis.media_loss(rtc_stats, freq=freq))
-    start = (combined["time"].min() if len(combined) else events["time"].min()) if start is None else start
+    if start is None:
+        start = min(rtc_stats["time"].min(), events["time"].min()) if len(rtc_stats) else events["time"].min()
+    combined = analysis.end_to_end_loss(analysis.media_loss(rtc_stats, freq=freq, origin=start))
     expected = expected.sort_values(["publisher", "track_name", "track", "subscriber"], ignore_index=True)
     end = max(events["time"].max(), combined["time"].max() if len(combined) else events["time"].max())
-    bins = pd.date_range(start.floor(freq), end.ceil(freq), freq=freq)
+    bins = pd.date_range(start, end + pd.Timedelta(freq), freq=freq)  # on the same origin as media_loss
     grid = np.full((len(expected), len(bins)), np.nan)
     positions = {(r.track, r.subscriber): i for i, r in enumerate(expected.itertuples(index=False))}
     column = {time: j for j, time in enumerate(bins)}

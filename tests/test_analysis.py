@@ -82,13 +82,23 @@ def test_media_loss_is_per_interval_not_since_the_start():
     assert cumulative[15] == pytest.approx(50 / 750) and cumulative[20] == 0.1
 
 
-def test_media_loss_spreads_an_interval_over_the_bins_it_spans_and_clips_late_packets():
-    # samples 2 s apart, half a second off the bins: 200 expected and 100 lost between them
-    spread = frames.media_loss(rtc_rows(uplink("MT2", "pub", [(0.5, 0, 0), (2.5, 100, 100)])), freq="1s")
-    assert spread["time"].tolist() == [T0, T0 + pd.Timedelta(1, "s"), T0 + pd.Timedelta(2, "s")]
-    assert values(spread, "packets_expected") == [50.0, 100.0, 50.0]
-    assert values(spread, "packets_lost") == [25.0, 50.0, 25.0]
-    assert values(spread, "loss_fraction") == [0.5, 0.5, 0.5]
+def test_media_loss_counts_what_a_sample_measured_where_it_was_taken_and_shares_only_a_skipped_interval():
+    # samples 2 s apart: the second second had no sample of its own, so it shares the stretch with the
+    # third in proportion to time (1 s and 0.5 s of the 1.5 s after the first sample's interval)
+    spread = frames.media_loss(rtc_rows(uplink("MT2", "pub", [(0.5, 0, 0), (2.5, 150, 150)])), freq="1s")
+    assert spread["time"].tolist() == [T0 + pd.Timedelta(1, "s"), T0 + pd.Timedelta(2, "s")]
+    assert values(spread, "packets_expected") == [200.0, 100.0]
+    assert values(spread, "packets_lost") == [100.0, 50.0]
+    assert values(spread, "loss_fraction") == [0.5, 0.5]
+    # samples half a second off the bins: each counts in the interval (start, start + 1 s] it ends in,
+    # never before it; with the origin on the samples' half seconds, the same counts start there
+    offset = [(0.5, 0, 0), (1.5, 50, 0), (2.5, 90, 10), (3.5, 130, 20)]
+    late = frames.media_loss(rtc_rows(uplink("MT2", "pub", offset)), freq="1s")
+    assert late["time"].tolist() == [T0 + pd.Timedelta(s, "s") for s in (1, 2, 3)]
+    assert values(late, "loss_fraction") == [0.0, 0.2, 0.2]
+    aligned = frames.media_loss(rtc_rows(uplink("MT2", "pub", offset)), origin=T0 + pd.Timedelta(0.5, "s"))
+    assert aligned["time"].tolist() == [T0 + pd.Timedelta(s, "s") for s in (0.5, 1.5, 2.5)]
+    assert values(aligned, "loss_fraction") == [0.0, 0.2, 0.2]
     # a packet counted lost, then arriving late, takes the count down: never a negative fraction;
     # an interval where nothing was expected has no loss fraction at all (not 0)
     late = frames.media_loss(rtc_rows(uplink("MT3", "pub", [(0, 0, 0), (1, 48, 2), (2, 51, 1), (3, 51, 1)])))

@@ -148,7 +148,7 @@ MEDIA_LOSS_COLUMNS = [
 ]
 
 
-def media_loss(rtc_stats: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
+def media_loss(rtc_stats: pd.DataFrame, freq: str = "1s", origin: Any = None) -> pd.DataFrame:
     """Media packets lost per interval of `freq` and per hop, one row per stream and interval.
 
     The server forwards each publisher's media with sequence numbers of its own for every
@@ -158,19 +158,22 @@ def media_loss(rtc_stats: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
       server, `direction` outbound: what the server received); `subscriber` is empty.
     - `downlink` (server to subscriber): the subscriber's own `inbound` rows (client or chrome).
 
-    From the cumulative `packets` (received) and `packets_lost` of consecutive samples of a stream:
-    `packets_expected` (received + lost) and `packets_lost` in each interval, `loss_fraction` their
-    ratio (clipped to [0, 1]: a late packet counted lost earlier makes a small negative count;
-    NaN when nothing was expected). A sampling interval that spans bins is spread over them in
-    proportion to time (the counters interpolated linearly at the bins' edges), so the intervals
-    have no gaps while a stream is sampled, and counts can be fractional. `time` is the start of
-    the interval (bins aligned on the epoch, so that all streams share them).
+    From the cumulative `packets` (received) and `packets_lost` of consecutive samples of a
+    stream: `packets_expected` (received + lost) and `packets_lost` in each interval,
+    `loss_fraction` their ratio (clipped to [0, 1]: a late packet counted lost earlier makes a
+    small negative count; NaN when nothing was expected). What a sample measured since the
+    previous one counts in the interval where it was measured; a stretch between two samples
+    that spans an interval in which no sample was taken is shared with it in proportion to time
+    (so there are no gaps while a stream is sampled, and counts can be fractional). Intervals
+    are (start, start + freq], `time` is their start, aligned on `origin` (default: the epoch,
+    so that all streams and runs share them).
     """
     if rtc_stats.empty:
         return _typed_loss(pd.DataFrame(columns=MEDIA_LOSS_COLUMNS))
     step = pd.Timedelta(freq).value
     if step <= 0:
         raise ValueError(f"freq must be a positive interval such as '1s', got {freq!r}")
+    offset = 0 if origin is None else int(pd.Timestamp(origin).value)
     source, direction = rtc_stats["source"].astype("str"), rtc_stats["direction"].astype("str")
     hops = {
         "uplink": rtc_stats[(source == "server") & (direction == "outbound")],
@@ -182,7 +185,7 @@ def media_loss(rtc_stats: pd.DataFrame, freq: str = "1s") -> pd.DataFrame:
         if rows.empty:
             continue
         for (participant, track), stream in rows.groupby(["participant", "track"], observed=True, sort=True):
-            binned = _interval_counts(stream.sort_values("time", kind="stable"), step)
+            binned = _interval_counts(stream.sort_values("time", kind="stable"), step, offset)
             if binned is None:
                 continue
             publisher = _first(stream, "publisher")
@@ -205,23 +208,36 @@ def _first(stream: pd.DataFrame, column: str) -> str | None:
     return str(known.iloc[0]) if len(known) else None
 
 
-def _interval_counts(stream: pd.DataFrame, step: int) -> pd.DataFrame | None:
-    """Expected and lost packets of one stream per bin of `step` ns, from its cumulative counters."""
-    times = stream["time"].array.asi8
+def _interval_counts(stream: pd.DataFrame, step: int, offset: int) -> pd.DataFrame | None:
+    """Expected and lost packets of one stream per interval (offset + k*step, offset + (k+1)*step]."""
+    times = stream["time"].array.asi8 - offset
     received = stream["packets"].to_numpy(dtype=float)
     lost = stream["packets_lost"].to_numpy(dtype=float)
-    if len(times) < 2 or times[-1] <= times[0]:
+    if len(times) < 2:
         return None
-    first, last = times[0] // step * step, -(-times[-1] // step) * step
-    edges = np.arange(first, last + step, step, dtype=np.int64)
-    expected_at = np.interp(edges, times, received + lost)
-    lost_at = np.interp(edges, times, lost)
-    expected, missing = np.diff(expected_at), np.diff(lost_at)
+    bins = -(-times // step) - 1  # right-closed: a sample on an edge ends the interval before it
+    first_bin, last_bin = bins[0] + 1 if bins[1] > bins[0] else bins[0], bins[-1]
+    expected = np.zeros(last_bin - first_bin + 1)
+    missing = np.zeros_like(expected)
+    new_expected, new_lost = np.diff(received + lost), np.diff(lost)
+    for number in range(len(new_expected)):
+        begin, end = bins[number], bins[number + 1]
+        if end <= begin + 1:  # the common case: what the sample measured counts where it was taken
+            expected[end - first_bin] += new_expected[number]
+            missing[end - first_bin] += new_lost[number]
+            continue
+        # the stretch crosses intervals with no sample of their own: shared in proportion to time
+        covered = np.arange(begin + 1, end + 1)
+        starts = np.maximum(covered * step, (begin + 1) * step)
+        ends = np.minimum((covered + 1) * step, times[number + 1])
+        weights = (ends - starts) / (times[number + 1] - (begin + 1) * step)
+        expected[covered - first_bin] += new_expected[number] * weights
+        missing[covered - first_bin] += new_lost[number] * weights
     with np.errstate(divide="ignore", invalid="ignore"):
         fraction = np.where(expected > 0, np.clip(missing / expected, 0.0, 1.0), np.nan)
     return pd.DataFrame(
         {
-            "time": pd.to_datetime(edges[:-1], utc=True),
+            "time": pd.to_datetime(np.arange(first_bin, last_bin + 1, dtype=np.int64) * step + offset, utc=True),
             "packets_expected": expected,
             "packets_lost": missing,
             "loss_fraction": fraction,
