@@ -553,6 +553,35 @@ class Link:
     def __repr__(self) -> str:
         return f"Link(up={self._state.up}, down={self._state.down})"
 
+    def parameters(self) -> dict[str, Any]:
+        """Keyword arguments that make a new Link like this one: `Link(**link.parameters())`.
+
+        The link's parameters as they are now (after any `update()`), its step schedule from the
+        start (a copy has not run yet) and its seed; values at their defaults are left out, and
+        a parameter that differs between the directions is given as up_<name> and down_<name>.
+        """
+        defaults = LinkParameters()
+        found: dict[str, Any] = {}
+        for spec in dataclasses.fields(LinkParameters):
+            name = spec.name
+            up, down = getattr(self._state.up, name), getattr(self._state.down, name)
+            # kbps exists per direction only; a delivery trace beside a schedule must not read as one
+            shared = up == down and name != "kbps" and not (name == "trace" and self._steps)
+            if shared:
+                if up != getattr(defaults, name):
+                    found[name] = up
+                continue
+            for direction, value in (("up", up), ("down", down)):
+                if value != getattr(defaults, name):
+                    found[f"{direction}_{name}"] = value
+        if self._state.ice_loss:
+            found["ice_loss"] = True
+        if self._steps:
+            found["trace"] = [(step.at, dict(step.changes)) for step in self._steps]
+        if self.seed is not None:
+            found["seed"] = self.seed
+        return found
+
     @property
     def ice_loss(self) -> bool:
         return self._state.ice_loss

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..client.connect import connect
 from ..client.room import Room
+from ..net.link import Link
 from .behaviours import Behaviour
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class BotSpec:
     """Seconds after the start of the run; None: stays to the end."""
     subscribe: bool = True
     """Subscribe to the others' tracks (False: publish only, Twilio's automaticSubscription=false)."""
+    link_seed: int | None = None
+    """Seed of the link made when a bot given none has its link changed."""
 
 
 class Bot:
@@ -55,21 +58,21 @@ class Bot:
         if self.spec.leave_at is not None:
             end = min(end, started + self.spec.leave_at)
         try:
-            await asyncio.sleep(max(0.0, started + self.spec.join_at - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.0, started + self.spec.join_at - loop.time()))
+            if self._stop.is_set():  # stopped before its time to join: it never does
+                return
             self.state = "joining"
             tracks = [track for behaviour in self.spec.behaviours for track in behaviour.tracks()]
-            link = None
-            if self.spec.link:
-                from ..net.link import Link
-
-                link = self.link = Link(**self.spec.link)
+            if self.link is None and self.spec.link:
+                self.link = Link(**self.spec.link)
             self.room = await connect(
                 self.url,
                 self.spec.token,
                 name=self.room_name,
                 tracks=tracks,
                 decode_media=False,
-                link=link,
+                link=self.link,
                 automatic_subscription=self.spec.subscribe,
             )
             self.state = "joined"
@@ -90,6 +93,16 @@ class Bot:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def change_link(self, changes: dict[str, Any]) -> None:
+        """Change this bot's link; a bot without one gets one now, unconstrained but for the changes
+        (until then its datagrams took no detour through a link)."""
+        if self.link is None:
+            self.link = Link(seed=self.spec.link_seed)
+            if self.room is not None:
+                self.link.attach(self.room.pc)
+                self.room.link = self.link
+        self.link.update(**changes)
 
     @property
     def lateness(self) -> float:

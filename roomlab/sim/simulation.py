@@ -76,11 +76,14 @@ def _behaviours(audio: Any, video: Any, data: Any) -> list[Behaviour]:
 
 
 def _link_parameters(link: Any) -> dict[str, Any] | None:
-    """A bot's link as Link keyword arguments (checked now, built in the bot's process)."""
+    """A bot's link as Link keyword arguments (checked now, built in the bot's process): from a
+    `roomlab.Link` (each bot gets a copy of it) or a dict of its parameters."""
     if link is None:
         return None
+    if isinstance(link, Link):
+        return link.parameters()
     if not isinstance(link, dict):
-        raise ValueError(f"link must be a dict of roomlab.Link parameters, got {type(link).__name__}")
+        raise ValueError(f"link must be a roomlab.Link or a dict of its parameters, got {type(link).__name__}")
     Link(**link)  # a bad parameter fails here, not in a worker
     return dict(link)
 
@@ -95,14 +98,24 @@ class _Worker:
 
 
 class LinkControl:
-    """Changes one bot's link while the simulation runs (`sim.link("bot-1").update(loss=0.2)`)."""
+    """One bot's link, changed before or while the simulation runs (`sim.link("bot-1").update(loss=0.2)`).
+
+    Every bot has one: a bot added without a link starts on an unconstrained one."""
 
     def __init__(self, simulation: Simulation, identity: str) -> None:
         self._simulation = simulation
         self.identity = identity
 
     def update(self, **changes: Any) -> None:
-        self._simulation._change_link(self.identity, changes)
+        """Change the link now (Link.update's parameters); a bad one is a ValueError here."""
+        self._simulation._update_link(self.identity, changes)
+
+    def parameters(self) -> dict[str, Any]:
+        """The link's parameters as the simulation last set them (`roomlab.Link(**...)` makes one like it)."""
+        return self._simulation._links[self.identity].parameters()
+
+    def __repr__(self) -> str:
+        return f"<LinkControl {self.identity} {self.parameters()}>"
 
 
 class Simulation:
@@ -117,12 +130,19 @@ class Simulation:
         self.lateness: dict[str, float] = {}
         self.states: dict[str, str] = {}
         self._specs: list[BotSpec] = []
+        #: how many bots each identity pattern has numbered so far (`{i}` counts per pattern)
+        self._numbered: dict[str, int] = {}
+        #: each bot's link as the simulation set it: checks changes before they reach the bot's process
+        self._links: dict[str, Link] = {}
         self._schedule: list[tuple[float, str, dict[str, Any]]] = []
         self._worker_of: dict[str, _Worker] = {}
         self._local_bots: dict[str, Bot] = {}
         self._workers: list[_Worker] = []
         self._started_wall: float | None = None
         self._running = False
+        self._stop_requested = False
+        #: seconds into the run when stop() was called (None: not stopped early)
+        self.stopped_at: float | None = None
         self._lock = threading.Lock()
 
     # building the room -----------------------------------------------------------------------
@@ -138,47 +158,64 @@ class Simulation:
         leave_at: float | None = None,
         subscribe: bool = True,
     ) -> list[str]:
-        """Add `n` bots. `identity` is formatted with `i`, the bot's number in the simulation.
+        """Add `n` bots. `identity` is formatted with `i`, counting the bots added with that
+        pattern from 0 (`add(2, identity="sub-{i}")` gives sub-0, sub-1; a later one, sub-2).
         `audio`/`video`: True for defaults, a dict of Talker/Camera options, or a behaviour.
         `data`: a behaviour, a list of them, or `{kind: options}` entries as in scenario files.
-        `link`: a dict of roomlab.Link parameters (each bot gets a Link of its own). `join_at`/`leave_at`: seconds.
-        `subscribe=False` makes publish-only bots."""
+        `link`: a `roomlab.Link` or a dict of its parameters (each bot gets a Link of its own);
+        None starts the bot on an unconstrained link, which `link(identity)` changes like any
+        other. `join_at`/`leave_at`: seconds. `subscribe=False` makes publish-only bots."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         if join_at < 0 or (leave_at is not None and leave_at <= join_at):
             raise ValueError("join_at must be 0 or more, and leave_at after join_at")
-        added = []
-        for _ in range(n):
-            index = len(self._specs)
-            name = identity.format(i=index)
-            if any(spec.identity == name for spec in self._specs):
+        template = _link_parameters(link)
+        first = self._numbered.get(identity, 0)
+        names = [identity.format(i=first + number) for number in range(n)]
+        taken = {spec.identity for spec in self._specs}
+        for name in names:
+            if name in taken:
                 raise ValueError(f"identity {name!r} is already in the simulation; use a pattern with {{i}}")
+            taken.add(name)
+        for name in names:
+            index = len(self._specs)
             behaviours = _behaviours(audio, video, data)
             for number, behaviour in enumerate(behaviours):
                 if hasattr(behaviour, "seed") and behaviour.seed is None and self.seed is not None:
                     behaviour.seed = self.seed * 100_003 + index * 101 + number
-            parameters = _link_parameters(link)
-            if parameters is not None and self.seed is not None and parameters.get("seed") is None:
-                parameters["seed"] = self.seed * 7919 + index
+            seed = None if self.seed is None else self.seed * 7919 + index
+            parameters = None if template is None else dict(template)
+            if parameters is not None and parameters.get("seed") is None and seed is not None:
+                parameters["seed"] = seed
             token = self.server.token(name, room=self.room, ttl=86_400)
-            self._specs.append(BotSpec(name, token, behaviours, parameters, join_at, leave_at, subscribe))
-            added.append(name)
-        return added
+            self._specs.append(BotSpec(name, token, behaviours, parameters, join_at, leave_at, subscribe, seed))
+            self._links[name] = Link(**(parameters or {"seed": seed}))
+        self._numbered[identity] = first + n
+        return names
 
     @property
     def identities(self) -> list[str]:
         return [spec.identity for spec in self._specs]
 
     def at(self, seconds: float, identity: str, **changes: Any) -> None:
-        """Change `identity`'s link `seconds` after the start of the run."""
-        self._spec(identity)
+        """Change `identity`'s link `seconds` after the start of the run (any bot's, given one or not)."""
+        spec = self._spec(identity)
+        if seconds < 0:
+            raise ValueError(f"seconds must be 0 or more, got {seconds}")
+        Link(**(spec.link or {})).update(**changes)  # a bad change fails now, not during the run
         self._schedule.append((seconds, identity, changes))
 
     def link(self, identity: str) -> LinkControl:
-        spec = self._spec(identity)
-        if spec.link is None:
-            raise ValueError(f"{identity} has no link to change; give it one with add(..., link={{...}})")
+        """The link of bot `identity`, to change with `.update(...)` before or while running."""
+        self._spec(identity)
         return LinkControl(self, identity)
+
+    def _update_link(self, identity: str, changes: dict[str, Any]) -> None:
+        self._links[identity].update(**changes)  # all or nothing: a ValueError changes nothing
+        if self._running:
+            self._change_link(identity, changes)
+        else:  # before the run: the bot starts on the changed link
+            self._spec(identity).link = self._links[identity].parameters()
 
     def _spec(self, identity: str) -> BotSpec:
         for spec in self._specs:
@@ -196,6 +233,8 @@ class Simulation:
         if self._running:
             raise RuntimeError("this simulation is already running")
         self._running = True
+        self._stop_requested = False
+        self.stopped_at = None
         # workers need about 1.5 s to start and import; the bots' clock starts once they all can
         self._started_wall = time.time() + (0.2 if not self.workers else 1.5 + 0.3 * min(self.workers, 8))
         loop = asyncio.get_running_loop()
@@ -206,7 +245,7 @@ class Simulation:
                 runner = asyncio.ensure_future(self._run_here(duration))
             timers = [
                 loop.call_at(
-                    loop.time() + (self._started_wall - time.time()) + at, self._change_link, identity, changes
+                    loop.time() + (self._started_wall - time.time()) + at, self._update_link, identity, changes
                 )
                 for at, identity, changes in self._schedule
             ]
@@ -241,6 +280,9 @@ class Simulation:
         loop = asyncio.get_running_loop()
         started = loop.time() + (self._started_wall - time.time())  # type: ignore[operator]
         self._local_bots = {spec.identity: Bot(spec, url, self.room) for spec in self._specs}
+        if self._stop_requested:  # stopped while starting
+            for bot in self._local_bots.values():
+                bot.stop()
         runs = [asyncio.ensure_future(bot.run(started, duration)) for bot in self._local_bots.values()]
         cursors: dict[tuple[str, str], int] = {}
         joined = [0]
@@ -288,6 +330,8 @@ class Simulation:
                     "started_at": self._started_wall,
                 }
             )
+            if self._stop_requested:  # stopped while the workers were starting
+                parent.send({"cmd": "stop"})
         readers = [loop.run_in_executor(None, self._read_worker, worker) for worker in self._workers]
         deadline = self._started_wall + duration + GRACE  # type: ignore[operator]
         try:
@@ -351,8 +395,8 @@ class Simulation:
         detail = json.dumps(changes, sort_keys=True)
         self.telemetry.record("events", now_ns(), self.room, None, "link-changed", None, identity, None, None, detail)
         bot = self._local_bots.get(identity)
-        if bot is not None and bot.link is not None:
-            bot.link.update(**changes)
+        if bot is not None:
+            bot.change_link(changes)
             return
         worker = self._worker_of.get(identity)
         if worker is not None and worker.alive:
@@ -362,7 +406,10 @@ class Simulation:
                 pass
 
     def stop(self) -> None:
-        """End the run now (bots leave)."""
+        """End the run now: bots leave, their telemetry comes in, `run()` returns."""
+        if self._running and self.stopped_at is None and self._started_wall is not None:
+            self.stopped_at = max(0.0, time.time() - self._started_wall)
+        self._stop_requested = True
         for bot in self._local_bots.values():
             bot.stop()
         for worker in self._workers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 import threading
 import time
@@ -41,6 +42,8 @@ def main(argv: list[str]) -> None:
     Workers are started as a module, not with multiprocessing's spawn, so that nothing of the
     parent's main script (or notebook) is imported into them."""
     address, key = argv
+    # Ctrl-C reaches the whole process group: the parent stops the bots (and saves), not the signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker_main(Client(address, authkey=bytes.fromhex(key)))
 
 
@@ -61,8 +64,11 @@ async def _serve(conn: Connection) -> None:
                 bot.stop()
         elif message.get("cmd") == "link":
             bot = bots.get(message["identity"])
-            if bot is not None and bot.link is not None:
-                bot.link.update(**message["changes"])
+            if bot is not None:
+                try:
+                    bot.change_link(message["changes"])
+                except ValueError as exc:  # checked by the parent; a change that no longer fits is logged
+                    log.warning("bot %s: link change %s refused: %s", bot.identity, message["changes"], exc)
 
     def read_commands() -> None:
         while True:
