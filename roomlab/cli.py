@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .server import serve
@@ -57,16 +58,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Run a scenario file into a directory of Parquet frames and a PNG report."""
+    """Run a scenario file into a directory of Parquet frames and a PNG report. Ctrl-C ends the run
+    early and saves what ran (exit 130); a second Ctrl-C quits without saving."""
     import asyncio
 
+    from .sim.run_directory import RunDirectoryError
     from .sim.scenario import ScenarioError, run_scenario
 
+    async def run() -> tuple[Path, bool]:
+        loop = asyncio.get_running_loop()
+        interrupt = asyncio.Event()
+        main = asyncio.current_task()
+
+        def on_interrupt() -> None:
+            if interrupt.is_set() and main is not None:
+                main.cancel()
+            interrupt.set()
+
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        try:
+            out = await run_scenario(
+                args.scenario, args.out, progress=not args.quiet, force=args.force, interrupt=interrupt
+            )
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+        return out, interrupt.is_set()
+
     try:
-        out = asyncio.run(run_scenario(args.scenario, args.out, progress=not args.quiet))
-    except ScenarioError as error:
+        out, interrupted = asyncio.run(run())
+    except (ScenarioError, RunDirectoryError) as error:
         print(f"roomlab simulate: {error}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("roomlab simulate: interrupted again; nothing saved", file=sys.stderr)
+        return 130
+    if interrupted:
+        summary = json.loads((out / "summary.json").read_text())
+        print(
+            f"roomlab simulate: interrupted at {summary['interrupted_at_s']:g} s of {summary['duration']:g} s;"
+            f" the partial run is saved in {out}",
+            file=sys.stderr,
+        )
+        return 130
     print(f"frames: {out}/*.parquet (roomlab.load({str(out)!r}))")
     print(f"report: {out / 'report.png'}")
     return 0
@@ -99,7 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     simulate = commands.add_parser("simulate", help="run a scenario file: frames (Parquet) and a PNG report")
     simulate.add_argument("scenario", help="scenario YAML file")
-    simulate.add_argument("--out", required=True, help="directory for the run's frames and report")
+    simulate.add_argument(
+        "--out",
+        required=True,
+        help="directory for the run's frames and report: new, empty, or an earlier run with --force",
+    )
+    simulate.add_argument("--force", action="store_true", help="replace the earlier run in --out (its files only)")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.set_defaults(func=cmd_simulate)
 

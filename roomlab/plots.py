@@ -57,6 +57,17 @@ def _start(frames: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
     return min(starts) if starts else None
 
 
+def _steps(x: Any, y: Any, freq: str) -> tuple[Any, Any]:
+    """Values per interval as a steps-post line: one more point closes the last interval."""
+    import numpy as np
+    import pandas as pd
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if not len(x):
+        return x, y
+    return np.append(x, x[-1] + pd.Timedelta(freq).total_seconds()), np.append(y, y[-1])
+
+
 def _empty(ax: Any, title: str, why: str) -> Any:
     ax.set_title(title)
     ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", color="0.4")
@@ -211,8 +222,7 @@ def bitrate(
     for (participant, _track), series in rates.groupby(["participant", "track"], observed=True, sort=True):
         kind = series["kind"].iloc[0] if "kind" in series.columns else None
         ax.plot(
-            _elapsed(series["time"], start),
-            series["bitrate_bps"] / 1000,
+            *_steps(_elapsed(series["time"], start), series["bitrate_bps"] / 1000, freq),
             color=colours.get(str(participant), "0.3"),
             linestyle=KIND_STYLES.get(str(kind), "-"),
             linewidth=1.2,
@@ -273,8 +283,7 @@ def media_loss(
         lines = [(s, None, series) for s, series in pooled.groupby("subscriber", observed=True, sort=True)]
     for name, kind, series in lines:
         ax.plot(
-            _elapsed(series["time"], start),
-            series["loss_fraction"] * 100,
+            *_steps(_elapsed(series["time"], start), series["loss_fraction"] * 100, freq),
             color=colours.get(str(name), "0.3"),
             linestyle=KIND_STYLES.get(str(kind), "-"),
             linewidth=1.2,

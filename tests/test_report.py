@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from roomlab import plots
+from roomlab.sim.summary import run_summary
 from roomlab.telemetry.recorder import Table
 
 T0 = pd.Timestamp("2026-01-01 12:00:00", tz="UTC")
@@ -134,3 +135,24 @@ def test_data_loss_cells_show_zero_and_mark_a_subscription_with_no_messages():
     ax = plots.loss(frames["messages"], events=frames["events"])
     cells = {text.get_text() for text in ax.texts}
     assert cells == {"0.0 %", "no messages", "-"}  # guest-0 got no cursor message; guest-1 never subscribed
+
+
+def test_summary_has_loss_and_latency_per_subscriber_and_track_and_media_loss_per_hop():
+    summary = run_summary(step_run(), "room", SECONDS, {"bot-1": "left"}, {"bot-1": 0.0012})
+    assert summary["interrupted"] is False and summary["timer_lateness_ms"] == {"bot-1": 1.2}
+    chat = {row["subscriber"]: row for row in summary["data"]}
+    assert sorted(chat) == ["guest-0", "guest-1"]
+    assert chat["guest-0"]["messages_sent"] == chat["guest-0"]["messages_received"] == SECONDS * 10
+    assert chat["guest-0"]["loss_fraction"] == 0.0 and chat["guest-0"]["latency_p50_ms"] == 40.0
+    assert chat["guest-0"]["latency_max_ms"] == 500.0  # the tail is there, not only the median
+    uplink = {row["publisher"]: row for row in summary["media"]["uplink"]}
+    assert uplink["bot-1"]["loss_fraction"] == 0.1 and uplink["bot-1"]["packets_expected"] == 1000.0
+    assert uplink["mute"]["loss_fraction"] is None and uplink["mute"]["packets_expected"] == 0.0
+    streams = {(row["publisher"], row["subscriber"]): row for row in summary["media"]["streams"]}
+    assert len(streams) == 4
+    for guest in ("guest-0", "guest-1"):  # their own hop lost nothing; bot-1's uplink lost 10 % overall
+        heard = streams[("bot-1", guest)]
+        assert (heard["uplink_loss_fraction"], heard["downlink_loss_fraction"]) == (0.1, 0.0)
+        assert heard["end_to_end_loss_fraction"] == 0.1 and heard["status"] == "delivered"
+        assert streams[("mute", guest)]["status"] == "missing upstream"
+    json.dumps(summary, allow_nan=False)  # plain JSON: no NaN anywhere

@@ -35,7 +35,9 @@ import yaml
 
 from .. import plots
 from ..telemetry.persist import save
+from . import run_directory
 from .simulation import Simulation
+from .summary import run_summary
 
 PARTICIPANT_KEYS = {"count", "identity", "audio", "video", "data", "link", "join_at", "leave_at"}
 SCENARIO_KEYS = {"room", "duration", "seed", "workers", "participants", "schedule"}
@@ -129,27 +131,51 @@ def _unwrap(value: Any, key: str) -> Any:
     return value
 
 
-async def run_scenario(path: str | Path, out: str | Path, progress: bool = True) -> Path:
-    """Run a scenario file against a server of its own; write frames, the report and a copy of
-    the scenario to `out`. Returns `out`."""
+async def run_scenario(
+    path: str | Path,
+    out: str | Path,
+    progress: bool = True,
+    force: bool = False,
+    interrupt: asyncio.Event | None = None,
+) -> Path:
+    """Run a scenario file against a server of its own; write frames, the report, `summary.json`
+    and a copy of the scenario to `out`. Returns `out`.
+
+    Everything is checked before anything is created: the scenario (ScenarioError) and `out`
+    (RunDirectoryError: see `run_directory`; `force` replaces an earlier run there). Setting
+    `interrupt` ends the run early: the bots leave, and what ran is saved, marked as interrupted
+    in `summary.json`.
+    """
     from ..server import serve
 
     scenario = Scenario.load(path)
-    directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = run_directory.check(out, force)
     with serve() as server:
         simulation = scenario.build(server)
-        await simulation.run(scenario.duration, progress=progress)
+        watcher = asyncio.ensure_future(_stop_when(interrupt, simulation)) if interrupt is not None else None
+        try:
+            await simulation.run(scenario.duration, progress=progress)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         await asyncio.sleep(1.2)  # one more telemetry sample of the server after everyone left
         frames = simulation.frames()
+    interrupted = interrupt is not None and interrupt.is_set()
+    directory.mkdir(parents=True, exist_ok=True)
+    run_directory.clear(directory)
     save(frames, directory)
     shutil.copyfile(path, directory / "scenario.yaml")
-    summary = {
-        "room": scenario.room,
-        "duration": scenario.duration,
-        "bots": simulation.states,
-        "timer_lateness_ms": {k: round(v * 1000, 2) for k, v in simulation.lateness.items()},
-    }
+    summary = run_summary(frames, scenario.room, scenario.duration, simulation.states, simulation.lateness, interrupted)
+    if interrupted:
+        summary["interrupted_at_s"] = round(simulation.stopped_at or 0.0, 1)
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plots.report(frames, directory / "report.png", title=f"{scenario.room}: {Path(path).name}")
+    title = f"{scenario.room}: {Path(path).name}"
+    if interrupted:
+        title += f" (interrupted at {summary['interrupted_at_s']:g} s of {scenario.duration:g} s)"
+    plots.report(frames, directory / "report.png", title=title)
     return directory
+
+
+async def _stop_when(interrupt: asyncio.Event, simulation: Simulation) -> None:
+    await interrupt.wait()
+    simulation.stop()
