@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import av
-import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
@@ -62,6 +61,8 @@ class ToneSource(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        import numpy as np  # loaded where samples are made: importing roomlab should not
+
         pts = await self._pacer.next(self._samples)
         t = (np.arange(self._samples) + pts) / AUDIO_RATE
         samples = (self.amplitude * 32767 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
@@ -87,6 +88,8 @@ class PatternSource(MediaStreamTrack):
         self.width, self.height, self.fps = width, height, fps
         self._pacer = _Pacer(VIDEO_CLOCK)
         self._count = 0
+        import numpy as np  # loaded where pictures are made: importing roomlab should not
+
         bars = np.array(
             [
                 [235, 235, 235],
@@ -105,6 +108,8 @@ class PatternSource(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        import numpy as np
+
         pts = await self._pacer.next(int(VIDEO_CLOCK / self.fps))
         image = np.roll(self._bars, self._count * 4, axis=1)
         image[: self.height // 8] = (self._count * 8) % 256  # a band whose shade counts frames

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
-import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -56,6 +55,8 @@ class EncodedClip:
 @functools.cache
 def speech_clip(seconds: float = 2.0, bitrate: int = 32_000) -> EncodedClip:
     """Opus at 48 kHz mono, 20 ms frames, of a voiced, amplitude-modulated signal."""
+    import numpy as np  # only to make the clips, once: bots that send no media never load it
+
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate, codec.layout, codec.format = AUDIO_RATE, "mono", "s16"
     codec.bit_rate = bitrate
@@ -78,6 +79,8 @@ def speech_clip(seconds: float = 2.0, bitrate: int = 32_000) -> EncodedClip:
 @functools.cache
 def comfort_noise_packet() -> bytes:
     """One Opus packet of near-silence, sent every 400 ms while a talker is quiet (DTX)."""
+    import numpy as np  # only to make the clips, once: bots that send no media never load it
+
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate, codec.layout, codec.format = AUDIO_RATE, "mono", "s16"
     codec.bit_rate = 6000
@@ -91,6 +94,8 @@ def comfort_noise_packet() -> bytes:
 @functools.cache
 def camera_clip(layer: str = "standard", fps: int = 15, seconds: float = 2.0) -> EncodedClip:
     """VP8 of a moving scene with texture, at the layer's size and bitrate, one keyframe a second."""
+    import numpy as np  # only to make the clips, once: bots that send no media never load it
+
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {', '.join(LAYERS)}, got {layer!r}")
     width, height, bitrate = LAYERS[layer]

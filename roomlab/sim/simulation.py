@@ -26,14 +26,15 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Listener
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..net.link import Link
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
 from .bot import Bot, BotSpec, settle
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

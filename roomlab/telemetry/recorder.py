@@ -17,12 +17,12 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .schema import TABLES, Column, columns
+
+if TYPE_CHECKING:  # numpy and pandas load where frames are built: recording needs neither (bot workers)
+    import pandas as pd
 
 NULL_INT = -(2**63)  # also numpy's NaT when viewed as datetime64
 NULL_CODE = -1
@@ -41,6 +41,8 @@ def to_ns(value: Any) -> int:
         return value
     if isinstance(value, float):
         return NULL_INT if value != value else int(value * 1e9)
+    import pandas as pd
+
     return int(pd.Timestamp(value).value)
 
 
@@ -73,6 +75,9 @@ class _Strings:
         return fresh
 
     def series(self, start: int = 0) -> pd.Categorical:
+        import numpy as np
+        import pandas as pd
+
         codes = np.frombuffer(self.codes, dtype=np.int32)[start:].copy()
         return pd.Categorical.from_codes(codes, categories=pd.Index(self.values, dtype="str"))
 
@@ -191,6 +196,8 @@ class Table:
         self._reset()
 
     def _frame_of_buffers(self, start: int) -> pd.DataFrame:
+        import pandas as pd
+
         data: dict[str, Any] = {}
         for column, buffer in zip(self.columns, self._buffers, strict=True):
             data[column.name] = _column_values(column, buffer, start)
@@ -248,6 +255,9 @@ def _encode(kind: str, value: Any) -> Any:
 
 
 def _column_values(column: Column, buffer: Any, start: int) -> Any:
+    import numpy as np
+    import pandas as pd
+
     if column.kind == "str":
         return buffer.series(start)
     if column.kind == "time":
@@ -269,6 +279,8 @@ def empty_frame(table: str) -> pd.DataFrame:
 def read_parquet(path: Path | str) -> pd.DataFrame:
     """A table written by roomlab, with its dtypes as the recorder makes them (Parquet gives an
     empty category list back as object; roomlab's are always str)."""
+    import pandas as pd
+
     frame = pd.read_parquet(path)
     for name in frame.columns:
         series = frame[name]
@@ -285,6 +297,8 @@ def concat_frames(parts: list[pd.DataFrame], table: str) -> pd.DataFrame:
 
 
 def _concat(parts: list[pd.DataFrame], table_columns: tuple[Column, ...]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.concat(parts, ignore_index=True)
     for column in table_columns:
         if column.kind == "str" and not isinstance(frame[column.name].dtype, pd.CategoricalDtype):
@@ -296,6 +310,8 @@ def _concat(parts: list[pd.DataFrame], table_columns: tuple[Column, ...]) -> pd.
 
 
 def _jsonable(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    import pandas as pd
+
     out: dict[str, list[Any]] = {}
     for name in frame.columns:
         series = frame[name]
