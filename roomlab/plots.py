@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 KIND_STYLES = {"audio": "-", "video": "--"}
 #: Percent at which the end-to-end loss colour scale saturates (at least; more when seen).
 LOSS_SCALE_PCT = 25.0
+#: Intervals with fewer packets than this are drawn pale: their loss fraction says little.
+FEW_PACKETS = 10
 #: Interval of the per-interval views.
 FREQ = "1s"
 
@@ -247,7 +249,9 @@ def media_loss(
 ) -> Any:
     """Media packets lost per interval on one hop (`frames.media_loss`): `uplink`, one line per
     publisher's track as the server receives it; `downlink`, one line per subscriber, all it
-    receives pooled. With `events`, a published track the server got nothing of is named."""
+    receives pooled. With `events`, a published track the server got nothing of is named.
+    Intervals of fewer than `FEW_PACKETS` packets are drawn thin and pale."""
+    import numpy as np
 
     if hop not in analysis.HOPS:
         raise ValueError(f"hop must be one of {', '.join(analysis.HOPS)}, got {hop!r}")
@@ -282,13 +286,13 @@ def media_loss(
         pooled["loss_fraction"] = (pooled["packets_lost"] / expected).where(expected > 0).clip(0, 1)
         lines = [(s, None, series) for s, series in pooled.groupby("subscriber", observed=True, sort=True)]
     for name, kind, series in lines:
-        ax.plot(
-            *_steps(_elapsed(series["time"], start), series["loss_fraction"] * 100, freq),
-            color=colours.get(str(name), "0.3"),
-            linestyle=KIND_STYLES.get(str(kind), "-"),
-            linewidth=1.2,
-            drawstyle="steps-post",
-        )
+        x, y = _steps(_elapsed(series["time"], start), series["loss_fraction"] * 100, freq)
+        few = np.append(series["packets_expected"].to_numpy() < FEW_PACKETS, False)
+        colour, style = colours.get(str(name), "0.3"), KIND_STYLES.get(str(kind), "-")
+        # an interval of a few packets (silence) draws thin and pale: 1 of 3 lost is not 33 % loss
+        ax.plot(x, np.where(few, np.nan, y), color=colour, linestyle=style, linewidth=1.3, drawstyle="steps-post")
+        ax.plot(x, np.where(few, y, np.nan), color=colour, linestyle=style, linewidth=0.7, alpha=0.4,
+                drawstyle="steps-post")  # fmt: skip
     highest = max((float(series["loss_fraction"].max()) for _, _, series in lines), default=0.0)
     ax.set_ylim(bottom=0, top=max(5.0, (highest if highest == highest else 0.0) * 100 + 3))
     ax.set_xlim(left=0)
@@ -316,7 +320,7 @@ def end_to_end_loss(
     ax = _axes(ax)
     title = (
         f"end-to-end media loss per {freq} (uplink and downlink combined), every subscribed stream;"
-        " grey: no packets in that interval"
+        f" pale: under {FEW_PACKETS} packets, grey: none in that interval"
     )
     expected = streams.media_delivery(rtc_stats, events)
     if expected.empty:
@@ -328,12 +332,14 @@ def end_to_end_loss(
     end = max(events["time"].max(), combined["time"].max() if len(combined) else events["time"].max())
     bins = pd.date_range(start, end + pd.Timedelta(freq), freq=freq)  # on the same origin as media_loss
     grid = np.full((len(expected), len(bins)), np.nan)
+    counts = np.zeros_like(grid)
     positions = {(r.track, r.subscriber): i for i, r in enumerate(expected.itertuples(index=False))}
     column = {time: j for j, time in enumerate(bins)}
     for row in combined.itertuples(index=False):
         i, j = positions.get((row.track, row.subscriber)), column.get(row.time)
         if i is not None and j is not None:
             grid[i, j] = row.loss_fraction * 100
+            counts[i, j] = row.packets_expected
     scale = max(LOSS_SCALE_PCT, float(np.nanpercentile(grid, 99)) if np.isfinite(grid).any() else 0.0)
     cmap = _loss_colours()
     x0 = (bins[0] - start).total_seconds()
@@ -346,6 +352,7 @@ def end_to_end_loss(
         vmin=0,
         vmax=scale,
         extent=(x0, x0 + step * len(bins), len(expected) - 0.5, -0.5),
+        alpha=np.where(np.isfinite(grid) & (counts < FEW_PACKETS), 0.35, 1.0),  # few packets: pale
     )
     colours = colours or participant_colours(expected["publisher"])
     labels = []

@@ -136,12 +136,14 @@ def test_each_hop_is_measured_by_its_receiver_and_end_to_end_combines_them():
         "uplink_loss",
         "downlink_loss",
         "loss_fraction",
+        "packets_expected",
     ]
     guest0, guest1 = both[both["subscriber"] == "guest-0"], both[both["subscriber"] == "guest-1"]
     # guest-0 loses 20 % of bot-1's media after the first second although its own hop lost nothing
     assert values(guest0, "loss_fraction") == [0.0, 0.2, 0.2]
     assert values(guest1, "loss_fraction") == [0.1, 0.28, 0.28]  # 1 - 0.8 x 0.9
     assert values(guest1, "uplink_loss") == [0.0, 0.2, 0.2] and values(guest1, "downlink_loss") == [0.1, 0.1, 0.1]
+    assert values(guest1, "packets_expected") == [50.0, 40.0, 40.0]  # the fewer of the two hops
 
 
 def test_end_to_end_loss_is_unknown_where_the_uplink_is_not_measured():

@@ -63,7 +63,7 @@ def curves(ax) -> list[tuple[np.ndarray, np.ndarray, object]]:  # type: ignore[n
     found = []
     for line in ax.get_lines():
         x, y = np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float)
-        if x.size > 2:
+        if x.size > 2 and not np.isnan(y).all():  # an all-NaN line is the pale part of a stream with none
             found.append((x, y, line))
     return found
 
@@ -113,9 +113,8 @@ def test_latency_from_zero_with_the_tail_bitrate_without_gaps_and_one_legend_for
     bitrate = panel(figure, "media bitrate")
     colours = plots.participant_colours(["bot-1", "guest-0", "guest-1", "mute"])
     sent = {name: y for _, y, line in curves(bitrate) for name, c in colours.items() if line.get_color() == c}
-    assert sorted(sent) == ["bot-1", "mute"]
+    assert sorted(sent) == ["bot-1"]  # mute's microphone never reported a rate: nothing drawn, not a line at 0
     assert not np.isnan(sent["bot-1"][:-1]).any()  # no gap where a sample waited for the next report
-    assert np.isnan(sent["mute"]).all()  # nothing ever reported: nothing drawn, not a line at 0
     assert bitrate.get_ylim()[0] == 0
     legend = figure.legends[0]
     assert [t.get_text() for t in legend.get_texts()][:4] == ["bot-1", "guest-0", "guest-1", "mute"]
@@ -156,3 +155,26 @@ def test_summary_has_loss_and_latency_per_subscriber_and_track_and_media_loss_pe
         assert heard["end_to_end_loss_fraction"] == 0.1 and heard["status"] == "delivered"
         assert streams[("mute", guest)]["status"] == "missing upstream"
     json.dumps(summary, allow_nan=False)  # plain JSON: no NaN anywhere
+
+
+def test_intervals_of_a_few_packets_are_drawn_pale():
+    # silence: 3 packets a second, one of them lost now and then; then talk: 50 a second, 10 % lost
+    stats, events = Table("rtc_stats"), Table("events")
+    described = json.dumps({"kind": "audio", "name": "microphone", "publisher": "pub"})
+    events.append(at(0), "room", "RM1", "track-added", None, "pub", "MT1", None, described)
+    events.append(at(0), "room", "RM1", "track-subscribed", None, "sub", "MT1", None, described)
+    sent = lost = 0
+    for s in range(11):
+        stats.append(at(s), "pub", "MT1", "microphone", "pub", "audio", "outbound", None, sent - lost, lost,
+                     None, None, None, None, None, "server")  # fmt: skip
+        stats.append(at(s), "sub", "MT1", "microphone", "pub", "audio", "inbound", None, sent - lost, 0,
+                     None, None, None, None, None, "client")  # fmt: skip
+        sent, lost = (sent + 3, lost + (s % 2)) if s < 5 else (sent + 50, lost + 5)
+    figure = plots.report_figure({"rtc_stats": stats.frame(), "events": events.frame()})
+    uplink = panel(figure, "uplink media loss")
+    (x, firm, _), (_, pale, _) = curves(uplink)
+    assert np.isnan(firm[:5]).all() and firm[5:10] == pytest.approx([10.0] * 5)
+    assert pale[:5] == pytest.approx([0.0, 100 / 3, 0.0, 100 / 3, 0.0]) and np.isnan(pale[5:]).all()
+    streams = panel(figure, "end-to-end media loss")
+    alpha = streams.get_images()[0].get_alpha()
+    assert alpha[0, :5].tolist() == [0.35] * 5 and alpha[0, 5:10].tolist() == [1.0] * 5

@@ -270,15 +270,19 @@ def end_to_end_loss(media_loss: pd.DataFrame) -> pd.DataFrame:
     of the same track and time: a packet reaches the subscriber only if it crosses both hops, so
     `loss_fraction` = 1 - (1 - `uplink_loss`) x (1 - `downlink_loss`). NaN where either hop has
     no measure for that interval. Columns: `time`, `publisher`, `subscriber`, `track`,
-    `track_name`, `kind`, `uplink_loss`, `downlink_loss`, `loss_fraction`.
+    `track_name`, `kind`, `uplink_loss`, `downlink_loss`, `loss_fraction`, and
+    `packets_expected`: the fewer of the two hops' expected packets in that interval (a fraction
+    of 3 packets says less than one of 50: silence sends few).
     """
     missing = {"time", "hop", "track", "loss_fraction"} - set(media_loss.columns)
     if missing:
         raise ValueError(f"end_to_end_loss takes the frame of media_loss(); this one lacks {sorted(missing)}")
     keys = ["time", "publisher", "subscriber", "track", "track_name", "kind"]
     hop = media_loss["hop"].astype("str")
-    down = media_loss[hop == "downlink"][keys + ["loss_fraction"]].rename(columns={"loss_fraction": "downlink_loss"})
+    down = media_loss[hop == "downlink"][[*keys, "loss_fraction", "packets_expected"]]
+    down = down.rename(columns={"loss_fraction": "downlink_loss", "packets_expected": "down_expected"})
     up = media_loss[hop == "uplink"][["time", "track", "publisher", "track_name", "kind", "loss_fraction"]]
+    up = up.assign(up_expected=media_loss.loc[hop == "uplink", "packets_expected"])
     up = up.rename(columns={"loss_fraction": "uplink_loss", "publisher": "up_publisher"})
     up = up.rename(columns={"track_name": "up_track_name", "kind": "up_kind"})
     combined = down.merge(up, on=["time", "track"], how="left")
@@ -286,5 +290,6 @@ def end_to_end_loss(media_loss: pd.DataFrame) -> pd.DataFrame:
     for column in ("publisher", "track_name", "kind"):
         combined[column] = combined[column].where(combined[column].notna(), combined[f"up_{column}"])
     combined["loss_fraction"] = 1.0 - (1.0 - combined["uplink_loss"]) * (1.0 - combined["downlink_loss"])
-    columns = [*keys, "uplink_loss", "downlink_loss", "loss_fraction"]
+    combined["packets_expected"] = combined[["up_expected", "down_expected"]].min(axis=1, skipna=False)
+    columns = [*keys, "uplink_loss", "downlink_loss", "loss_fraction", "packets_expected"]
     return combined[columns].sort_values(["publisher", "track", "subscriber", "time"], ignore_index=True)
