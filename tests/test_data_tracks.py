@@ -188,3 +188,19 @@ async def test_unpublish_reaches_subscribers(join):
     await eventually(lambda: len(events) == 2)
     assert sorted(events) == [("unpublished", "temp"), ("unsubscribed", "temp")]
     assert next(iter(bob.participants.values())).tracks == {}
+
+
+async def test_a_message_sent_as_soon_as_a_slow_subscriber_sees_the_track_arrives(join):
+    alice = await join("alice", room="slow-open")
+    track = roomlab.LocalDataTrack("board")
+    await alice.local_participant.publish_track(track)
+    # bob's acknowledgement of the server's channel takes 150 ms to come back: the server's end
+    # is still opening when bob's end is open and bob sees the track
+    bob = await join("bob", room="slow-open", link=roomlab.Link(delay_ms=150))
+    got: list = []
+    remote = await eventually(lambda: subscribed_data_track(bob, "alice", "board"))
+    remote.on("message", got.append)
+    track.send("welcome")
+    track.send("to the board")
+    assert await eventually(lambda: len(got) == 2, timeout=3)
+    assert got == ["welcome", "to the board"]

@@ -12,7 +12,7 @@ import pytest
 
 import roomlab
 from roomlab.net.rtp import is_keyframe
-from roomlab.sim import Camera
+from roomlab.sim import Camera, Talker
 from roomlab.sim.media import camera_clip
 
 from .conftest import eventually
@@ -221,3 +221,19 @@ async def test_a_subscriber_joining_mid_stream_starts_decoding_at_a_keyframe(ser
     assert await eventually(lambda: track.frames_received >= 10, timeout=3)
     await run
     assert [r.message for r in caplog.records if "failed to decode" in r.message] == []
+
+
+async def test_audio_through_a_lossy_uplink_loses_what_the_link_loses_and_no_more(server, join):
+    talker = Talker(mean_talk_s=1000, mean_silence_s=0.001)
+    tracks = talker.tracks()
+    talker._talking = True  # speaking from the first packet
+    link = roomlab.Link(up_loss=0.10, seed=11)
+    speaker = await join("speaker", room="lossy-audio", tracks=tracks, decode_media=False, link=link)
+    listener = await join("listener", room="lossy-audio", decode_media=False)
+    track = await eventually(lambda: subscribed(listener, "audio"))
+    await asyncio.sleep(5)
+    sent = sum(s.packetsSent for s in (await speaker.get_stats()).values() if s.type == "outbound-rtp")
+    received = await inbound_packets(listener, "audio")
+    assert sent >= 200 and track.frames_received > 0
+    # the link drops about 10 % of the speaker's packets; the server must not turn a gap into more loss
+    assert 0.85 <= received / sent <= 0.95, (received, sent)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 import requests
 from aiortc import MediaStreamTrack
+from twilio.base.exceptions import TwilioException
 
 import roomlab
 from roomlab.client.media_track import ToneSource
@@ -61,10 +62,27 @@ def missing_pairs(
     return missing
 
 
-async def run_and_list(sim: roomlab.Simulation, server: roomlab.Server, duration: float, list_at: float):
-    run = asyncio.ensure_future(sim.run(duration, progress=False))
-    await asyncio.sleep(list_at)
-    published = await published_media(server, sim.room)
+async def until_published(server: roomlab.Server, room: str, count: int, timeout: float = 30) -> list[Published]:
+    """The room's media tracks once `count` are published (bots start slower on a loaded machine)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    published: list[Published] = []
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            published = await published_media(server, room)
+        except TwilioException:  # the room does not exist before its first participant joins
+            published = []
+        if len(published) >= count:
+            break
+        await asyncio.sleep(0.3)
+    return published
+
+
+async def run_and_list(sim: roomlab.Simulation, server: roomlab.Server, tracks: int, media_seconds: float):
+    """Run `sim` until `tracks` media tracks are published, then `media_seconds` more, then stop it."""
+    run = asyncio.ensure_future(sim.run(120, progress=False))
+    published = await until_published(server, sim.room, tracks)
+    await asyncio.sleep(media_seconds)
+    sim.stop()
     await run
     return published
 
@@ -72,7 +90,7 @@ async def run_and_list(sim: roomlab.Simulation, server: roomlab.Server, duration
 async def test_four_talkers_in_a_worker_all_hear_each_other(server):
     sim = roomlab.Simulation(server, room="talkers", workers=1, seed=1)
     sim.add(4, identity="bot-{i}", audio=ALWAYS_TALKING)
-    published = await run_and_list(sim, server, duration=6, list_at=4.5)
+    published = await run_and_list(sim, server, tracks=4, media_seconds=3)
     assert sorted(p.identity for p in published) == ["bot-0", "bot-1", "bot-2", "bot-3"]
     assert missing_pairs(sim.frame("rtc_stats"), published, sim.identities, {"audio": 80}) == []
     # and the server received every publisher's audio
@@ -83,7 +101,7 @@ async def test_four_talkers_in_a_worker_all_hear_each_other(server):
 async def test_three_cameras_in_process_all_see_each_other(server):
     sim = roomlab.Simulation(server, room="cameras", workers=0, seed=2)
     sim.add(3, identity="cam-{i}", video=Camera())
-    published = await run_and_list(sim, server, duration=5, list_at=3.5)
+    published = await run_and_list(sim, server, tracks=9, media_seconds=3)
     assert len(published) == 3 * len(Camera().layers)
     assert missing_pairs(sim.frame("rtc_stats"), published, sim.identities, {"video": 30}) == []
 
@@ -97,12 +115,13 @@ async def test_late_joiners_and_plain_clients_hear_and_see_everyone(server):
     speaker = await roomlab.connect(server.url, server.token("plain-speaker"), name="mixed", tracks=[tone])
     listener = None
     try:
-        run = asyncio.ensure_future(sim.run(7, progress=False))
-        await asyncio.sleep(2.5)
+        run = asyncio.ensure_future(sim.run(120, progress=False))
+        await until_published(server, "mixed", 6)  # the plain speaker's tone and the bots' five tracks
         pattern = roomlab.LocalVideoTrack.pattern(width=160, height=90)
         listener = await roomlab.connect(server.url, server.token("plain-camera"), name="mixed", tracks=[pattern])
-        await asyncio.sleep(2.5)
-        published = await published_media(server, "mixed")
+        published = await until_published(server, "mixed", 7)
+        await asyncio.sleep(3)
+        sim.stop()
         await run
     finally:
         stats = pd.concat([sim.frame("rtc_stats"), speaker.frame("rtc_stats")])

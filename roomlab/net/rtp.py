@@ -12,10 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCRtpReceiver, RTCRtpSender
-from aiortc.jitterbuffer import JitterBuffer
-
-#: Audio jitter buffer for tapped receivers: aiortc's default waits for 4 packets (80 ms) per hop.
-AUDIO_JITTER_PREFETCH = 0
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_gt
 
 
 class EncodedFrameTap(queue.Queue):  # type: ignore[type-arg]
@@ -50,13 +49,35 @@ def is_keyframe(mime_type: str, data: bytes) -> bool:
     return True  # no way to tell: do not hold frames back
 
 
+class AudioPassThrough(JitterBuffer):
+    """Stands in for an RTCRtpReceiver's audio jitter buffer when frames are forwarded or replayed,
+    not played: each packet is handed on as it arrives.
+
+    Opus carries one frame per packet, so there is nothing to re-assemble; timing out jitter is
+    the playing end's job. aiortc's buffer instead holds every packet after a lost one until 16
+    more have come (0.3 s of speech, 6 s of DTX silence), then discards to catch up: each hop
+    through it added delay and turned one lost packet into several.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self._newest: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        sequence = packet.sequence_number
+        if self._newest is not None and not uint16_gt(sequence, self._newest):
+            return False, None  # a duplicate, or too late: its successor already went on
+        if not packet._data:  # type: ignore[attr-defined]
+            return False, None  # aiortc could not depayload it
+        self._newest = sequence
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+
+
 def tap_receiver(receiver: RTCRtpReceiver, kind: str, deliver: Callable[[Any, Any], None]) -> None:
     """Take `receiver`'s encoded frames before decoding (call before aiortc starts receiving)."""
     receiver._RTCRtpReceiver__decoder_queue = EncodedFrameTap(deliver)  # type: ignore[attr-defined]
     if kind == "audio":
-        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(  # type: ignore[attr-defined]
-            capacity=16, prefetch=AUDIO_JITTER_PREFETCH
-        )
+        receiver._RTCRtpReceiver__jitter_buffer = AudioPassThrough()  # type: ignore[attr-defined]
 
 
 def route_keyframe_requests(sender: RTCRtpSender, request_keyframe: Callable[[], None]) -> None:

@@ -8,6 +8,10 @@ goes alone.
 
 Backpressure: a channel whose send buffer (`bufferedAmount`) is over its bound takes no more
 frames; the batcher counts what it drops so that its owner can say so.
+
+A channel still opening (its far end has not acknowledged it yet) cannot send: what is written to
+it meanwhile waits, within the same bound, and leaves in order when it opens. (A subscriber sees a
+data track as soon as its end opens, and may hear of a message before the server's end has.)
 """
 
 from __future__ import annotations
@@ -33,7 +37,18 @@ def buffer_bound(channel: RTCDataChannel) -> int:
 class Batcher:
     """Collects frames for one channel and sends them as few messages as the turn allows."""
 
-    __slots__ = ("channel", "bound", "dropped", "on_sent", "on_drop", "_parts", "_size", "_scheduled")
+    __slots__ = (
+        "channel",
+        "bound",
+        "dropped",
+        "on_sent",
+        "on_drop",
+        "_parts",
+        "_size",
+        "_scheduled",
+        "_waiting",
+        "_waiting_bytes",
+    )
 
     def __init__(
         self,
@@ -49,10 +64,20 @@ class Batcher:
         self._parts: list[bytes] = []
         self._size = 0
         self._scheduled = False
+        #: batches written before the channel opened, with their frame counts
+        self._waiting: list[tuple[bytes, int]] = []
+        self._waiting_bytes = 0
+        if channel.readyState == "connecting":
+            channel.once("open", self._send_waiting)
+
+    @property
+    def usable(self) -> bool:
+        """The channel is open, or opening (what is written waits for it)."""
+        return self.channel.readyState in ("open", "connecting")
 
     def add(self, frames: bytes, count: int = 1) -> bool:
         """Queue encoded frames (one or more); False if the channel is over its bound (dropped)."""
-        if self.channel.bufferedAmount > self.bound:
+        if self.channel.bufferedAmount + self._waiting_bytes > self.bound:
             self.dropped += count
             if self.on_drop is not None:
                 self.on_drop(count)
@@ -73,12 +98,23 @@ class Batcher:
         if not self._parts:
             return
         parts, self._parts, self._size = self._parts, [], 0
-        if self.channel.readyState != "open":
-            return
         message = parts[0] if len(parts) == 1 else b"".join(parts)
+        state = self.channel.readyState
+        if state == "connecting":
+            self._waiting.append((message, len(parts)))
+            self._waiting_bytes += len(message)
+        elif state == "open":
+            self._send(message, len(parts))
+
+    def _send(self, message: bytes, count: int) -> None:
         try:
             self.channel.send(message)
         except ValueError:  # larger than the far end accepts: nothing else to do with it
             return
         if self.on_sent is not None:
-            self.on_sent(len(message), len(parts))
+            self.on_sent(len(message), count)
+
+    def _send_waiting(self) -> None:
+        waiting, self._waiting, self._waiting_bytes = self._waiting, [], 0
+        for message, count in waiting:
+            self._send(message, count)

@@ -121,7 +121,7 @@ class DataTrackForwarder:
             self._complain(str(exc))
             return
         for batcher in self.outlets.values():
-            if batcher.channel.readyState == "open":
+            if batcher.usable:
                 batcher.add(message, frames)  # type: ignore[arg-type]
 
     def _complain(self, reason: str) -> None:
@@ -389,7 +389,7 @@ class Sfu:
 
     def _send_on(self, session: Session, channel_kind: str, data: bytes) -> None:
         batcher = session.batchers.get(channel_kind)
-        if batcher is not None and batcher.channel.readyState == "open":
+        if batcher is not None and batcher.usable:
             batcher.add(data)
 
     def rtp_streams(self) -> list[RtpStream]:
