@@ -1,9 +1,10 @@
-"""One participant's connection to the server: its signaling WebSocket and its peer connection.
+"""One participant's session over roomlab's own signaling: its WebSocket, on top of the peer
+connection that every protocol shares (`connection.ParticipantConnection`).
 
 The server drives every SDP negotiation: it adds data channels and transceivers, offers, and
 applies the client's answer. Requests for negotiation coalesce, so a burst of subscriptions costs
 one round trip. Outgoing signaling goes through a queue and a writer task, so that nothing in the
-room ever waits on one client's socket.
+room ever waits on one client's socket. Room events become this protocol's messages in `notify`.
 """
 
 from __future__ import annotations
@@ -11,25 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
 from ..errors import RoomError
-from ..net import bundle, sctp
-from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
 from ..protocol import signaling
-from ..protocol.batching import Batcher
-from .media import OutgoingTrack, route_keyframe_requests
-from .model import Participant
+from .connection import ParticipantConnection
+from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import LiveRoom
 
 log = logging.getLogger(__name__)
-sctp.install()
-bundle.install()
 
 #: Seconds the server waits for a client's answer before it counts the session as broken.
 ANSWER_TIMEOUT = 15.0
@@ -41,17 +36,20 @@ LOSSY_CHANNEL = "_lossy"
 TRACK_CHANNEL_PROTOCOL = "roomlab-track"
 
 
-@dataclass
-class MediaSlot:
-    """A transceiver and the published track it carries (`role` publish: client to server)."""
+def participant_info(p: Participant, live: LiveRoom) -> dict[str, Any]:
+    return {
+        "sid": p.sid,
+        "identity": p.identity,
+        "metadata": p.metadata,
+        "tracks": [track_info(t) for t in live.tracks.values() if t.participant_sid == p.sid],
+    }
 
-    transceiver: RTCRtpTransceiver
-    role: str
-    track_sid: str | None
-    outgoing: OutgoingTrack | None = None
+
+def track_info(t: PublishedTrack) -> dict[str, Any]:
+    return {"sid": t.sid, "name": t.name, "kind": t.kind, "enabled": t.enabled, "options": t.options}
 
 
-class Session:
+class Session(ParticipantConnection):
     def __init__(
         self,
         live: LiveRoom,
@@ -59,16 +57,8 @@ class Session:
         ws: web.WebSocketResponse,
         on_closed: Callable[[Session, int | None], None],
     ) -> None:
-        self.live = live
-        self.participant = participant
+        super().__init__(live, participant)
         self.ws = ws
-        self.pc = RTCPeerConnection(rtc_configuration())
-        self.closed = False
-        self.reliable: RTCDataChannel | None = None
-        self.lossy: RTCDataChannel | None = None
-        self.slots: list[MediaSlot] = []
-        #: publish_data outlets to this client, by channel label
-        self.batchers: dict[str, Batcher] = {}
         #: signaling messages waiting for the writer task (None: close)
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -76,10 +66,6 @@ class Session:
         self._renegotiate = False
         self._answer: asyncio.Future[str] | None = None
         self._on_closed = on_closed
-
-    @property
-    def sid(self) -> str:
-        return self.participant.sid
 
     # signaling out ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -106,6 +92,40 @@ class Session:
 
     def send_error(self, error: RoomError, **context: Any) -> None:
         self.send({"type": "error", "code": error.code, "message": error.message, **context})
+
+    report_error = send_error
+
+    def report_track_warning(self, track_sid: str, name: str, message: str, cleared: bool) -> None:
+        kind = "track_warnings_cleared" if cleared else "track_warning"
+        self.send({"type": kind, "track_sid": track_sid, "name": name, "message": message})
+
+    def report_dropped(self, track_sid: str, count: int) -> None:
+        self.send({"type": "data_dropped", "track_sid": track_sid, "messages": count})
+
+    def notify(
+        self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
+    ) -> None:
+        """Room news in this protocol's messages: about the others, and this client's unsubscriptions."""
+        name = event.name
+        if participant is None:
+            return
+        if participant.sid == self.sid:
+            if name == "track-unsubscribed":
+                self.send({"type": "unsubscribed", "track_sid": event.track_sid})
+            return
+        if name == "participant-connected":
+            self.send({"type": "participant_connected", "participant": participant_info(participant, live)})
+        elif name == "participant-disconnected":
+            self.send({"type": "participant_disconnected", "participant_sid": participant.sid})
+        elif name == "participant-metadata-changed":
+            metadata = participant.metadata
+            self.send({"type": "metadata_changed", "participant_sid": participant.sid, "metadata": metadata})
+        elif name == "track-added" and track is not None:
+            self.send({"type": "track_published", "participant_sid": participant.sid, "track": track_info(track)})
+        elif name == "track-removed" and track is not None:
+            self.send({"type": "track_unpublished", "participant_sid": participant.sid, "track_sid": track.sid})
+        elif name in ("track-enabled", "track-disabled") and track is not None:
+            self.send({"type": name.replace("-", "_"), "participant_sid": participant.sid, "track_sid": track.sid})
 
     async def _write_forever(self) -> None:
         while True:
@@ -146,13 +166,14 @@ class Session:
             self._on_closed(self, 53002)
 
     async def _negotiate_once(self) -> None:
+        self.add_pending_transceivers()
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)
         self._answer = asyncio.get_running_loop().create_future()
         mids = {
             slot.transceiver.mid: {"role": slot.role, "track_sid": slot.track_sid}
             for slot in self.slots
-            if slot.transceiver.mid is not None
+            if slot.transceiver is not None and slot.transceiver.mid is not None
         }
         self.send({"type": "offer", "sdp": self.pc.localDescription.sdp, "mids": mids})
         while True:
@@ -171,44 +192,6 @@ class Session:
         if self._answer is None or self._answer.done():
             raise signaling.invalid("answer without a pending offer")
         self._answer.set_result(sdp)
-
-    # media ----------------------------------------------------------------------------------
-    def receive_media(self, kind: str, track_sid: str) -> None:
-        """A recvonly transceiver for a track the client publishes; negotiated soon."""
-        transceiver = self.pc.addTransceiver(kind, direction="recvonly")
-        self.slots.append(MediaSlot(transceiver, "publish", track_sid))
-        self.request_negotiation()
-
-    def publishing_slot(self, transceiver: RTCRtpTransceiver) -> MediaSlot | None:
-        return next((s for s in self.slots if s.transceiver is transceiver and s.role == "publish"), None)
-
-    def send_media(self, track_sid: str, kind: str) -> OutgoingTrack:
-        """A sending slot for `track_sid` (an idle one of the kind if there is one); the forwarder
-        pushes the track's frames into the returned outgoing track."""
-        slot = next(
-            (s for s in self.slots if s.role == "subscribe" and s.track_sid is None and s.transceiver.kind == kind),
-            None,
-        )
-        if slot is None:
-            outgoing = OutgoingTrack(kind)
-            transceiver = self.pc.addTransceiver(outgoing, direction="sendonly")
-            route_keyframe_requests(transceiver.sender, outgoing.request_keyframe)
-            slot = MediaSlot(transceiver, "subscribe", None, outgoing)
-            self.slots.append(slot)
-        assert slot.outgoing is not None
-        slot.transceiver.direction = "sendonly"
-        slot.track_sid = track_sid
-        self.request_negotiation()
-        return slot.outgoing
-
-    def stop_media(self, track_sid: str) -> None:
-        for slot in self.slots:
-            if slot.track_sid == track_sid:
-                slot.transceiver.direction = "inactive"
-                slot.track_sid = None
-                if slot.outgoing is None:
-                    slot.role = "retired"  # a publisher's slot is not used again; a subscriber's waits idle
-        self.request_negotiation()
 
     # teardown -------------------------------------------------------------------------------
     async def close(self, code: int | None = None, message: str | None = None) -> None:

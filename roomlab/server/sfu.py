@@ -3,8 +3,10 @@ to the participants subscribed to it. Participants never connect to each other; 
 through the server.
 
 `Sfu` listens to the room domain: a track published creates a forwarder, a subscription attaches
-the subscriber to it, an unsubscription or unpublication detaches. Data-track frames are checked
-and forwarded as they arrived (the framing of SPEC §6 rides through untouched).
+the subscriber to it, an unsubscription or unpublication detaches; then every connection in the
+room hears of the change, in its own signaling protocol (`ParticipantConnection.notify`).
+Data-track frames are checked and forwarded as they arrived (the framing of SPEC §6 rides through
+untouched; a connection whose client cannot frame adds and strips it at its edge).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from typing import Any
 
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpReceiver
 
@@ -21,10 +22,11 @@ from ..errors import RoomError
 from ..protocol import framing
 from ..protocol.batching import Batcher
 from ..telemetry.sampling import ChannelCounters, RtpStream
+from .connection import ParticipantConnection
 from .media import MediaForwarder, OutgoingTrack
 from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import REMOVED_BY_REST, REMOVED_BY_REST_MESSAGE, LiveRoom, Rooms
-from .session import LOSSY_CHANNEL, RELIABLE_CHANNEL, TRACK_CHANNEL_PROTOCOL, Session
+from .session import LOSSY_CHANNEL, RELIABLE_CHANNEL, TRACK_CHANNEL_PROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -37,62 +39,12 @@ STALL_AFTER = 3.0
 MEDIA_STALLED_WARNING = "media-stalled"
 
 
-def participant_info(p: Participant, live: LiveRoom) -> dict[str, Any]:
-    return {
-        "sid": p.sid,
-        "identity": p.identity,
-        "metadata": p.metadata,
-        "tracks": [track_info(t) for t in live.tracks.values() if t.participant_sid == p.sid],
-    }
-
-
-def track_info(t: PublishedTrack) -> dict[str, Any]:
-    return {"sid": t.sid, "name": t.name, "kind": t.kind, "enabled": t.enabled, "options": t.options}
-
-
-class DropNotice:
-    """Tells a subscriber how many messages it missed because it fell behind, at most once a second."""
-
-    INTERVAL = 1.0
-
-    def __init__(self, session: Session, track_sid: str) -> None:
-        self.session = session
-        self.track_sid = track_sid
-        self.pending = 0
-        self.total = 0
-
-    def __call__(self, count: int) -> None:
-        self.total += count
-        if self.pending == 0:
-            asyncio.get_running_loop().call_later(self.INTERVAL, self._tell)
-        self.pending += count
-
-    def _tell(self) -> None:
-        self.session.send({"type": "data_dropped", "track_sid": self.track_sid, "messages": self.pending})
-        self.pending = 0
-
-
-def outlet(
-    session: Session,
-    channel: RTCDataChannel,
-    counters: ChannelCounters,
-    track_sid: str,
-    track_name: str | None = None,
-    publisher: str | None = None,
-) -> Batcher:
-    """A subscriber's end of a data path: batched, bounded, counted, and it says when it drops."""
-    counters.watch(channel, session.participant.identity, track_name, publisher)
-    return Batcher(
-        channel,
-        on_sent=lambda size, frames: counters.sent(channel, size),
-        on_drop=DropNotice(session, track_sid),
-    )
-
-
 class DataTrackForwarder:
     """One published data track: the publisher's channel in, one channel out per subscriber."""
 
-    def __init__(self, track: PublishedTrack, publisher: Session | None, counters: ChannelCounters) -> None:
+    def __init__(
+        self, track: PublishedTrack, publisher: ParticipantConnection | None, counters: ChannelCounters
+    ) -> None:
         self.track = track
         self.publisher = publisher
         self.counters = counters
@@ -108,11 +60,15 @@ class DataTrackForwarder:
         self.source = channel
         if self.publisher is not None:
             self.counters.watch(channel, self.publisher.participant.identity, self.track.name, self.publisher_identity)
-        channel.on("message", self.forward)
+            self.publisher.data_inlet(channel, self.forward)
+        else:
+            channel.on("message", self.forward)
 
-    def forward(self, message: bytes | str) -> None:
+    def forward(self, message: bytes | str, wire_size: int | None = None) -> None:
+        """Pass a publisher's message on; `wire_size` is its size on the channel, when framing was
+        added at the edge."""
         if self.source is not None:
-            self.counters.received(self.source, len(message))
+            self.counters.received(self.source, len(message) if wire_size is None else wire_size)
         try:
             if len(message) > MAX_MESSAGE_BYTES:
                 raise framing.FramingError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -128,24 +84,24 @@ class DataTrackForwarder:
         """Tell the publisher its message was dropped (at most a few times, not per message)."""
         self._complaints += 1
         if self.publisher is not None and self._complaints <= 10:
-            self.publisher.send_error(
+            self.publisher.report_error(
                 RoomError(53300, f"Data track {self.track.sid}: message dropped: {reason}"), track_sid=self.track.sid
             )
 
-    def add_subscriber(self, session: Session) -> None:
+    def add_subscriber(self, session: ParticipantConnection) -> None:
         options = self.track.options
-        channel = session.pc.createDataChannel(
+        channel = session.open_data_channel(
             self.track.sid,
             ordered=options.get("ordered", True),
             maxPacketLifeTime=options.get("max_packet_life_time"),
             maxRetransmits=options.get("max_retransmits"),
             protocol=TRACK_CHANNEL_PROTOCOL,
         )
-        self.outlets[session.sid] = outlet(
-            session, channel, self.counters, self.track.sid, self.track.name, self.publisher_identity
+        self.outlets[session.sid] = session.data_outlet(
+            channel, self.counters, self.track.sid, self.track.name, self.publisher_identity
         )
 
-    def remove_subscriber(self, session: Session) -> None:
+    def remove_subscriber(self, session: ParticipantConnection) -> None:
         batcher = self.outlets.pop(session.sid, None)
         if batcher is not None:
             batcher.flush()
@@ -164,7 +120,7 @@ class MediaTrackForwarder:
     def __init__(self, track: PublishedTrack, path: str, now: float) -> None:
         self.track = track
         self.media = MediaForwarder(track.sid, track.kind, path)
-        self.subscribers: dict[str, tuple[Session, OutgoingTrack]] = {}
+        self.subscribers: dict[str, tuple[ParticipantConnection, OutgoingTrack]] = {}
         self.stalled = False
         self._frames_seen = 0
         self._flowed_at = now
@@ -188,12 +144,12 @@ class MediaTrackForwarder:
     def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack) -> None:
         self.media.attach(receiver, source)
 
-    def add_subscriber(self, session: Session) -> None:
+    def add_subscriber(self, session: ParticipantConnection) -> None:
         outgoing = session.send_media(self.track.sid, self.track.kind)
         self.media.add(outgoing)
         self.subscribers[session.sid] = (session, outgoing)
 
-    def remove_subscriber(self, session: Session) -> None:
+    def remove_subscriber(self, session: ParticipantConnection) -> None:
         entry = self.subscribers.pop(session.sid, None)
         if entry is not None:
             self.media.remove(entry[1])
@@ -213,7 +169,7 @@ class Sfu:
     def __init__(self, rooms: Rooms, media_path: str = "forward") -> None:
         self.rooms = rooms
         self.media_path = media_path
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, ParticipantConnection] = {}
         self.forwarders: dict[str, Forwarder] = {}
         self.counters = ChannelCounters()
         #: server-sent (SendData) sequence numbers: room sid -> destination (None = everyone) -> seq
@@ -221,17 +177,18 @@ class Sfu:
         rooms.on_event(self._on_event)
 
     # sessions -------------------------------------------------------------------------------
-    def add_session(self, session: Session) -> None:
+    def add_session(self, session: ParticipantConnection) -> None:
         """Wire a new session: its channels, the tracks it already may subscribe to."""
         self.sessions[session.sid] = session
-        assert session.reliable is not None and session.lossy is not None
         for kind, channel in ((RELIABLE_CHANNEL, session.reliable), (LOSSY_CHANNEL, session.lossy)):
-            session.batchers[kind] = outlet(session, channel, self.counters, kind, track_name=kind)
+            if channel is None:
+                continue  # a protocol without publish_data
+            session.batchers[kind] = session.data_outlet(channel, self.counters, kind, track_name=kind)
             channel.on("message", lambda message, s=session, k=kind: self.route_data(s, k, message))
 
         @session.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
-            forwarder = self.forwarders.get(channel.label)
+            forwarder = self.forwarders.get(session.published_track_for_channel(channel) or "")
             if (
                 isinstance(forwarder, DataTrackForwarder)
                 and forwarder.track.participant_sid == session.sid
@@ -239,7 +196,7 @@ class Sfu:
             ):
                 forwarder.attach_source(channel)
             else:
-                session.send_error(RoomError(53300, f"Data channel {channel.label!r} is not a track you published"))
+                session.report_error(RoomError(53300, f"Data channel {channel.label!r} is not a track you published"))
                 channel.close()
 
         @session.pc.on("track")
@@ -255,37 +212,27 @@ class Sfu:
             if forwarder is not None:
                 forwarder.add_subscriber(session)
 
-    def remove_session(self, session: Session) -> None:
+    def remove_session(self, session: ParticipantConnection) -> None:
         if self.sessions.get(session.sid) is session:
             del self.sessions[session.sid]
         for forwarder in self.forwarders.values():
             forwarder.remove_subscriber(session)
 
-    def room_sessions(self, room_sid: str, except_sid: str | None = None) -> list[Session]:
+    def room_sessions(self, room_sid: str, except_sid: str | None = None) -> list[ParticipantConnection]:
         return [s for s in self.sessions.values() if s.live.room.sid == room_sid and s.sid != except_sid]
 
     # room events ----------------------------------------------------------------------------
     def _on_event(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
-        others = self.room_sessions(live.room.sid, except_sid=participant.sid if participant else None)
+        """Forward what the change asks for, then tell every connection in the room."""
         name = event.name
-        if name == "participant-connected" and participant is not None:
-            for session in others:
-                session.send({"type": "participant_connected", "participant": participant_info(participant, live)})
-        elif name == "participant-disconnected" and participant is not None:
-            for session in others:
-                session.send({"type": "participant_disconnected", "participant_sid": participant.sid})
+        if name == "participant-disconnected" and participant is not None:
             own = self.sessions.get(participant.sid)
             if own is not None:
                 self.remove_session(own)
                 reason = REMOVED_BY_REST_MESSAGE if event.code == REMOVED_BY_REST else None
                 asyncio.get_running_loop().create_task(own.close(event.code, reason))
-        elif name == "participant-metadata-changed" and participant is not None:
-            for session in others:
-                session.send(
-                    {"type": "metadata_changed", "participant_sid": participant.sid, "metadata": participant.metadata}
-                )
         elif name == "track-added" and track is not None and participant is not None:
             publisher = self.sessions.get(participant.sid)
             if track.kind == "data":
@@ -294,10 +241,6 @@ class Sfu:
                 self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path, time.monotonic())
                 if publisher is not None:
                     publisher.receive_media(track.kind, track.sid)
-            for session in others:
-                session.send(
-                    {"type": "track_published", "participant_sid": participant.sid, "track": track_info(track)}
-                )
         elif name == "track-removed" and track is not None and participant is not None:
             forwarder = self.forwarders.pop(track.sid, None)
             if forwarder is not None:
@@ -305,13 +248,6 @@ class Sfu:
             publisher = self.sessions.get(participant.sid)
             if publisher is not None and track.kind != "data":
                 publisher.stop_media(track.sid)
-            for session in others:
-                session.send({"type": "track_unpublished", "participant_sid": participant.sid, "track_sid": track.sid})
-        elif name in ("track-enabled", "track-disabled") and track is not None and participant is not None:
-            for session in others:
-                session.send(
-                    {"type": name.replace("-", "_"), "participant_sid": participant.sid, "track_sid": track.sid}
-                )
         elif name == "track-subscribed" and track is not None and participant is not None:
             subscriber = self.sessions.get(participant.sid)
             forwarder = self.forwarders.get(track.sid)
@@ -320,10 +256,10 @@ class Sfu:
         elif name == "track-unsubscribed" and participant is not None:
             subscriber = self.sessions.get(participant.sid)
             forwarder = self.forwarders.get(event.track_sid or "")
-            if subscriber is not None:
-                if forwarder is not None:
-                    forwarder.remove_subscriber(subscriber)
-                subscriber.send({"type": "unsubscribed", "track_sid": event.track_sid})
+            if subscriber is not None and forwarder is not None:
+                forwarder.remove_subscriber(subscriber)
+        for session in self.room_sessions(live.room.sid):
+            session.notify(event, live, participant, track)
 
     # media flow -----------------------------------------------------------------------------
     def check_media_flow(self) -> None:
@@ -344,17 +280,10 @@ class Sfu:
             (log.info if flowing else log.warning)("%s: %s", what, detail)
             self.rooms.note_media_flow(track.sid, flowing, detail)
             if publisher is not None:
-                publisher.send(
-                    {
-                        "type": "track_warnings_cleared" if flowing else "track_warning",
-                        "track_sid": track.sid,
-                        "name": MEDIA_STALLED_WARNING,
-                        "message": detail,
-                    }
-                )
+                publisher.report_track_warning(track.sid, MEDIA_STALLED_WARNING, detail, cleared=flowing)
 
     # publish_data ---------------------------------------------------------------------------
-    def route_data(self, sender: Session, channel_kind: str, message: bytes | str) -> None:
+    def route_data(self, sender: ParticipantConnection, channel_kind: str, message: bytes | str) -> None:
         """Deliver a participant's `publish_data` frames to everyone else, or to named identities."""
         channel = sender.reliable if channel_kind == RELIABLE_CHANNEL else sender.lossy
         if channel is not None:
@@ -364,7 +293,7 @@ class Sfu:
                 raise framing.FramingError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
             frames = framing.decode(message)
         except framing.FramingError as exc:
-            sender.send_error(RoomError(53004, f"publish_data message dropped: {exc}"))
+            sender.report_error(RoomError(53004, f"publish_data message dropped: {exc}"))
             return
         for frame in frames:
             self._deliver(sender.live.room.sid, sender.sid, channel_kind, frame)
@@ -387,7 +316,7 @@ class Sfu:
         for target in self.room_sessions(room_sid, except_sid=sender_sid):
             self._send_on(target, channel_kind, data)
 
-    def _send_on(self, session: Session, channel_kind: str, data: bytes) -> None:
+    def _send_on(self, session: ParticipantConnection, channel_kind: str, data: bytes) -> None:
         batcher = session.batchers.get(channel_kind)
         if batcher is not None and batcher.usable:
             batcher.add(data)
@@ -400,7 +329,7 @@ class Sfu:
             identity = session.participant.identity
             live = session.live
             for slot in session.slots:
-                if slot.track_sid is None:
+                if slot.track_sid is None or slot.transceiver is None:
                     continue
                 kind = slot.transceiver.kind
                 track = live.tracks.get(slot.track_sid)

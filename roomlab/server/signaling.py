@@ -19,8 +19,8 @@ from ..protocol import signaling
 from .auth import Credentials, token_allows_room, verify_access_token
 from .model import TRACK_KINDS
 from .rooms import Rooms
-from .session import Session
-from .sfu import Sfu, participant_info, track_info
+from .session import Session, participant_info, track_info
+from .sfu import Sfu
 
 log = logging.getLogger(__name__)
 

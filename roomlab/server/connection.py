@@ -1,0 +1,204 @@
+"""One participant's peer connection with the server, whatever signaling protocol negotiates it.
+
+The forwarding plane (`sfu.py`) attaches to this side only: the media slots that carry published
+and subscribed tracks, the data channels of subscriptions, and how data messages enter and leave
+the room's framing (SPEC §6). Each signaling protocol subclasses `ParticipantConnection` as an
+adapter: it negotiates the SDP its own way (`request_negotiation`), and turns room events and
+the server's notices into its own messages (`notify`, `report_dropped`, `report_error`, `close`).
+roomlab's own signaling is `session.Session`; Twilio's SDK is `twilio.session.TwilioSession`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
+
+from ..errors import RoomError
+from ..net import bundle, sctp
+from ..net.ice import rtc_configuration
+from ..protocol.batching import Batcher
+from ..telemetry.sampling import ChannelCounters
+from .media import OutgoingTrack, route_keyframe_requests
+from .model import Participant, PublishedTrack, RoomEvent
+from .rooms import LiveRoom
+
+sctp.install()
+bundle.install()
+
+#: Roles of a media slot: "publish" carries a track from the client, "subscribe" one to it, and
+#: "retired" is a publisher's slot whose track is gone (a publisher's slot is never used again).
+SLOT_ROLES = ("publish", "subscribe", "retired")
+
+
+@dataclass
+class MediaSlot:
+    """A transceiver and the published track it carries (`role` publish: client to server).
+
+    `transceiver` is None until the server's next offer adds it: transceivers are created just
+    before an offer, so that an offer from the client can never bind to one of ours.
+    """
+
+    transceiver: RTCRtpTransceiver | None
+    role: str
+    track_sid: str | None
+    outgoing: OutgoingTrack | None = None
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role not in SLOT_ROLES:
+            raise ValueError(f"role must be one of {', '.join(SLOT_ROLES)}, got {self.role!r}")
+        if not self.kind and self.transceiver is not None:
+            self.kind = self.transceiver.kind
+
+
+class ParticipantConnection:
+    """The peer-connection side of a participant's session, shared by every signaling protocol."""
+
+    def __init__(self, live: LiveRoom, participant: Participant) -> None:
+        self.live = live
+        self.participant = participant
+        self.pc = RTCPeerConnection(rtc_configuration())
+        self.closed = False
+        self.slots: list[MediaSlot] = []
+        #: publish_data channels (roomlab's own signaling only), and their outlets by label
+        self.reliable: RTCDataChannel | None = None
+        self.lossy: RTCDataChannel | None = None
+        self.batchers: dict[str, Batcher] = {}
+
+    @property
+    def sid(self) -> str:
+        return self.participant.sid
+
+    # what each signaling adapter provides ------------------------------------------------------
+    def request_negotiation(self) -> None:
+        """Negotiate the peer connection again soon (the adapter's offer/answer rules)."""
+        raise NotImplementedError
+
+    def notify(
+        self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
+    ) -> None:
+        """A change in this participant's room, for the adapter to tell its client in its own words."""
+        raise NotImplementedError
+
+    def report_dropped(self, track_sid: str, count: int) -> None:
+        """The server dropped `count` messages of a track for this slow subscriber."""
+        raise NotImplementedError
+
+    def report_error(self, error: RoomError, **context: Any) -> None:
+        """A non-fatal refusal (a message dropped, a bad request): the session goes on."""
+        raise NotImplementedError
+
+    def report_track_warning(self, track_sid: str, name: str, message: str, cleared: bool) -> None:
+        """A warning about one of this participant's published tracks (`cleared`: it is over)."""
+        raise NotImplementedError
+
+    async def close(self, code: int | None = None, message: str | None = None) -> None:
+        """Tell the client why it leaves (if it is still there), then close its socket and connection."""
+        raise NotImplementedError
+
+    # data --------------------------------------------------------------------------------------
+    def published_track_for_channel(self, channel: RTCDataChannel) -> str | None:
+        """The SID of the data track a channel opened by the client carries (its label here)."""
+        return channel.label
+
+    def open_data_channel(self, label: str, **options: Any) -> RTCDataChannel:
+        """A data channel from the server to the client; negotiated first if SCTP is not yet."""
+        channel = self.pc.createDataChannel(label, **options)
+        if self.pc.sctp is None or self.pc.sctp.mid is None:
+            self.request_negotiation()
+        return channel
+
+    def data_inlet(self, channel: RTCDataChannel, deliver: Callable[[bytes | str], None]) -> None:
+        """Feed what the client sends on `channel` to `deliver`, as framed messages (SPEC §6)."""
+        channel.on("message", deliver)
+
+    def data_outlet(
+        self,
+        channel: RTCDataChannel,
+        counters: ChannelCounters,
+        track_sid: str,
+        track_name: str | None = None,
+        publisher: str | None = None,
+    ) -> Batcher:
+        """The subscriber's end of a data path: batched frames, bounded, counted, and it says when it drops."""
+        counters.watch(channel, self.participant.identity, track_name, publisher)
+        return Batcher(
+            channel,
+            on_sent=lambda size, frames: counters.sent(channel, size),
+            on_drop=DropNotice(self, track_sid),
+        )
+
+    # media -------------------------------------------------------------------------------------
+    def receive_media(self, kind: str, track_sid: str) -> None:
+        """Room for a track the client publishes; the slot's transceiver comes with the next offer."""
+        self.slots.append(MediaSlot(None, "publish", track_sid, kind=kind))
+        self.request_negotiation()
+
+    def publishing_slot(self, transceiver: RTCRtpTransceiver) -> MediaSlot | None:
+        return next((s for s in self.slots if s.transceiver is transceiver and s.role == "publish"), None)
+
+    def send_media(self, track_sid: str, kind: str) -> OutgoingTrack:
+        """A sending slot for `track_sid` (an idle one of the kind if there is one); the forwarder
+        pushes the track's frames into the returned outgoing track."""
+        slot = next(
+            (s for s in self.slots if s.role == "subscribe" and s.track_sid is None and s.kind == kind),
+            None,
+        )
+        if slot is None:
+            slot = MediaSlot(None, "subscribe", None, OutgoingTrack(kind), kind=kind)
+            self.slots.append(slot)
+        if slot.transceiver is not None:
+            slot.transceiver.direction = "sendonly"
+        slot.track_sid = track_sid
+        self.request_negotiation()
+        assert slot.outgoing is not None
+        return slot.outgoing
+
+    def stop_media(self, track_sid: str) -> None:
+        for slot in self.slots:
+            if slot.track_sid == track_sid:
+                if slot.transceiver is not None:
+                    slot.transceiver.direction = "inactive"
+                slot.track_sid = None
+                if slot.outgoing is None:
+                    slot.role = "retired"
+        self.request_negotiation()
+
+    def add_pending_transceivers(self) -> None:
+        """Create the transceivers of slots that have none yet (call just before creating an offer)."""
+        for slot in self.slots:
+            if slot.transceiver is not None or slot.role == "retired":
+                continue
+            if slot.role == "subscribe":
+                assert slot.outgoing is not None
+                direction = "sendonly" if slot.track_sid is not None else "inactive"
+                slot.transceiver = self.pc.addTransceiver(slot.outgoing, direction=direction)
+                route_keyframe_requests(slot.transceiver.sender, slot.outgoing.request_keyframe)
+            else:
+                slot.transceiver = self.pc.addTransceiver(slot.kind, direction="recvonly")
+
+
+class DropNotice:
+    """Tells a subscriber how many messages it missed because it fell behind, at most once a second."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, connection: ParticipantConnection, track_sid: str) -> None:
+        self.connection = connection
+        self.track_sid = track_sid
+        self.pending = 0
+        self.total = 0
+
+    def __call__(self, count: int) -> None:
+        self.total += count
+        if self.pending == 0:
+            asyncio.get_running_loop().call_later(self.INTERVAL, self._tell)
+        self.pending += count
+
+    def _tell(self) -> None:
+        self.connection.report_dropped(self.track_sid, self.pending)
+        self.pending = 0
