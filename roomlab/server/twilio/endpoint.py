@@ -1,0 +1,132 @@
+"""The SDK's signaling endpoint, `/twilio/signaling`: a TCMP connection per client, whose hello
+carries the RSP `connect` (or `ice` first, answered `iced` with no servers). The token decides who
+joins and where, through the same rooms and forwarding plane as roomlab's own signaling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from ...errors import RoomError
+from ..auth import Credentials, token_allows_room, verify_access_token
+from ..rooms import Rooms
+from ..sfu import Sfu
+from ..signaling import BURST, HEARTBEAT, RATE, TokenBucket
+from . import rsp
+from .session import TwilioSession
+from .tcmp import MAX_FRAME_BYTES, TcmpConnection
+
+log = logging.getLogger(__name__)
+
+PATH = "/twilio/signaling"
+#: Seconds a client that asked for ICE servers has to send its `connect`.
+CONNECT_TIMEOUT = 10.0
+
+
+class TwilioSignalingEndpoint:
+    def __init__(self, rooms: Rooms, sfu: Sfu, credentials: Credentials) -> None:
+        self.rooms = rooms
+        self.sfu = sfu
+        self.credentials = credentials
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME_BYTES * 2)
+        await ws.prepare(request)
+        connection = TcmpConnection(ws)
+        try:
+            body = await connection.handshake()
+            session = await self._join(connection, body)
+        except RoomError as error:
+            log.debug("SDK client refused: %s", error)
+            connection.send(rsp.error(error))
+            await connection.close()
+            return ws
+        code = await self._serve(session)
+        if self.rooms.is_connected(session.sid):
+            self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
+        self.sfu.remove_session(session)
+        await session.close(code)
+        return ws
+
+    async def _join(self, connection: TcmpConnection, body: dict[str, Any] | None) -> TwilioSession:
+        if body is not None and body.get("type") == "ice":
+            connection.send({"type": "iced", "ice_servers": []})  # none: candidates on 127.0.0.1 only
+            body = await self._next_body(connection)
+        if body is None:
+            raise rsp.invalid("the hello must carry a connect message")
+        connect = rsp.parse_client_message(body)
+        if connect["type"] != "connect":
+            raise rsp.invalid(f"the first message must be connect, got {connect['type']}")
+        access = verify_access_token(connect["token"], self.credentials)
+        room_key = connect.get("name") or access.room
+        if not room_key:
+            raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
+        live = self.rooms.find_live(room_key)
+        allowed = token_allows_room(access, room_key, None) or (
+            live is not None and token_allows_room(access, live.room.unique_name, live.room.sid)
+        )
+        if not allowed:
+            raise RoomError(20106, "Invalid Access Token grants: the token does not grant access to this room")
+        live, participant = self.rooms.connect(
+            room_key, access.identity, automatic_subscription=rsp.automatic_subscription(connect.get("subscribe"))
+        )
+        session = TwilioSession(live, participant, connection, self.rooms, self._ended)
+        self.sfu.add_session(session)
+        try:
+            await session.start(connect)
+        except RoomError:
+            self.sfu.remove_session(session)
+            if self.rooms.is_connected(participant.sid):
+                self.rooms.disconnect(live.room.sid, participant.sid, code=53403)
+            await session.pc.close()
+            raise
+        log.debug("room %s, participant %s joined with twilio-video.js", live.room.sid, participant.sid)
+        return session
+
+    @staticmethod
+    async def _next_body(connection: TcmpConnection) -> dict[str, Any] | None:
+        async def first() -> dict[str, Any] | None:
+            async for message in connection.messages():
+                if message["type"] == "msg":
+                    return message["body"]
+                if message["type"] == "bye":
+                    return None
+            return None
+
+        try:
+            return await asyncio.wait_for(first(), CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise RoomError(53002, f"Signaling connection timed out: no connect within {CONNECT_TIMEOUT:g} s") from None
+
+    async def _serve(self, session: TwilioSession) -> int | None:
+        """Handle the client's messages until it leaves (None), floods (53004) or its socket ends
+        (53001); return the code its participant leaves with."""
+        bucket = TokenBucket(RATE, BURST)
+        async for message in session.connection.messages():
+            if not bucket.take():
+                return 53004
+            if message["type"] == "bye":
+                return None
+            if message["type"] != "msg":
+                continue  # heartbeats: the socket's own ping keeps watch on the client
+            try:
+                body = rsp.parse_client_message(message["body"])
+                if body["type"] == "disconnect":
+                    return None
+                if body["type"] == "update":
+                    await session.handle(body)
+            except RoomError as error:
+                session.report_error(error)
+        return 53002 if session.connection.overflowed else 53001
+
+    def _ended(self, session: TwilioSession, code: int | None) -> None:
+        """A session broke (no answer, no transport, bad SDP): remove its participant with `code`."""
+        if self.rooms.is_connected(session.sid):
+            self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
+        else:
+            self.sfu.remove_session(session)
+            asyncio.get_running_loop().create_task(session.close(code))
