@@ -10,11 +10,13 @@ from aiohttp import web
 from .. import __version__
 from ..errors import RoomError
 from ..protocol.signaling import PATH as SIGNALING_PATH
-from ..web import WEB_DIR
+from ..web import INSTALL_TWILIO_VIDEO, TWILIO_VIDEO_JS, WEB_DIR
 from .auth import Credentials, check_basic_auth
 from .feed import TelemetryFeed
 from .rest import RestApi
 from .signaling import SignalingEndpoint
+from .twilio import PATH as TWILIO_SIGNALING_PATH
+from .twilio import TwilioSignalingEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +64,36 @@ def basic_auth(credentials: Credentials) -> Callable[[web.Request, Handler], Awa
 async def index(request: web.Request) -> web.Response:
     origin = request.url.origin()
     return web.json_response(
-        {"name": "roomlab", "version": __version__, "api": f"{origin}/v1", "signaling": f"{origin}{SIGNALING_PATH}"}
+        {
+            "name": "roomlab",
+            "version": __version__,
+            "api": f"{origin}/v1",
+            "signaling": f"{origin}{SIGNALING_PATH}",
+            "twilio_signaling": f"{origin.with_scheme('ws')}{TWILIO_SIGNALING_PATH}",
+        }
     )
 
 
+async def twilio_video_js(request: web.Request) -> web.FileResponse:
+    """The SDK's browser build, when npm has installed it (it is never fetched at run time)."""
+    if not TWILIO_VIDEO_JS.exists():
+        raise RoomError(20404, f"twilio-video is not installed here; install it with: {INSTALL_TWILIO_VIDEO}", 404)
+    return web.FileResponse(TWILIO_VIDEO_JS)
+
+
 def build_app(
-    credentials: Credentials, rest: RestApi, signaling: SignalingEndpoint, feed: TelemetryFeed
+    credentials: Credentials,
+    rest: RestApi,
+    signaling: SignalingEndpoint,
+    twilio_signaling: TwilioSignalingEndpoint,
+    feed: TelemetryFeed,
 ) -> web.Application:
     app = web.Application(middlewares=[twilio_errors, basic_auth(credentials)], client_max_size=MAX_REQUEST_BYTES)
     app.router.add_get("/", index)
     app.router.add_get(SIGNALING_PATH, signaling.handle)
+    app.router.add_get(TWILIO_SIGNALING_PATH, twilio_signaling.handle)
     app.router.add_get("/v1/Telemetry", feed.handle)
+    app.router.add_get("/web/twilio-video.min.js", twilio_video_js)
     app.router.add_static("/web/", WEB_DIR)
     rest.add_routes(app)
     return app

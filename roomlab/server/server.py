@@ -30,6 +30,8 @@ from .rooms import Rooms
 from .sfu import Sfu
 from .signaling import SignalingEndpoint
 from .store import Store
+from .twilio import PATH as TWILIO_SIGNALING_PATH
+from .twilio import TwilioSignalingEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,13 @@ class Server:
         await self._callbacks.start()
         self.sfu = Sfu(self.rooms, self.media_path)
         signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials)
+        twilio_signaling = TwilioSignalingEndpoint(self.rooms, self.sfu, self.credentials)
         app = build_app(
-            self.credentials, RestApi(self.rooms, self.store, self.sfu), signaling, TelemetryFeed(self.telemetry)
+            self.credentials,
+            RestApi(self.rooms, self.store, self.sfu),
+            signaling,
+            twilio_signaling,
+            TelemetryFeed(self.telemetry),
         )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -242,6 +249,11 @@ class Server:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
+
+    @property
+    def twilio_ws_url(self) -> str:
+        """Where Twilio's JavaScript SDK connects: `Twilio.Video.connect(token, {wsServer: ...})`."""
+        return "ws" + self.url[len("http") :] + TWILIO_SIGNALING_PATH
 
     @property
     def account_sid(self) -> str:
