@@ -59,10 +59,16 @@ def _subreaper(on: bool) -> None:
 class Page:
     """One tab: `evaluate(js)` awaits promises and returns JSON values; `console` collects its log."""
 
-    def __init__(self, browser: Chromium, session: str) -> None:
+    def __init__(self, browser: Chromium, session: str, target: str = "") -> None:
         self.browser = browser
         self.session = session
+        self.target = target
         self.console: list[str] = []
+
+    async def close(self) -> None:
+        """Close the tab (what it holds, peer connections included, goes with it)."""
+        await self.browser.send("Target.closeTarget", targetId=self.target)
+        self.browser.pages.pop(self.session, None)
 
     async def evaluate(self, expression: str, timeout: float = 10.0) -> Any:
         result = await self.browser.send(
@@ -163,7 +169,7 @@ class Chromium:
         """A new tab on `url` (its console recorded from the start)."""
         target = await self.send("Target.createTarget", url="about:blank")
         attached = await self.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)
-        page = Page(self, attached["sessionId"])
+        page = Page(self, attached["sessionId"], target["targetId"])
         self.pages[page.session] = page
         await self.send("Runtime.enable", page.session)
         await self.send("Page.navigate", page.session, url=url)

@@ -1,0 +1,268 @@
+"""Twilio's own JavaScript SDK (twilio-video from npm, unmodified) in headless Chromium, joining a
+real roomlab server beside roomlab's Python client (SPEC §16): data tracks and media both ways
+through the server's forwarding plane, participant and track events, refusals with Twilio's
+codes, REST and telemetry. One Chromium for the module, one tab per test, a page of the test's own
+(tests/pages/twilio-video.html) that loads the SDK's browser build from the roomlab server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from twilio.jwt.access_token import AccessToken
+from twilio.jwt.access_token.grants import VideoGrant
+
+import roomlab
+from roomlab.web import INSTALL_TWILIO_VIDEO, twilio_video_version
+
+from .browser import Chromium, Page
+from .conftest import eventually
+from .test_data_tracks import subscribed_data_track
+
+SDK_VERSION = twilio_video_version()
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(SDK_VERSION is None, reason=f"twilio-video is not installed: {INSTALL_TWILIO_VIDEO}"),
+]
+
+PAGES = Path(__file__).parent / "pages"
+COUNT = 150
+#: Data tracks published by each side: one per reliability mode the SDK and roomlab offer.
+DATA_TRACKS = (
+    {"name": "ordered"},
+    {"name": "lifetime", "ordered": False, "maxPacketLifeTime": 3000},
+    {"name": "retransmits", "ordered": True, "maxRetransmits": 5},
+)
+
+
+def python_track(spec: dict) -> roomlab.LocalDataTrack:
+    return roomlab.LocalDataTrack(
+        spec["name"],
+        ordered=spec.get("ordered", True),
+        max_packet_life_time=spec.get("maxPacketLifeTime"),
+        max_retransmits=spec.get("maxRetransmits"),
+    )
+
+
+def payload(i: int) -> str | bytes:
+    """Message i of a run: text and binary, irregular sizes, non-ASCII text."""
+    return f"message {i} ✓" if i % 3 else bytes([i % 256, 0, 255]) * (i % 5 + 1)
+
+
+def as_js(message: str | bytes) -> str | list[int]:
+    return message if isinstance(message, str) else list(message)
+
+
+def from_js(received: dict) -> str | bytes:
+    return received["text"] if "text" in received else bytes(received["bytes"])
+
+
+async def page_eventually(page: Page, expression: str, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    """Evaluate `expression` in the page until `predicate(value)` holds; return the last value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await page.evaluate(expression)
+        if predicate(value) or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium() -> AsyncIterator[Chromium]:
+    browser = await Chromium.launch()
+    yield browser
+    await browser.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pages_url() -> AsyncIterator[str]:
+    """The test's own pages, from an HTTP server on 127.0.0.1 beside the roomlab server."""
+    app = web.Application()
+    app.router.add_static("/", PAGES)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+OpenPage = Callable[[], Awaitable[Page]]
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def open_page(chromium: Chromium, pages_url: str, server: roomlab.Server) -> AsyncIterator[OpenPage]:
+    """`await open_page()`: a tab with the SDK loaded, pointed at this test's server."""
+    opened: list[Page] = []
+
+    async def opener() -> Page:
+        query = {"sdk": f"{server.url}/web/twilio-video.min.js", "ws": server.twilio_ws_url}
+        page = await chromium.open(f"{pages_url}/twilio-video.html?{urlencode(query)}")
+        opened.append(page)
+        await page_eventually(page, "typeof window.sdkLoaded", lambda kind: kind == "object")
+        assert await page.evaluate("window.sdkLoaded") == SDK_VERSION
+        return page
+
+    yield opener
+    for page in opened:
+        await page.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def join(server: roomlab.Server) -> AsyncIterator[Callable[..., Awaitable[roomlab.Room]]]:
+    """`await join("alice", room="standup", **options)`: a roomlab client in this module's loop."""
+    joined: list[roomlab.Room] = []
+
+    async def joiner(identity: str, room: str = "room", **options) -> roomlab.Room:  # type: ignore[no-untyped-def]
+        connected = await roomlab.connect(server.url, server.token(identity), name=room, **options)
+        joined.append(connected)
+        return connected
+
+    yield joiner
+    for room in joined:
+        await room.disconnect()
+
+
+async def js_join(page: Page, token: str, timeout: float = 20.0, **options) -> dict:  # type: ignore[no-untyped-def]
+    return await page.evaluate(f"window.join({json.dumps(token)}, {json.dumps(options)})", timeout=timeout)
+
+
+async def test_sdk_and_roomlab_exchange_data_on_every_reliability_mode(server, join, open_page):
+    py_tracks = {spec["name"]: python_track(spec) for spec in DATA_TRACKS}
+    py = await join("py", room="data", tracks=list(py_tracks.values()))
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="data", data=list(DATA_TRACKS))
+    assert joined["identity"] == "js" and joined["name"] == "data" and joined["sid"] == py.sid, page.console
+
+    # the SDK's publications get SIDs; roomlab subscribes to them with the options the SDK chose
+    published = await page_eventually(page, "window.publishedSids()", lambda sids: len(sids) == len(DATA_TRACKS))
+    assert set(published) == {spec["name"] for spec in DATA_TRACKS}, page.console
+    remote = {}
+    for spec in DATA_TRACKS:
+        remote[spec["name"]] = await eventually(lambda n=spec["name"]: subscribed_data_track(py, "js", n), timeout=10)
+    for spec in DATA_TRACKS:
+        track = remote[spec["name"]]
+        assert track is not None and track.sid == published[spec["name"]]
+        assert (track.ordered, track.max_packet_life_time, track.max_retransmits) == (
+            spec.get("ordered", True),
+            spec.get("maxPacketLifeTime"),
+            spec.get("maxRetransmits"),
+        )
+        # the server's channel to the Python subscriber keeps them too (the second hop)
+        assert (track._channel.ordered, track._channel.maxPacketLifeTime, track._channel.maxRetransmits) == (
+            spec.get("ordered", True),
+            spec.get("maxPacketLifeTime"),
+            spec.get("maxRetransmits"),
+        )
+    # ...and the SDK subscribes to roomlab's tracks, with theirs
+    seen = await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == len(DATA_TRACKS))
+    by_name = {t["name"]: t for t in seen}
+    assert set(by_name) == set(py_tracks), page.console
+    for spec in DATA_TRACKS:
+        track = by_name[spec["name"]]
+        assert track["from"] == "py" and track["kind"] == "data"
+        assert (track["ordered"], track["maxPacketLifeTime"], track["maxRetransmits"]) == (
+            spec.get("ordered", True),
+            spec.get("maxPacketLifeTime"),
+            spec.get("maxRetransmits"),
+        )
+
+    py_received: dict[str, list] = {name: [] for name in remote}
+    for name, track in remote.items():
+        track.on("message", py_received[name].append)
+    sent = [payload(i) for i in range(1, COUNT + 1)]
+    for track in py_tracks.values():
+        for message in sent:
+            track.send(message)
+    for spec in DATA_TRACKS:
+        await page.evaluate(f"window.sendAll({json.dumps(spec['name'])}, {json.dumps([as_js(m) for m in sent])})")
+
+    # roomlab -> server -> SDK: every message of every track, in order, text as text, bytes as bytes
+    total = COUNT * len(DATA_TRACKS)
+    got = await page_eventually(page, "window.messages", lambda received: len(received) >= total, timeout=15)
+    assert len(got) == total, page.console
+    for name in py_tracks:
+        on_track = [m for m in got if m["track"] == name]
+        assert {m["from"] for m in on_track} == {"py"}
+        assert [from_js(m) for m in on_track] == sent, name
+
+    # SDK -> server -> roomlab: the same
+    await eventually(lambda: all(len(r) >= COUNT for r in py_received.values()), timeout=15)
+    for name, received in py_received.items():
+        assert received == sent, name
+    # the server framed each message as it arrived: a sequence per track, and its arrival time
+    messages = py.frame("messages")
+    for name in remote:
+        rows = messages[messages["track"] == name]
+        assert list(rows["seq"]) == list(range(1, COUNT + 1)), name
+        assert set(rows["publisher"]) == {"js"} and set(rows["subscriber"]) == {"py"}
+        assert (rows["latency_ms"] >= 0).all() and (rows["latency_ms"] < 5_000).all()
+        assert list(rows["size"]) == [len(m.encode()) if isinstance(m, str) else len(m) for m in sent]
+
+
+def forged_token(server: roomlab.Server, identity: str) -> str:
+    """A token with this server's account and key, signed with another secret."""
+    token = AccessToken(server.account_sid, server.api_key, "not-the-secret-" + "x" * 17, identity=identity)
+    token.add_grant(VideoGrant(room="data"))
+    jwt = token.to_jwt()
+    return jwt.decode() if isinstance(jwt, bytes) else jwt
+
+
+async def test_a_forged_token_is_refused_with_twilios_code(server, open_page):
+    page = await open_page()
+    result = await js_join(page, forged_token(server, "mallory"), name="data")
+    assert result["error"]["code"] == 20107, result
+    assert "signature" in result["error"]["message"]
+    assert server.rooms is not None and server.rooms.find_live("data") is None  # nobody joined anything
+
+
+async def test_media_crosses_both_ways_without_transcoding(server, join, open_page):
+    camera = roomlab.LocalVideoTrack.pattern(width=320, height=180, fps=15)
+    py = await join("py", room="media", tracks=[camera])
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="media", media=True, logLevel="debug")
+    assert joined["name"] == "media", page.console
+
+    # the page's camera and microphone reach the Python client, decoded frame by frame
+    published = await page_eventually(page, "window.publishedSids()", lambda sids: len(sids) == 2)
+    assert set(published) == {"camera", "microphone"}, page.console
+
+    def remote_media(name: str):  # type: ignore[no-untyped-def]
+        for participant in py.participants.values():
+            for publication in participant.tracks.values():
+                if publication.track_name == name and publication.track is not None:
+                    return publication.track
+        return None
+
+    js_camera = await eventually(lambda: remote_media("camera"), timeout=10)
+    js_microphone = await eventually(lambda: remote_media("microphone"), timeout=10)
+    assert js_camera is not None and js_microphone is not None
+    frame = await asyncio.wait_for(js_camera.recv(), 10)
+    assert (frame.width, frame.height) == (320, 240)
+    audio = await asyncio.wait_for(js_microphone.recv(), 10)
+    assert audio.sample_rate == 48_000
+    await eventually(lambda: js_camera.frames_received >= 15 and js_microphone.frames_received >= 50, timeout=10)
+    assert js_camera.frames_received >= 15 and js_microphone.frames_received >= 50
+
+    # the Python client's pattern reaches the page: subscribed, decoded and shown in a <video>
+    subscribed = await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == 1)
+    assert [(t["from"], t["kind"]) for t in subscribed] == [("py", "video")], page.console
+    name = subscribed[0]["name"]
+    progress = await page_eventually(
+        page, "window.videoProgress()", lambda p: p.get(name, {}).get("shown", 0) >= 15, timeout=15
+    )
+    assert progress[name]["shown"] >= 15 and progress[name]["width"] == 320, (progress, page.console)
+    by_sid = progress[subscribed[0]["sid"]]
+    assert by_sid["packets"] > 0 and by_sid["bytes"] > 0
+
+    # forwarded, not transcoded: the server moved encoded frames for every published track
+    assert server.sfu is not None
+    forwarded = {f.track.name: f.media.frames_forwarded for f in server.sfu.forwarders.values()}
+    assert forwarded["camera"] > 0 and forwarded["microphone"] > 0 and forwarded[name] > 0
