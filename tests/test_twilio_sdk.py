@@ -227,7 +227,7 @@ async def test_media_crosses_both_ways_without_transcoding(server, join, open_pa
     camera = roomlab.LocalVideoTrack.pattern(width=320, height=180, fps=15)
     py = await join("py", room="media", tracks=[camera])
     page = await open_page()
-    joined = await js_join(page, server.token("js"), name="media", media=True, logLevel="debug")
+    joined = await js_join(page, server.token("js"), name="media", media=True)
     assert joined["name"] == "media", page.console
 
     # the page's camera and microphone reach the Python client, decoded frame by frame

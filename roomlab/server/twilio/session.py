@@ -404,6 +404,10 @@ class TwilioSession(ParticipantConnection):
         """RSP has no message for it: the count shows in the server's telemetry and logs."""
         log.debug("participant %s: %d message(s) of %s dropped (slow subscriber)", self.sid, count, track_sid)
 
+    def report_track_warning(self, track_sid: str, name: str, message: str, cleared: bool) -> None:
+        """RSP's `warning` carries recording states only: the warning shows in the server's events."""
+        log.debug("participant %s: track %s %s: %s", self.sid, track_sid, name, "cleared" if cleared else message)
+
     def report_error(self, error: RoomError, **context: Any) -> None:
         """RSP's `error` ends the SDK's session, so a non-fatal one is only logged."""
         log.debug("participant %s: %s %s", self.sid, error, context or "")
