@@ -266,3 +266,172 @@ async def test_media_crosses_both_ways_without_transcoding(server, join, open_pa
     assert server.sfu is not None
     forwarded = {f.track.name: f.media.frames_forwarded for f in server.sfu.forwarders.values()}
     assert forwarded["camera"] > 0 and forwarded["microphone"] > 0 and forwarded[name] > 0
+
+
+async def test_participant_and_track_events_follow_the_room(server, join, open_page):
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="events", data=[{"name": "js-chat"}])
+    assert joined["name"] == "events", page.console
+    py_chat = roomlab.LocalDataTrack("py-chat")
+    py = await join("py", room="events", tracks=[py_chat])
+    await page_eventually(page, "window.eventsNamed('trackSubscribed')", lambda found: len(found) == 1)
+    assert await page.evaluate("window.eventsNamed('participantConnected')") == [["py"]]
+    assert await page.evaluate("window.eventsNamed('trackPublished')") == [["py", "py-chat", "data"]]
+    assert await page.evaluate("window.eventsNamed('trackSubscribed')") == [["py", "py-chat", "data"]]
+
+    # a track published later, then unpublished
+    late = roomlab.LocalDataTrack("late")
+    await py.local_participant.publish_track(late)
+    await page_eventually(page, "window.eventsNamed('trackSubscribed')", lambda found: len(found) == 2)
+    await py.local_participant.unpublish_track(late)
+    unsubscribed = await page_eventually(page, "window.eventsNamed('trackUnpublished')", bool)
+    assert unsubscribed == [["py", "late"]]
+    assert await page.evaluate("window.eventsNamed('trackUnsubscribed')") == [["py", "late"]]
+
+    # subscribe rules set over REST apply to the SDK client
+    rules = server.twilio_client().video.v1.rooms("events").participants("js").subscribe_rules
+    await asyncio.to_thread(lambda: rules.update(rules=[{"type": "exclude", "all": True}]))
+    off = await page_eventually(page, "window.eventsNamed('trackUnsubscribed')", lambda found: len(found) == 2)
+    assert off[-1] == ["py", "py-chat"] and await page.evaluate("window.subscribed()") == []
+    await asyncio.to_thread(lambda: rules.update(rules=[{"type": "include", "publisher": "py"}]))
+    on = await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == 1)
+    assert [(t["from"], t["name"]) for t in on] == [("py", "py-chat")]
+    # ...and the channel works again
+    py_chat.send("after the rules")
+    message = await page_eventually(page, "window.messages", bool)
+    assert message == [{"from": "py", "track": "py-chat", "text": "after the rules"}]
+
+    # the SDK leaves: roomlab sees it go, with no error code
+    gone: list = []
+    py.on("participant_disconnected", lambda p: gone.append(p.identity))
+    await page.evaluate("window.room.disconnect()")
+    await eventually(lambda: gone, timeout=5)
+    assert gone == ["js"] and not py.participants
+    events = server.frame("events")
+    left = events[(events["event"] == "participant-disconnected") & (events["identity"] == "js")]
+    assert len(left) == 1 and left["code"].isna().all()
+    assert await page.evaluate("window.eventsNamed('disconnected')") == [[None]]
+
+
+async def test_roomlab_leaving_is_participant_disconnected_on_the_page(server, join, open_page):
+    page = await open_page()
+    await js_join(page, server.token("js"), name="leave")
+    py = await join("py", room="leave")
+    await page_eventually(page, "window.eventsNamed('participantConnected')", bool)
+    await py.disconnect()
+    gone = await page_eventually(page, "window.eventsNamed('participantDisconnected')", bool)
+    assert gone == [["py"]] and await page.evaluate("window.room.participants.size") == 0
+
+
+async def test_room_completed_over_rest_disconnects_the_page_with_53118(server, join, open_page):
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="ending")
+    py = await join("py", room="ending")
+    py_errors: list = []
+    py.on("disconnected", lambda room, error: py_errors.append(error))
+    await asyncio.to_thread(lambda: server.twilio_client().video.v1.rooms(joined["sid"]).update(status="completed"))
+    disconnected = await page_eventually(page, "window.eventsNamed('disconnected')", bool)
+    assert disconnected[0][0]["code"] == 53118, page.console
+    assert disconnected[0][0]["message"] == "Room completed"
+    await eventually(lambda: py_errors, timeout=5)
+    assert py_errors[0].code == 53118
+    events = server.frame("events")
+    left = events[(events["event"] == "participant-disconnected") & (events["identity"] == "js")]
+    assert list(left["code"]) == [53118]
+
+
+async def test_participant_removed_over_rest(server, open_page):
+    page = await open_page()
+    await js_join(page, server.token("js"), name="kick")
+    client = server.twilio_client()
+    await asyncio.to_thread(lambda: client.video.v1.rooms("kick").participants("js").update(status="disconnected"))
+    disconnected = await page_eventually(page, "window.eventsNamed('disconnected')", bool)
+    assert disconnected[0][0]["code"] == 53204, page.console
+    assert await page.evaluate("window.room.state") == "disconnected"
+
+
+async def test_duplicate_identity_and_full_room_are_refused_with_twilios_codes(server, open_page):
+    first, second = await open_page(), await open_page()
+    await js_join(first, server.token("twin"), name="pair")
+    await js_join(second, server.token("twin"), name="pair")
+    disconnected = await page_eventually(first, "window.eventsNamed('disconnected')", bool)
+    assert disconnected[0][0]["code"] == 53205, first.console
+    assert await second.evaluate("window.room.state") == "connected"
+
+    client = server.twilio_client()
+    await asyncio.to_thread(lambda: client.video.v1.rooms.create(unique_name="solo", max_participants=1))
+    third, fourth = await open_page(), await open_page()
+    assert "error" not in await js_join(third, server.token("one"), name="solo")
+    refused = await js_join(fourth, server.token("two"), name="solo")
+    assert refused["error"]["code"] == 53105, refused
+
+
+async def test_rest_and_telemetry_show_the_sdk_participant(server, join, open_page):
+    py = await join("py", room="seen")
+    received: list = []
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="seen", data=[{"name": "notes"}], media=True)
+    published = await page_eventually(page, "window.publishedSids()", lambda sids: len(sids) == 3)
+    notes = await eventually(lambda: subscribed_data_track(py, "js", "notes"), timeout=10)
+    notes.on("message", received.append)
+    await page.evaluate(f"window.sendAll('notes', {json.dumps([f'note {i}' for i in range(20)])})")
+    await eventually(lambda: len(received) == 20, timeout=10)
+
+    client = server.twilio_client()
+    room = client.video.v1.rooms("seen")
+    participants = await asyncio.to_thread(lambda: room.participants.list(status="connected"))
+    js = next(p for p in participants if p.identity == "js")
+    assert js.sid == joined["participant"] and js.status == "connected"
+    tracks = await asyncio.to_thread(lambda: room.participants(js.sid).published_tracks.list())
+    assert {(t.name, t.kind, t.sid) for t in tracks} == {
+        ("notes", "data", published["notes"]),
+        ("camera", "video", published["camera"]),
+        ("microphone", "audio", published["microphone"]),
+    }
+    subscribed = await asyncio.to_thread(lambda: room.participants("py").subscribed_tracks.list())
+    assert {t.sid for t in subscribed} == set(published.values())
+
+    # events: the SDK client's join and its tracks, like any participant's
+    events = server.frame("events")
+    mine = events[events["identity"] == "js"]
+    assert list(mine[mine["event"] == "participant-connected"]["participant"]) == [js.sid]
+    assert set(mine[mine["event"] == "track-added"]["track"]) == set(published.values())
+
+    # data_channel_stats: the server counted the 20 messages on the SDK's channel, and sent them on
+    def counted():  # type: ignore[no-untyped-def]
+        stats = server.frame("data_channel_stats")
+        rows = stats[(stats["participant"] == "js") & (stats["messages_received"] >= 20)]
+        return rows if len(rows) else None
+
+    rows = await eventually(counted, timeout=5)
+    assert rows is not None, server.frame("data_channel_stats")
+    assert rows["messages_received"].max() == 20
+    assert rows["bytes_received"].max() == sum(len(f"note {i}") for i in range(20))
+    stats = server.frame("data_channel_stats")
+    to_py = stats[(stats["participant"] == "py") & (stats["label"] == published["notes"])]
+    assert to_py["messages_sent"].max() == 20
+
+    # rtc_stats: the server samples the SDK client's camera and microphone as it receives them
+    def sampled():  # type: ignore[no-untyped-def]
+        rtc = server.frame("rtc_stats")
+        rows = rtc[(rtc["participant"] == "js") & (rtc["direction"] == "outbound") & (rtc["packets"] > 0)]
+        return rows if set(rows["kind"]) == {"audio", "video"} else None
+
+    rtc = await eventually(sampled, timeout=5)
+    assert rtc is not None and set(rtc["track"]) == {published["camera"], published["microphone"]}
+
+
+async def test_an_sdk_without_ice_servers_asks_for_them_and_gets_none(server, join, open_page):
+    """Without `iceServers` the SDK asks the server first (`ice`); it gets none (`iced`: []), so it
+    contacts no STUN or TURN server, and media and data flow on 127.0.0.1 as before."""
+    py = await join("py", room="asked")
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="asked", data=[{"name": "hello"}], askIceServers=True)
+    assert joined["name"] == "asked", page.console
+    configuration = await page.evaluate("window.room._signaling._peerConnectionManager._configuration.iceServers")
+    assert configuration == []
+    hello = await eventually(lambda: subscribed_data_track(py, "js", "hello"), timeout=10)
+    received: list = []
+    hello.on("message", received.append)
+    await page.evaluate("window.sendAll('hello', ['over loopback'])")
+    assert await eventually(lambda: received, timeout=5) == ["over loopback"]
