@@ -1,4 +1,5 @@
-"""The `roomlab` command: `roomlab serve` runs a server in the foreground; `roomlab demo` shows one."""
+"""The `roomlab` command: `roomlab serve` runs a server in the foreground; `roomlab demo` shows one;
+`roomlab whiteboard` serves the whiteboard demo page with simulated participants drawing on it."""
 
 from __future__ import annotations
 
@@ -54,6 +55,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"in-progress rooms: {json.dumps(listed)}")
         ended = client.video.v1.rooms(room.sid).update(status="completed")
         print(f"ended room {ended.sid}: status {ended.status}, duration {ended.duration} s")
+    return 0
+
+
+def cmd_whiteboard(args: argparse.Namespace) -> int:
+    """Serve the whiteboard page (twilio-video.js) while `Strokes` bots draw in its room."""
+    import asyncio
+
+    from .sim import Strokes
+    from .sim.simulation import Simulation
+    from .web import INSTALL_TWILIO_VIDEO, twilio_video_version
+
+    version = twilio_video_version()
+    if version is None:
+        print(f"roomlab whiteboard: twilio-video is not installed: {INSTALL_TWILIO_VIDEO}", file=sys.stderr)
+        return 2
+    with serve(port=args.port) as server:
+        _print_server(server)
+        token = server.token(args.identity, room=args.room, ttl=86_400)
+        print(f"whiteboard (twilio-video.js {version}), room {args.room!r}, {args.bots} bot(s) drawing:")
+        print(f"  {server.url}/web/whiteboard.html?token={token}")
+        print("  open it in Chromium or Chrome started with --allow-loopback-in-peer-connection; Ctrl-C stops")
+        sys.stdout.flush()
+
+        async def draw() -> None:
+            simulation = Simulation(server, room=args.room, workers=0, seed=args.seed)
+            simulation.add(args.bots, identity="bot-{i}", data=[Strokes(rate_hz=30, pause_s=2.0)])
+            for sig in (signal.SIGINT, signal.SIGTERM):  # the bots leave, then the server stops
+                asyncio.get_running_loop().add_signal_handler(sig, simulation.stop)
+            await simulation.run(args.duration, progress=False)
+
+        asyncio.run(draw())
     return 0
 
 
@@ -129,6 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--room", default="demo", help="room name (default: demo)")
     demo.add_argument("--db", default=None, help="SQLite file to keep the run's rooms in")
     demo.set_defaults(func=cmd_demo)
+
+    board = commands.add_parser("whiteboard", help="serve the whiteboard demo page with bots drawing on it")
+    board.add_argument("--bots", type=int, default=3, help="simulated participants drawing (default: 3)")
+    board.add_argument("--room", default="whiteboard", help="room name (default: whiteboard)")
+    board.add_argument("--identity", default="you", help="identity of the page's token (default: you)")
+    board.add_argument("--port", type=int, default=8000, help="port to bind on 127.0.0.1 (default: 8000)")
+    board.add_argument("--duration", type=float, default=3600, help="stop after this many seconds (default: 3600)")
+    board.add_argument("--seed", type=int, default=None, help="seed for the bots' strokes")
+    board.set_defaults(func=cmd_whiteboard)
 
     simulate = commands.add_parser("simulate", help="run a scenario file: frames (Parquet) and a PNG report")
     simulate.add_argument("scenario", help="scenario YAML file")

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlencode
@@ -435,3 +440,80 @@ async def test_an_sdk_without_ice_servers_asks_for_them_and_gets_none(server, jo
     hello.on("message", received.append)
     await page.evaluate("window.sendAll('hello', ['over loopback'])")
     assert await eventually(lambda: received, timeout=5) == ["over loopback"]
+
+
+async def test_the_whiteboard_demo_draws_with_strokes_bots(chromium):
+    """`roomlab whiteboard`, as a user runs it: its page (the SDK on a data track) shows the bots'
+    strokes, and what is drawn on it with the mouse reaches a roomlab participant as Strokes points."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "roomlab", "whiteboard", "--bots", "2", "--port", "0", "--duration", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watcher = None
+    page = None
+    try:
+        lines = [await asyncio.to_thread(process.stdout.readline) for _ in range(6)]  # type: ignore[union-attr]
+        url = re.search(r"serving on (http://127\.0\.0\.1:\d+)", lines[0]).group(1)  # type: ignore[union-attr]
+        credentials = dict(line.split() for line in lines[1:4])
+        board_url = lines[5].strip()
+        assert board_url.startswith(f"{url}/web/whiteboard.html?token=")
+        page = await chromium.open(board_url)
+        drawn = await page_eventually(
+            page,
+            "window.whiteboard ? window.whiteboard.points : {}",
+            lambda points: points.get("bot-0", 0) >= 20 and points.get("bot-1", 0) >= 20,
+            timeout=20,
+        )
+        assert drawn.get("bot-0", 0) >= 20 and drawn.get("bot-1", 0) >= 20, page.console
+
+        grant = AccessToken(
+            credentials["account_sid"], credentials["api_key"], credentials["api_secret"], identity="py"
+        )
+        grant.add_grant(VideoGrant(room="whiteboard"))
+        watcher = await roomlab.connect(url, grant.to_jwt(), name="whiteboard")
+        strokes = await eventually(lambda: subscribed_data_track(watcher, "you", "strokes"), timeout=10)
+        received: list = []
+        strokes.on("message", lambda data: received.append(json.loads(data)))
+
+        box = await page.evaluate(
+            "(({left, top, width, height}) => ({left, top, width, height}))"
+            "(document.getElementById('board').getBoundingClientRect())"
+        )
+        path = [(box["left"] + box["width"] * (0.2 + i / 40), box["top"] + box["height"] / 2) for i in range(12)]
+        mouse = chromium.send
+        await mouse(
+            "Input.dispatchMouseEvent",
+            page.session,
+            type="mousePressed",
+            x=path[0][0],
+            y=path[0][1],
+            button="left",
+            buttons=1,
+            clickCount=1,
+        )
+        for x, y in path[1:]:
+            await asyncio.sleep(0.03)
+            await mouse("Input.dispatchMouseEvent", page.session, type="mouseMoved", x=x, y=y, button="left", buttons=1)
+        await mouse(
+            "Input.dispatchMouseEvent",
+            page.session,
+            type="mouseReleased",
+            x=path[-1][0],
+            y=path[-1][1],
+            button="left",
+            buttons=0,
+            clickCount=1,
+        )
+        sent = await page_eventually(page, "window.whiteboard.sent", lambda n: n >= 10)
+        await eventually(lambda: len(received) >= sent, timeout=5)
+        assert [p["point"] for p in received] == list(range(sent)) and {p["stroke"] for p in received} == {1}
+        assert all(190 <= p["x"] <= 510 and 340 <= p["y"] <= 360 for p in received), received
+    finally:
+        if watcher is not None:
+            await watcher.disconnect()
+        if page is not None:
+            await page.close()
+        os.kill(process.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0
