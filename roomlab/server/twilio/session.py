@@ -219,17 +219,40 @@ class TwilioSession(ParticipantConnection):
         """Nothing to add: the SDK's own offer carries the m-line of every track it publishes."""
 
     def publishing_slot(self, transceiver: RTCRtpTransceiver) -> MediaSlot | None:
-        """The slot of a client m-line, found by the track id the SDK wrote in its `a=msid`."""
-        slot = super().publishing_slot(transceiver)
-        if slot is not None:
-            return slot
-        track_id = self._mid_track_ids.get(transceiver.mid or "")
-        sid = self._published.get(track_id or "")
+        """The slot of a client m-line, found by the track id the SDK wrote in its `a=msid` (the SDK
+        reuses an m-line whose track it unpublished for the next track of that kind)."""
+        sid = self._published.get(self._mid_track_ids.get(transceiver.mid or "", ""))
         if sid is None:
             return None
-        slot = MediaSlot(transceiver, "publish", sid)
-        self.slots.append(slot)
+        slot = next((s for s in self.slots if s.transceiver is transceiver), None)
+        if slot is None:
+            slot = MediaSlot(transceiver, "publish", sid)
+            self.slots.append(slot)
+        slot.role, slot.track_sid = "publish", sid
         return slot
+
+    def stop_media(self, track_sid: str) -> None:
+        """A track gone: its publishing m-line stays as the client left it (it may reuse it); a
+        subscription's m-line goes inactive, as for every protocol."""
+        for slot in self.slots:
+            if slot.track_sid == track_sid and slot.role == "publish":
+                slot.role, slot.track_sid = "retired", None
+        if any(slot.track_sid == track_sid for slot in self.slots):
+            super().stop_media(track_sid)
+
+    def _bind_client_media(self) -> None:
+        """After a description from the client is applied: hand the forwarding plane every m-line
+        the client sends a published track on that no slot carries yet. aiortc signals a remote
+        track once per m-line, and the client may first send a track in an answer (after glare) or
+        on a reused m-line, so the signal is repeated here for those."""
+        for transceiver in self.pc.getTransceivers():
+            track = transceiver.receiver.track
+            if track is None or transceiver.currentDirection not in ("recvonly", "sendrecv"):
+                continue
+            sid = self._published.get(self._mid_track_ids.get(transceiver.mid or "", ""))
+            carried = next((s for s in self.slots if s.transceiver is transceiver and s.role == "publish"), None)
+            if sid is not None and (carried is None or carried.track_sid != sid):
+                self.pc.emit("track", track)
 
     # negotiation -------------------------------------------------------------------------------
     async def _answer_offer(self, sdp: str, revision: int) -> str:
@@ -241,6 +264,7 @@ class TwilioSession(ParticipantConnection):
         except Exception as exc:  # any parse or negotiation failure of the client's SDP
             raise RoomError(53403, f"Server is unable to apply a remote media description: {exc}") from None
         self._revision = revision
+        self._bind_client_media()
         return self.pc.localDescription.sdp
 
     def _description(self, kind: str, revision: int, sdp: str) -> dict[str, Any]:
@@ -249,20 +273,26 @@ class TwilioSession(ParticipantConnection):
     def _on_description(self, description: dict[str, Any]) -> None:
         kind, revision = description["type"], description["revision"]
         if kind == "offer":
-            if self._answer is not None or revision <= self._revision:
+            if self._awaiting_answer or revision <= self._revision:
                 log.debug("participant %s: offer %d dropped (glare or stale)", self.sid, revision)
                 return
             self._spawn(self._answer_later(description["sdp"], revision))
         elif kind == "answer":
-            if self._answer is not None and not self._answer.done() and revision == self._offer_revision:
-                self._answer.set_result(description["sdp"])
+            if self._awaiting_answer and revision == self._offer_revision:
+                self._answer.set_result(description["sdp"])  # type: ignore[union-attr]
+
+    @property
+    def _awaiting_answer(self) -> bool:
+        """The server's offer is out and its answer has not come: the client's offers are glare.
+        (An offer that follows the answer in the same burst is not: the SDK answers, then offers.)"""
+        return self._answer is not None and not self._answer.done()
 
     async def _answer_later(self, sdp: str, revision: int) -> None:
         """A later offer from the client, answered once the transport is up and nothing else negotiates."""
         try:
             await asyncio.wait_for(self.transport_connected(), TRANSPORT_TIMEOUT)
             async with self._sdp_lock:
-                if self._answer is not None or revision <= self._revision:
+                if self._awaiting_answer or revision <= self._revision:
                     return  # the server offered meanwhile: the client rolled this one back
                 answer = await self._answer_offer(sdp, revision)
             update = {
@@ -308,8 +338,10 @@ class TwilioSession(ParticipantConnection):
         try:
             answer = await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
             async with self._sdp_lock:
+                self._mid_track_ids.update(media_track_ids(answer))
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 self._revision = revision
+                self._bind_client_media()
         finally:
             self._answer = None
 
