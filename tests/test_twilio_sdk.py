@@ -517,3 +517,55 @@ async def test_the_whiteboard_demo_draws_with_strokes_bots(chromium):
             await page.close()
         os.kill(process.pid, signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 15) == 0
+
+
+async def test_tracks_the_sdk_publishes_later_renegotiate_and_reach_roomlab(server, join, open_page):
+    """The SDK's later offers: its first data track (SCTP arrives in a re-offer), then its camera,
+    while the server offers for a track roomlab publishes at the same moment (glare), then an
+    unpublish."""
+    py = await join("py", room="later")
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="later")
+    assert joined["name"] == "later", page.console
+    await asyncio.sleep(0.5)  # connected: its transport is up or coming up
+
+    await page.evaluate(
+        "window.room.localParticipant.publishTrack(window.makeDataTracks([{name: 'late-data', maxRetransmits: 2}])[0])"
+        ".then(() => null)"
+    )
+    late = await eventually(lambda: subscribed_data_track(py, "js", "late-data"), timeout=10)
+    assert late is not None and late.max_retransmits == 2, page.console
+    received: list = []
+    late.on("message", received.append)
+    await page.evaluate("window.sendAll('late-data', ['first', 'second'])")
+    assert await eventually(lambda: len(received) == 2, timeout=5) and received == ["first", "second"]
+
+    # the page publishes its camera while roomlab publishes a pattern: the server's offer and the
+    # page's cross in about a third of runs (the server drops the page's, which answers and offers again)
+    await page.evaluate("window.makeMediaTracks().then(() => null)", timeout=15)
+    camera = roomlab.LocalVideoTrack.pattern(width=160, height=120)
+    publish_py = asyncio.ensure_future(py.local_participant.publish_track(camera))
+    await page.evaluate("window.room.localParticipant.publishTrack(window.localTracks.camera).then(() => null)")
+    await publish_py
+
+    def remote_video():  # type: ignore[no-untyped-def]
+        for participant in py.participants.values():
+            for publication in participant.tracks.values():
+                if publication.track_name == "camera" and publication.track is not None:
+                    return publication.track
+        return None
+
+    video = await eventually(remote_video, timeout=10)
+    assert video is not None, page.console
+    frame = await asyncio.wait_for(video.recv(), 10)
+    assert (frame.width, frame.height) == (320, 240)
+    shown = await page_eventually(
+        page, "window.videoProgress()", lambda p: any(v.get("shown", 0) >= 10 for v in p.values()), timeout=15
+    )
+    assert any(v.get("width") == 160 for v in shown.values()), (shown, page.console)
+
+    # unpublishing on the page is track_unpublished for roomlab
+    gone: list = []
+    py.on("track_unpublished", lambda publication, participant: gone.append(publication.track_name))
+    await page.evaluate("window.room.localParticipant.unpublishTrack(window.localTracks['late-data']) && null")
+    assert await eventually(lambda: gone, timeout=5) == ["late-data"]
