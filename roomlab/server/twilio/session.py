@@ -30,9 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCDataChannel, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 
 from ...errors import RoomError
 from ...net.ice import host_addresses
+from ...net.renegotiation import transport_ready
 from ...telemetry.sampling import ChannelCounters
 from ..connection import DropNotice, MediaSlot, ParticipantConnection
 from ..model import Participant, PublishedTrack, RoomEvent
@@ -210,8 +212,15 @@ class TwilioSession(ParticipantConnection):
     def data_inlet(self, channel: RTCDataChannel, deliver: Callable[..., None]) -> None:
         frame_arrivals(channel, deliver)
 
-    def data_outlet(self, channel: RTCDataChannel, counters: ChannelCounters, track_sid: str) -> PlainOutlet:  # type: ignore[override]
-        counters.watch(channel, self.participant.identity)
+    def data_outlet(  # type: ignore[override]
+        self,
+        channel: RTCDataChannel,
+        counters: ChannelCounters,
+        track_sid: str,
+        track_name: str | None = None,
+        publisher: str | None = None,
+    ) -> PlainOutlet:
+        counters.watch(channel, self.participant.identity, track_name, publisher)
         return PlainOutlet(channel, counters, DropNotice(self, track_sid))
 
     # media -------------------------------------------------------------------------------------
@@ -290,19 +299,16 @@ class TwilioSession(ParticipantConnection):
     async def _answer_later(self, sdp: str, revision: int) -> None:
         """A later offer from the client, answered once the transport is up and nothing else negotiates."""
         try:
-            await asyncio.wait_for(self.transport_connected(), TRANSPORT_TIMEOUT)
+            await transport_ready(self.pc, TRANSPORT_TIMEOUT)
             async with self._sdp_lock:
-                if self._awaiting_answer or revision <= self._revision:
+                if self.closed or revision <= self._revision:
                     return  # the server offered meanwhile: the client rolled this one back
                 answer = await self._answer_offer(sdp, revision)
-            update = {
-                "peer_connections": [{"id": self.pc_id, "description": rsp.description("answer", revision, answer)}]
-            }
-            self._send_update(update)
+            self._send_update({"peer_connections": [self._description("answer", revision, answer)]})
         except RoomError as error:
             log.debug("participant %s: offer %d failed: %s", self.sid, revision, error)
             self._on_closed(self, error.code)
-        except (TimeoutError, ConnectionError) as exc:
+        except (TimeoutError, InvalidStateError) as exc:  # no transport in time, or the session closed
             log.debug("participant %s: offer %d not answered: %s", self.sid, revision, exc)
 
     def request_negotiation(self) -> None:
@@ -316,34 +322,34 @@ class TwilioSession(ParticipantConnection):
 
     async def _negotiate_until_settled(self) -> None:
         try:
-            await asyncio.wait_for(self.transport_connected(), TRANSPORT_TIMEOUT)
+            await transport_ready(self.pc, TRANSPORT_TIMEOUT)
             while self._renegotiate and not self.closed:
                 self._renegotiate = False
                 await self._offer_once()
         except TimeoutError:
             log.debug("participant %s: no answer or no transport in time", self.sid)
             self._on_closed(self, 53002)
-        except ConnectionError as exc:
+        except InvalidStateError as exc:  # the session closed meanwhile
             log.debug("participant %s: negotiation ended: %s", self.sid, exc)
 
     async def _offer_once(self) -> None:
+        """One offer and its answer, the SDP lock held throughout: a client offer that comes meanwhile
+        is either glare (dropped on arrival) or follows the answer, and waits until it is applied."""
         async with self._sdp_lock:
             self.add_pending_transceivers()
             await self.pc.setLocalDescription(await self.pc.createOffer())
             self._offer_revision = revision = self._revision + 1
             self._answer = asyncio.get_running_loop().create_future()
             sdp = renumber(self.pc.localDescription.sdp, self._numbering)
-            offer = self._description("offer", revision, sdp)
-            self._send_update({"peer_connections": [offer]})
-        try:
-            answer = await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
-            async with self._sdp_lock:
+            self._send_update({"peer_connections": [self._description("offer", revision, sdp)]})
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
                 self._mid_track_ids.update(media_track_ids(answer))
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 self._revision = revision
                 self._bind_client_media()
-        finally:
-            self._answer = None
+            finally:
+                self._answer = None
 
     async def _add_candidates(self, ice: dict[str, Any]) -> None:
         """Trickled candidates (the SDK sends all so far each time); those on the server's addresses."""
