@@ -1,0 +1,151 @@
+"""The SDK's signaling endpoint under bad input, spoken to over a raw WebSocket (TCMP and RSP as
+twilio-video.js sends them), with a real aiortc peer connection making the offers: every refusal
+carries Twilio's code, and nothing a client sends reaches another's session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiortc import RTCPeerConnection
+
+import roomlab
+from roomlab.net.ice import rtc_configuration
+
+from .conftest import eventually
+
+#: An audio m-line without ICE credentials or a DTLS fingerprint: no peer connection can apply it.
+BROKEN_SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
+
+
+async def data_offer() -> tuple[RTCPeerConnection, str]:
+    """A real offer with one data channel, as the SDK's first offer would carry."""
+    pc = RTCPeerConnection(rtc_configuration())
+    pc.createDataChannel("c0ffee00-0000-4000-8000-000000000000")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+def connect_body(token: str, sdp: str, name: str | None = "raw") -> dict[str, Any]:
+    return {
+        "type": "connect",
+        "version": 2,
+        "name": name,
+        "token": token,
+        "participant": {"revision": 1, "tracks": []},
+        "peer_connections": [{"id": "pc-1", "description": {"type": "offer", "revision": 1, "sdp": sdp}}],
+        "subscribe": {"rules": [{"type": "include", "all": True}], "revision": 1},
+        "format": "unified",
+    }
+
+
+@asynccontextmanager
+async def tcmp(server: roomlab.Server) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.twilio_ws_url) as ws:
+        yield ws
+
+
+async def next_message(ws: aiohttp.ClientWebSocketResponse, skip: tuple[str, ...] = ("heartbeat",)) -> dict:
+    while True:
+        frame = await ws.receive(timeout=10)
+        assert frame.type == aiohttp.WSMsgType.TEXT, frame
+        message = json.loads(frame.data)
+        if message["type"] not in skip:
+            return message
+
+
+async def hello(ws: aiohttp.ClientWebSocketResponse, body: dict | None) -> dict:
+    """Say hello with `body`; return the first `msg` body after `welcome`."""
+    await ws.send_str(json.dumps({"type": "hello", "id": "h1", "timeout": 5000, "version": 2, "body": body}))
+    welcome = await next_message(ws)
+    assert welcome == {"type": "welcome", "negotiatedTimeout": 5000}
+    message = await next_message(ws)
+    assert message["type"] == "msg", message
+    return message["body"]
+
+
+async def test_refusals_carry_twilios_codes_and_leave_nobody_behind(server):
+    pc, sdp = await data_offer()
+    try:
+        async with tcmp(server) as ws:
+            refused = await hello(ws, connect_body("not.a.token", sdp))
+            assert refused["type"] == "error" and refused["code"] == 20102, refused
+        async with tcmp(server) as ws:
+            refused = await hello(ws, connect_body(server.token("x", room="elsewhere"), sdp, name="raw"))
+            assert refused["code"] == 20106
+        async with tcmp(server) as ws:
+            refused = await hello(ws, connect_body(server.token("x"), BROKEN_SDP, name="raw"))
+            assert refused.get("code") == 53403 and "remote media description" in refused["message"], refused
+        async with tcmp(server) as ws:
+            refused = await hello(ws, {"type": "connect", "version": 1, "token": server.token("x")})
+            assert refused["code"] == 53004 and "version" in refused["message"]
+        async with tcmp(server) as ws:
+            await ws.send_str(json.dumps({"type": "hello", "id": "h1", "version": 1}))
+            bad = await next_message(ws)
+            assert bad["type"] == "bad" and "version 2" in bad["reason"]
+    finally:
+        await pc.close()
+    # nobody stayed in the room the bad SDP made (an ad-hoc room ends with its last participant)
+    listed = await asyncio.to_thread(lambda: server.twilio_client().video.v1.rooms.list(unique_name="raw"))
+    assert all(room.status == "completed" for room in listed)
+    events = server.frame("events")
+    joined = events[events["event"] == "participant-connected"]
+    left = events[events["event"] == "participant-disconnected"]
+    assert len(joined) == len(left) == 1 and list(left["code"]) == [53403]
+
+
+async def test_a_connected_client_survives_bad_messages_and_a_flood_ends_only_its_session(server, join):
+    py = await join("py", room="raw")
+    pc, sdp = await data_offer()
+    try:
+        async with tcmp(server) as ws:
+            connected = await hello(ws, connect_body(server.token("raw-client"), sdp))
+            assert connected["type"] == "connected" and connected["participant"]["identity"] == "raw-client"
+            assert connected["options"] == {"session_timeout": 0}
+            assert connected["peer_connections"][0]["description"]["type"] == "answer"
+            assert [p["identity"] for p in connected["participants"]] == ["py"]
+            session = connected["session"]
+            # malformed TCMP is answered `bad`; a malformed RSP message is dropped; the session goes on
+            await ws.send_str("{not json")
+            assert (await next_message(ws))["type"] == "bad"
+            await ws.send_str(json.dumps({"type": "msg", "body": {"type": "update", "version": 2, "participant": 7}}))
+            await ws.send_str(json.dumps({"type": "msg", "body": {"type": "nonsense", "version": 2}}))
+            py_gone: list = []
+            py.on("participant_disconnected", lambda p: py_gone.append(p.identity))
+            await asyncio.sleep(0.2)
+            assert py_gone == [] and len(py.participants) == 1
+            # a track published in an update gets its SID, in order, at a growing revision
+            update = {"type": "update", "version": 2, "session": session}
+            track = {"id": "t-1", "kind": "audio", "name": "mic", "enabled": True, "priority": "standard"}
+            await ws.send_str(
+                json.dumps({"type": "msg", "body": {**update, "participant": {"revision": 2, "tracks": [track]}}})
+            )
+            published = await next_message(ws)
+            assert published["body"]["published"]["tracks"] == [
+                {"id": "t-1", "sid": published["body"]["published"]["tracks"][0]["sid"], "state": "ready"}
+            ]
+            assert published["body"]["published"]["revision"] > connected["published"]["revision"]
+            # a duplicate name is refused with Twilio's code, the first publication stays
+            twin = {**track, "id": "t-2"}
+            await ws.send_str(
+                json.dumps({"type": "msg", "body": {**update, "participant": {"revision": 3, "tracks": [track, twin]}}})
+            )
+            refused = await next_message(ws)
+            entries = {t["id"]: t for t in refused["body"]["published"]["tracks"]}
+            assert entries["t-1"]["state"] == "ready" and entries["t-2"]["state"] == "failed"
+            assert entries["t-2"]["error"]["code"] == 53304
+            # a flood ends this session with 53004, and only this one
+            for _ in range(300):
+                await ws.send_str(json.dumps({"type": "heartbeat"}))
+            await eventually(lambda: py_gone, timeout=5)
+            assert py_gone == ["raw-client"]
+    finally:
+        await pc.close()
+    events = server.frame("events")
+    left = events[(events["event"] == "participant-disconnected") & (events["identity"] == "raw-client")]
+    assert list(left["code"]) == [53004]
+    assert py.state == "connected"
