@@ -102,7 +102,8 @@ class ParticipantConnection:
 
     # data --------------------------------------------------------------------------------------
     def published_track_for_channel(self, channel: RTCDataChannel) -> str | None:
-        """The SID of the data track a channel opened by the client carries (its label here)."""
+        """The SID of the data track a channel opened by the client carries (its label here); None
+        while its track is not known yet (the connection emits `datachannel` again once it is)."""
         return channel.label
 
     def open_data_channel(self, label: str, **options: Any) -> RTCDataChannel:

@@ -188,7 +188,10 @@ class Sfu:
 
         @session.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
-            forwarder = self.forwarders.get(session.published_track_for_channel(channel) or "")
+            track_sid = session.published_track_for_channel(channel)
+            if track_sid is None:
+                return  # its track is not known yet: the connection hands the channel on once it is
+            forwarder = self.forwarders.get(track_sid)
             if (
                 isinstance(forwarder, DataTrackForwarder)
                 and forwarder.track.participant_sid == session.sid
