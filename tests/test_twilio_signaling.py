@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 import roomlab
 from roomlab.net.ice import rtc_configuration
 
 from .conftest import eventually
+from .test_data_tracks import subscribed_data_track
 
 #: An audio m-line without ICE credentials or a DTLS fingerprint: no peer connection can apply it.
 BROKEN_SDP = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
@@ -149,3 +150,39 @@ async def test_a_connected_client_survives_bad_messages_and_a_flood_ends_only_it
     left = events[(events["event"] == "participant-disconnected") & (events["identity"] == "raw-client")]
     assert list(left["code"]) == [53004]
     assert py.state == "connected"
+
+
+async def test_a_data_channel_that_opens_before_its_track_is_listed_is_published_when_it_is(server, join):
+    """The SDK's data channel and its track list travel apart (SCTP and the signaling socket): a
+    channel the server cannot place yet waits for the update that lists its track."""
+    py = await join("py", room="raw")
+    pc = RTCPeerConnection(rtc_configuration())
+    channel = pc.createDataChannel("early-channel", ordered=True, maxRetransmits=4)
+    await pc.setLocalDescription(await pc.createOffer())
+    try:
+        async with tcmp(server) as ws:
+            connected = await hello(ws, connect_body(server.token("raw-client"), pc.localDescription.sdp))
+            answer = connected["peer_connections"][0]["description"]
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+            await eventually(lambda: channel.readyState == "open", timeout=10)
+            await asyncio.sleep(0.2)  # the server has the channel, and no track to put it in
+            assert server.call(lambda: [t.name for t in server.rooms.find_live("raw").tracks.values()]) == []
+            track = {"id": "early-channel", "kind": "data", "name": "late-listed", "enabled": True}
+            update = {"type": "update", "version": 2, "session": connected["session"]}
+            await ws.send_str(
+                json.dumps({"type": "msg", "body": {**update, "participant": {"revision": 2, "tracks": [track]}}})
+            )
+            published = await next_message(ws)
+            assert published["body"]["published"]["tracks"][0]["state"] == "ready"
+            remote = await eventually(lambda: subscribed_data_track(py, "raw-client", "late-listed"), timeout=10)
+            assert remote is not None and remote.max_retransmits == 4
+            received: list = []
+            remote.on("message", received.append)
+            for message in ("one", b"\x00two", "three"):
+                channel.send(message)
+            await eventually(lambda: len(received) == 3, timeout=5)
+            assert received == ["one", b"\x00two", "three"]
+            rows = py.frame("messages")
+            assert list(rows[rows["track"] == "late-listed"]["seq"]) == [1, 2, 3]
+    finally:
+        await pc.close()

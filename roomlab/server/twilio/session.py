@@ -128,9 +128,7 @@ class TwilioSession(ParticipantConnection):
             "sid": room.sid,
             "name": room.unique_name,
             "participant": {"sid": self.sid, "identity": self.participant.identity},
-            "peer_connections": [
-                {"id": self.pc_id, "description": rsp.description("answer", self._revision, answer_sdp)}
-            ],
+            "peer_connections": [self._description("answer", self._revision, answer_sdp)],
             **self._changed_state(),
         }
 
@@ -204,10 +202,12 @@ class TwilioSession(ParticipantConnection):
         if track_id in self._published:
             return self._published[track_id]
         track = self._local_tracks.get(track_id)
-        if track is None or track["kind"] != "data":
+        if track is None:
             self._unclaimed_channels[track_id] = channel
             return None
-        return self._publish(track_id, track, channel)
+        if track["kind"] != "data":
+            return ""  # not a data track's channel: refused
+        return self._publish(track_id, track, channel) or ""  # "": refused, the channel is closed
 
     def data_inlet(self, channel: RTCDataChannel, deliver: Callable[..., None]) -> None:
         frame_arrivals(channel, deliver)
