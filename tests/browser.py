@@ -66,9 +66,11 @@ class Page:
         self.console: list[str] = []
 
     async def close(self) -> None:
-        """Close the tab (what it holds, peer connections included, goes with it)."""
-        await self.browser.send("Target.closeTarget", targetId=self.target)
+        """Close the tab (what it holds, peer connections included, goes with it); once."""
+        if self.session not in self.browser.pages:
+            return
         self.browser.pages.pop(self.session, None)
+        await self.browser.send("Target.closeTarget", targetId=self.target)
 
     async def evaluate(self, expression: str, timeout: float = 10.0) -> Any:
         result = await self.browser.send(

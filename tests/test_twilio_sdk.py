@@ -569,3 +569,17 @@ async def test_tracks_the_sdk_publishes_later_renegotiate_and_reach_roomlab(serv
     py.on("track_unpublished", lambda publication, participant: gone.append(publication.track_name))
     await page.evaluate("window.room.localParticipant.unpublishTrack(window.localTracks['late-data']) && null")
     assert await eventually(lambda: gone, timeout=5) == ["late-data"]
+
+
+async def test_a_closed_tab_is_removed_at_once(server, join, open_page):
+    py = await join("py", room="closing")
+    page = await open_page()
+    await js_join(page, server.token("js"), name="closing")
+    await eventually(lambda: py.participants, timeout=5)
+    gone: list = []
+    py.on("participant_disconnected", lambda p: gone.append(p.identity))
+    await page.close()  # no disconnect, no bye: the socket just ends
+    assert await eventually(lambda: gone, timeout=5) == ["js"]
+    events = server.frame("events")
+    left = events[(events["event"] == "participant-disconnected") & (events["identity"] == "js")]
+    assert list(left["code"]) == [53001]
