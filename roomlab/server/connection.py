@@ -4,7 +4,8 @@ The forwarding plane (`sfu.py`) attaches to this side only: the media slots that
 and subscribed tracks, the data channels of subscriptions, and how data messages enter and leave
 the room's framing (SPEC §6). Each signaling protocol subclasses `ParticipantConnection` as an
 adapter: it negotiates the SDP its own way (`request_negotiation`), and turns room events and
-the server's notices into its own messages (`notify`, `report_dropped`, `report_error`, `close`).
+the server's notices into its own messages (`notify`, `report_dropped`, `report_error`,
+`report_track_warning`, `close`).
 roomlab's own signaling is `session.Session`; Twilio's SDK is `twilio.session.TwilioSession`.
 """
 
@@ -30,7 +31,8 @@ sctp.install()
 bundle.install()
 
 #: Roles of a media slot: "publish" carries a track from the client, "subscribe" one to it, and
-#: "retired" is a publisher's slot whose track is gone (a publisher's slot is never used again).
+#: "retired" is a publisher's slot whose track is gone (roomlab's client never sends on it again;
+#: Twilio's SDK may send its next track of that kind on it).
 SLOT_ROLES = ("publish", "subscribe", "retired")
 
 
