@@ -233,7 +233,7 @@ participants:
     audio: {talker: {mean_talk_s: 100, mean_silence_s: 0.01}}
     data:
       - cursor: {rate_hz: 20}
-      - chat: {}
+      - chat: {mean_interval_s: 0.5}
     link: {delay_ms: 20, loss: 0.02}
   - count: 1
     identity: "guest-{i}"
