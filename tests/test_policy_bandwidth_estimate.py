@@ -138,6 +138,27 @@ def test_a_remb_that_stops_rising_below_what_is_sent_is_over_use_but_a_rising_on
     assert not stale.congested
 
 
+def test_a_downlink_congested_from_its_first_second_is_estimated_at_what_gets_through():
+    # 2.8 Mbit/s of cameras into a 450 kbit/s downlink: 84 % lost from the start, so the link's
+    # "own" loss is learnt at 84 % and loss never rises above it; the REMB tells the over-use
+    narrow = DownlinkEstimator()
+    narrow.on_remb(0.2, 400e3, [1])
+    narrow.on_remb(0.7, 380e3, [1])  # no longer rising: over-use
+    first = narrow.update(1, sample({1: 2.8e6}, loss=0.84))
+    assert first.signals == ("remb",)
+    assert first.estimate_bps == pytest.approx(0.85 * 2.8e6 * 0.16)  # below what was sent by far
+    # a downlink wider than the initial estimate: the first congestion raises it to the evidence
+    wide = DownlinkEstimator()
+    wide.on_remb(0.2, 1.6e6, [1])
+    wide.on_remb(0.7, 1.5e6, [1])
+    raised = wide.update(1, sample({1: 2.8e6}, loss=0.3))
+    assert raised.estimate_bps == pytest.approx(0.85 * 2.8e6 * 0.7)
+    assert raised.estimate_bps > INITIAL_ESTIMATE_BPS
+    assert raised.reason == "remb"
+    wide.on_remb(1.5, 1.4e6, [1])
+    assert wide.update(2, sample({1: 2.8e6}, loss=0.3)).estimate_bps == pytest.approx(0.85 * 2.8e6 * 0.7)
+
+
 # --- probing ----------------------------------------------------------------------------------------------
 
 

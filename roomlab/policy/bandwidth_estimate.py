@@ -11,8 +11,9 @@ Each second the estimator looks for congestion in three independent signals: los
 the link's own loss (the median of the last 10 s) by 5 points, for two seconds or together with
 another signal; queueing delay (RTT above its 30 s minimum by 50 ms and not draining); and a REMB
 that stopped rising below 90 % of what the server sends on its SSRCs. On congestion the estimate
-falls at once to 0.85 times what the downlink demonstrably carried (what got through, when loss
-shows it; else what was sent), as GCC does. Without congestion it rises to what was delivered
+falls at once to 0.85 times what the downlink demonstrably carried (what was sent less what was
+lost, whichever signal told), as GCC does; the first congestion replaces the initial estimate even
+upwards (evidence beats the prior). Without congestion it rises to what was delivered
 (the lowest of the last three seconds), and beyond only through a probe: when the allocator wants
 more (its `probe_step_bps`), no congestion has been seen for 3 s and the probe interval has
 passed, the estimator sets a probe goal (the next step plus 20 %, or double the estimate,
@@ -242,7 +243,7 @@ class DownlinkEstimator:
                 self._end_probe(time_s, success=False)
                 self.estimate_bps = cut
                 self._reason = "probe-failed"
-            elif cut < self.estimate_bps:
+            elif cut < self.estimate_bps or self._reason == "initial":  # evidence replaces the prior
                 self.estimate_bps = cut
                 self._reason = "+".join(signals)
         else:
@@ -315,6 +316,7 @@ class DownlinkEstimator:
                 break
         if self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._loss_streak and signals:
             signals.insert(0, "loss")
+        if signals:  # what got through, whichever signal told of the congestion
             capacity = min(capacity, delivered * (1.0 - (loss or 0.0)))
         return tuple(signals), capacity
 
