@@ -336,3 +336,18 @@ def test_the_telemetry_row_carries_partials_and_their_inputs():
     assert (row["recv_available_bps"], row["recv_actual_bps"]) == (1.2e6, 900e3)
     assert row["send_available_bps"] is None
     assert row["reason"] == "good"
+    assert (row["latency_level"], row["loss_level"], row["bandwidth_level"]) == (5, 5, 5)
+    assert row["mos"] > 4.2
+
+
+def test_the_telemetry_row_names_the_worst_part_of_each_kind():
+    lossy = MediaMeasurement(fraction_lost=0.06, rtt_s=0.3, jitter_s=0.0, packets=40)
+    starved = MediaMeasurement(
+        fraction_lost=0.0, rtt_s=0.02, actual_bps=2e5, available_bps=1e5, required_bps=1e6, packets=90
+    )
+    row = score(ParticipantMeasurement(audio_send=lossy, video_recv=starved)).row()
+    assert row["latency_level"] == 3 and row["loss_level"] == 3 and row["bandwidth_level"] == 2
+    assert row["level"] <= min(row["latency_level"], row["loss_level"], row["bandwidth_level"])
+    assert (row["recv_required_bps"], row["send_required_bps"]) == (1e6, None)
+    assert (row["send_packets"], row["recv_packets"]) == (40, 90)
+    assert row["mos"] < 3.6

@@ -276,9 +276,17 @@ class QualityLevels:
 
     def row(self) -> dict[str, Any]:
         """The `network_quality` telemetry columns (SPEC §9): levels, and the inputs per direction
-        (the worse of audio and video for loss, RTT and jitter; bitrates summed, estimates shared)."""
+        (the worse of audio and video for loss, RTT and jitter; bitrates summed, estimates shared);
+        also the worst latency, loss and bandwidth levels and mean opinion score over the partials,
+        what video requires, and how many packets each direction's loss was measured over."""
         row: dict[str, Any] = {"level": self.level, **{name: getattr(self, name) for name in PARTIALS}}
         row["reason"] = self.reason
+        parts = list(self.partials.values())
+        row["latency_level"] = self.latency_level
+        row["loss_level"] = min(p.fraction_lost for p in parts) if parts else None
+        bandwidths = [p.bandwidth for p in parts if p.bandwidth is not None]
+        row["bandwidth_level"] = min(bandwidths) if bandwidths else None
+        row["mos"] = min(p.mos for p in parts) if parts else None
         rtts, jitters = [], []
         for direction in DIRECTIONS:
             measured = [p.measurement for name, p in self.partials.items() if name.endswith(direction)]
@@ -288,6 +296,10 @@ class QualityLevels:
             row[f"{direction}_available_bps"] = max(available) if available else None
             actual = [m.actual_bps for m in measured if m.actual_bps is not None]
             row[f"{direction}_actual_bps"] = sum(actual) if actual else None
+            required = [m.required_bps for m in measured if m.required_bps is not None]
+            row[f"{direction}_required_bps"] = sum(required) if required else None
+            packets = [m.packets for m in measured if m.packets is not None]
+            row[f"{direction}_packets"] = sum(packets) if packets else None
             rtts += [m.rtt_s for m in measured if m.rtt_s is not None]
             jitters += [m.jitter_s for m in measured if m.jitter_s is not None]
         row["rtt_ms"] = 1000.0 * max(rtts) if rtts else None

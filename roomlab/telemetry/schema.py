@@ -92,13 +92,31 @@ DATA_CHANNEL_STATS = (
 )
 
 NETWORK_QUALITY = (
-    _t("time", "when the level was computed"),
+    _t("time", "when the level was computed (about once a second per participant)"),
+    Column("room", "str", "", "room name"),
     Column("participant", "str", "", "identity"),
-    Column("level", "int", "0-5", "overall level: the minimum of the partial levels"),
-    Column("audio_send", "int", "0-5", "partial level"),
-    Column("audio_recv", "int", "0-5", "partial level"),
-    Column("video_send", "int", "0-5", "partial level"),
-    Column("video_recv", "int", "0-5", "partial level"),
+    Column("level", "int", "0-5", "overall level: the minimum of the partial levels (5 without media, 0 unreachable)"),
+    Column("audio_send", "int", "0-5", "partial level (None: no audio sent)"),
+    Column("audio_recv", "int", "0-5", "partial level (None: no audio received)"),
+    Column("video_send", "int", "0-5", "partial level (None: no video sent)"),
+    Column("video_recv", "int", "0-5", "partial level (None: no video received)"),
+    Column("reason", "str", "", "no media, unreachable, good, or <partial>: <limited by latency, loss, bandwidth>"),
+    Column("latency_level", "int", "0-5", "worst level of delay (RTT, jitter) alone over the partials"),
+    Column("loss_level", "int", "0-5", "worst level of loss alone over the partials"),
+    Column("bandwidth_level", "int", "0-5", "worst level of available against required bandwidth (video only)"),
+    Column("mos", "float", "1-4.5", "lowest E-model mean opinion score of delay and loss over the partials"),
+    Column("send_fraction_lost", "float", "0-1", "uplink loss (the worse of audio and video) seen by the server"),
+    Column("recv_fraction_lost", "float", "0-1", "downlink loss (the worse kind) from its receiver reports"),
+    Column("rtt_ms", "float", "ms", "round-trip time between participant and server (from its receiver reports)"),
+    Column("jitter_ms", "float", "ms", "interarrival jitter, the worst direction and kind"),
+    Column("send_available_bps", "float", "bit/s", "uplink video: the REMB estimate of the server's receivers"),
+    Column("send_actual_bps", "float", "bit/s", "uplink media bitrate (from the participant's sender reports)"),
+    Column("send_required_bps", "float", "bit/s", "uplink video the participant needs to send (None: what it sends)"),
+    Column("recv_available_bps", "float", "bit/s", "downlink video budget: the downlink estimate less audio and data"),
+    Column("recv_actual_bps", "float", "bit/s", "downlink media bitrate the server sent"),
+    Column("recv_required_bps", "float", "bit/s", "downlink video wanted (the subscribed tracks as they arrive)"),
+    Column("send_packets", "int", "", "uplink packets expected in the sample (loss is pooled over 20 or more)"),
+    Column("recv_packets", "int", "", "downlink packets covered by the receiver reports of the sample"),
 )
 
 ALLOCATIONS = (
