@@ -1,19 +1,24 @@
 """Taps on aiortc's RTP receivers and senders, for media that is forwarded or replayed, not
-decoded or encoded frame by frame (the server's forwarding plane, and simulated participants).
+decoded or encoded frame by frame (the server's forwarding plane, and simulated participants),
+and for what the server measures of each participant's network (RTCP as it arrives, the
+counters aiortc keeps per stream, RFC 6464 audio levels as packets enter the jitter buffer).
 
-These reach into private attributes of aiortc 1.16.0 (pinned): a receiver's decoder queue and
-jitter buffer, a sender's `_send_keyframe` and `_next_encoded_frame`. Tests cover each.
+These reach into private attributes of aiortc 1.16.0 (pinned): a receiver's decoder queue,
+jitter buffer, stream statistics and bitrate estimator, a sender's `_send_keyframe`,
+`_next_encoded_frame`, counters and last sender report, a DTLS transport's RTP router. Tests
+cover each.
 """
 
 from __future__ import annotations
 
 import queue
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import AnyRtcpPacket, RtpPacket
 from aiortc.utils import uint16_gt
 
 
@@ -57,13 +62,21 @@ class AudioPassThrough(JitterBuffer):
     the playing end's job. aiortc's buffer instead holds every packet after a lost one until 16
     more have come (0.3 s of speech, 6 s of DTX silence), then discards to catch up: each hop
     through it added delay and turned one lost packet into several.
+
+    `observe`, if given, gets every packet's RFC 6464 level (0-127 as carried: minus dBov), which
+    aiortc has already parsed: an attribute look-up and a call per packet, nothing decoded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, observe: Callable[[int], None] | None = None) -> None:
         super().__init__(capacity=16)
         self._newest: int | None = None
+        self._observe = observe
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._observe is not None:
+            level = packet.extensions.audio_level
+            if level is not None:
+                self._observe(level[1])
         sequence = packet.sequence_number
         if self._newest is not None and not uint16_gt(sequence, self._newest):
             return False, None  # a duplicate, or too late: its successor already went on
@@ -73,11 +86,41 @@ class AudioPassThrough(JitterBuffer):
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
 
 
-def tap_receiver(receiver: RTCRtpReceiver, kind: str, deliver: Callable[[Any, Any], None]) -> None:
-    """Take `receiver`'s encoded frames before decoding (call before aiortc starts receiving)."""
+class AudioLevelTap(JitterBuffer):
+    """aiortc's audio jitter buffer, for a receiver that decodes, handing every packet's RFC 6464
+    level to `observe` on its way in (as `AudioPassThrough` does)."""
+
+    def __init__(self, capacity: int, prefetch: int, observe: Callable[[int], None]) -> None:
+        super().__init__(capacity=capacity, prefetch=prefetch)
+        self._observe = observe
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        level = packet.extensions.audio_level
+        if level is not None:
+            self._observe(level[1])
+        return super().add(packet)
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver,
+    kind: str,
+    deliver: Callable[[Any, Any], None],
+    audio_level: Callable[[int], None] | None = None,
+) -> None:
+    """Take `receiver`'s encoded frames before decoding (call before aiortc starts receiving);
+    `audio_level` gets the RFC 6464 level of every audio packet."""
     receiver._RTCRtpReceiver__decoder_queue = EncodedFrameTap(deliver)  # type: ignore[attr-defined]
     if kind == "audio":
-        receiver._RTCRtpReceiver__jitter_buffer = AudioPassThrough()  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__jitter_buffer = AudioPassThrough(audio_level)  # type: ignore[attr-defined]
+
+
+def observe_audio_levels(receiver: RTCRtpReceiver, observe: Callable[[int], None]) -> None:
+    """Give `observe` the RFC 6464 level of every packet of an audio receiver that decodes (its
+    jitter buffer keeps aiortc's size and prefetch; call before packets arrive)."""
+    current = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = AudioLevelTap(  # type: ignore[attr-defined]
+        current.capacity, current._prefetch, observe
+    )
 
 
 def route_keyframe_requests(sender: RTCRtpSender, request_keyframe: Callable[[], None]) -> None:
@@ -100,3 +143,82 @@ def set_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> No
         return frame
 
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
+
+
+# --- what the server measures -----------------------------------------------------------------------
+
+
+def observe_rtcp(transport: RTCDtlsTransport, observe: Callable[[AnyRtcpPacket], None]) -> bool:
+    """Show `observe` every RTCP packet that arrives on `transport`, once, before aiortc routes it
+    to its senders and receivers (a Chromium REMB naming several SSRCs is one packet here, where
+    each sender it names would see it). Returns False if `observe` was already installed there."""
+    router = transport._rtp_router
+    if getattr(router, "_roomlab_rtcp_observer", None) is observe:
+        return False
+    route = type(router).route_rtcp.__get__(router)
+
+    def route_rtcp(packet: AnyRtcpPacket) -> Any:
+        observe(packet)
+        return route(packet)
+
+    router.route_rtcp = route_rtcp  # type: ignore[method-assign]
+    router._roomlab_rtcp_observer = observe  # type: ignore[attr-defined]
+    return True
+
+
+@dataclass(frozen=True)
+class SenderCounters:
+    """What an RTCRtpSender has sent, and its last sender report (for round-trip times)."""
+
+    ssrc: int
+    packets: int
+    octets: int
+    """Payload bytes, cumulative."""
+    last_sr_lsr: int | None
+    """The LSR value of its last sender report (the middle 32 bits of its NTP timestamp)."""
+    last_sr_time: float | None
+    """When that report was sent (UNIX time)."""
+
+
+def sender_counters(sender: RTCRtpSender) -> SenderCounters:
+    return SenderCounters(
+        sender._ssrc,
+        sender._RTCRtpSender__packet_count,  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count,  # type: ignore[attr-defined]
+        sender._RTCRtpSender__lsr,  # type: ignore[attr-defined]
+        sender._RTCRtpSender__lsr_time,  # type: ignore[attr-defined]
+    )
+
+
+@dataclass(frozen=True)
+class ReceivedStream:
+    """A receiver's statistics of the stream it receives (its media SSRC, not retransmissions)."""
+
+    ssrc: int
+    expected: int
+    """Packets expected from the sequence numbers seen, cumulative."""
+    received: int
+    """Packets received on the media SSRC, cumulative (retransmissions arrive on another)."""
+    jitter: int
+    """Interarrival jitter, RTP clock ticks."""
+
+
+def received_stream(receiver: RTCRtpReceiver) -> ReceivedStream | None:
+    """The media stream's statistics (None before its first packet). aiortc's `getStats()`
+    reports one stream per receiver, the last it saw: after a retransmission that is the RTX
+    stream's, so this reads the media SSRC's counters directly."""
+    streams = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    rtx = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+    for ssrc, stream in streams.items():
+        if ssrc not in rtx and stream.max_seq is not None:
+            return ReceivedStream(ssrc, stream.packets_expected, stream.packets_received, stream.jitter)
+    return None
+
+
+def receiver_estimate_bps(receiver: RTCRtpReceiver) -> float | None:
+    """What a video receiver's REMB says the sender may send (aiortc's remote bitrate estimate),
+    or None before it has an estimate (audio receivers have none)."""
+    estimator = receiver._RTCRtpReceiver__remote_bitrate_estimator  # type: ignore[attr-defined]
+    if estimator is None or not estimator.rate_control.current_bitrate_initialized:
+        return None
+    return float(estimator.rate_control.current_bitrate)

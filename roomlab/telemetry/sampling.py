@@ -146,6 +146,13 @@ class ChannelCounters:
             counts[2] += messages
             counts[3] += size
 
+    def bytes_sent_by_transport(self) -> dict[Any, int]:
+        """Bytes sent so far on the watched channels, per SCTP transport (one per peer connection)."""
+        totals: dict[Any, int] = {}
+        for channel, counts in self._counts.items():
+            totals[channel.transport] = totals.get(channel.transport, 0) + counts[1]
+        return totals
+
     def forget(self, channel: RTCDataChannel) -> None:
         self._counts.pop(channel, None)
         self._owners.pop(channel, None)

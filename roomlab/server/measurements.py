@@ -1,0 +1,459 @@
+"""What the server measures of each participant's network, about once a second (SPEC §9, §11).
+
+Per participant, per direction and media kind:
+
+- **recv** (its downlink, the server's senders to it): loss and jitter from the receiver reports
+  the participant sends about them, interval by interval (cumulative lost and highest sequence
+  number, as RFC 3550 §6.4.1 does); round-trip time from the same reports' LSR and DLSR, dropping
+  a sample whose sender report described a sender paused for more than `RTT_MAX_STALENESS_S`
+  (a paused sender repeats its LSR, and a report on an older sender report would then give a
+  wrong RTT); the payload bitrate sent (the senders' counters; data from the server's data
+  channel counters); REMB as it arrives; and the **downlink estimate** (`Downlink`, one per
+  participant).
+- **send** (its uplink, the server's receivers of its tracks): loss and jitter from the counters
+  of each receiver's media SSRC; RTT from the same participant's downlink (an uplink has none of
+  its own); bitrate from the publisher's sender reports; for video, the REMB estimate the
+  server's receivers send it.
+- **reachable**: while media flows (either way) RTCP arrived from it in the last
+  `UNREACHABLE_AFTER_S`, and its peer connection is connected.
+
+Everything comes from what aiortc counts anyway and from RTCP seen as it arrives (one observer per
+participant's DTLS transport, before aiortc routes the packet): no `getStats()` call. The server's
+`rtc_stats` sampling calls `getStats()` once a second for its table; its inbound statistics would
+not do here (aiortc reports one SSRC per receiver, after a retransmission the RTX one; loss only
+cumulative; RTT smoothed with the stale samples in it).
+
+`Downlink` is the one downlink estimate of a subscriber: network quality reads it as the
+available bandwidth of `video_recv`, and the allocator (issue 11) reads `estimate` and sets
+`wanted_video_bps` and `probe_step_bps` after each of its decisions (`measurements.downlink(sid)`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtcpReceiverInfo, RtcpSrPacket, unpack_remb_fci
+
+from ..net.rtp import (
+    observe_rtcp,
+    received_stream,
+    receiver_estimate_bps,
+    sender_counters,
+)
+from ..policy.bandwidth_estimate import DownlinkEstimate, DownlinkEstimator, DownlinkSample
+from ..policy.quality import MediaMeasurement, ParticipantMeasurement
+
+#: RTP clock rates of the media roomlab negotiates (Opus, VP8/H.264).
+CLOCK_RATES = {"audio": 48_000, "video": 90_000}
+#: An RTT sample is kept only if the sender report it answers was sent at most this long after
+#: the sender's last packet (aiortc sends reports 0.5-1.5 s apart: a sender that sent nothing for
+#: longer may have repeated the same LSR in two reports, and the RTT would be measured from the
+#: wrong one). DTX silence sends a packet every 0.4 s, so talkers in silence still count.
+RTT_MAX_STALENESS_S = 0.5
+#: Without a new RTT sample, the last one stands this long (receiver reports come every 0.5-1.5 s).
+RTT_HOLD_S = 5.0
+#: A stream that has carried no packet for this long does not flow (the same as a stalled track).
+FLOWING_WITHIN_S = 3.0
+#: A participant whose media flows but who sent no RTCP for this long is unreachable (aiortc sends
+#: a report every 0.5-1.5 s per stream).
+UNREACHABLE_AFTER_S = 4.0
+#: A gap in the highest sequence number beyond this between two reports is a restart, not loss.
+MAX_SEQUENCE_GAP = 30_000
+NTP_EPOCH_OFFSET = 2_208_988_800
+
+
+def _ntp_middle(unix_time: float) -> int:
+    """The middle 32 bits of a 64-bit NTP timestamp (the LSR format)."""
+    return int((unix_time + NTP_EPOCH_OFFSET) * 65536) & 0xFFFFFFFF
+
+
+@dataclass
+class Downlink:
+    """A subscriber's downlink: the estimator, its latest estimate and what fed it. The allocator
+    reads `estimate` and writes `wanted_video_bps` / `probe_step_bps` after each decision."""
+
+    estimator: DownlinkEstimator = field(default_factory=DownlinkEstimator)
+    estimate: DownlinkEstimate | None = None
+    """The latest estimate (None before the first sample)."""
+    sample: DownlinkSample | None = None
+    """What the latest estimate was made from."""
+    wanted_video_bps: float | None = None
+    """The allocator's `wanted_bps` of its last decision (None: no allocator)."""
+    probe_step_bps: float | None = None
+    """The allocator's `probe_step_bps` of its last decision."""
+
+
+class _Outgoing:
+    """One of the server's senders to the participant: a stream of its downlink."""
+
+    __slots__ = (
+        "sender",
+        "kind",
+        "track_sid",
+        "ssrc",
+        "packets",
+        "octets",
+        "flowed_at",
+        "rr_highest",
+        "rr_lost",
+        "expected",
+        "lost",
+        "jitter_s",
+    )
+
+    def __init__(self, sender: RTCRtpSender, kind: str, track_sid: str, now: float) -> None:
+        counters = sender_counters(sender)
+        self.sender = sender
+        self.kind = kind
+        self.track_sid = track_sid
+        self.ssrc = counters.ssrc
+        self.packets, self.octets = counters.packets, counters.octets
+        self.flowed_at = now if counters.packets else -1e9
+        self.rr_highest: int | None = None
+        self.rr_lost = 0
+        #: packets expected and lost in the receiver reports since the last sample
+        self.expected = 0
+        self.lost = 0
+        self.jitter_s: float | None = None
+
+    def on_report(self, report: RtcpReceiverInfo) -> None:
+        if self.rr_highest is not None:
+            expected = (report.highest_sequence - self.rr_highest) & 0xFFFF
+            if expected <= MAX_SEQUENCE_GAP:
+                self.expected += expected
+                self.lost += min(max(report.packets_lost - self.rr_lost, 0), expected)
+        self.rr_highest, self.rr_lost = report.highest_sequence, report.packets_lost
+        self.jitter_s = report.jitter / CLOCK_RATES.get(self.kind, 90_000)
+
+    def rtt_sample(self, report: RtcpReceiverInfo, now_unix: float) -> float | None:
+        counters = sender_counters(self.sender)
+        lsr, sent_at = counters.last_sr_lsr, counters.last_sr_time
+        if not report.lsr or not report.dlsr or report.lsr != lsr or sent_at is None:
+            return None
+        staleness = ((_ntp_middle(sent_at) - report.lsr) & 0xFFFFFFFF) / 65536
+        rtt = now_unix - sent_at - report.dlsr / 65536
+        if staleness > RTT_MAX_STALENESS_S or not 0.0 <= rtt < 60.0:
+            return None
+        return rtt
+
+
+class _Incoming:
+    """One of the server's receivers of the participant's tracks: a stream of its uplink."""
+
+    __slots__ = ("receiver", "kind", "track_sid", "ssrc", "expected", "received", "flowed_at", "sr", "bitrate_bps")
+
+    def __init__(self, receiver: RTCRtpReceiver, kind: str, track_sid: str) -> None:
+        self.receiver = receiver
+        self.kind = kind
+        self.track_sid = track_sid
+        self.ssrc: int | None = None
+        self.expected = self.received = 0
+        self.flowed_at = -1e9
+        #: (NTP time in seconds, payload octets) of the last sender report
+        self.sr: tuple[float, int] | None = None
+        self.bitrate_bps: float | None = None
+
+    def on_sender_report(self, packet: RtcpSrPacket) -> None:
+        info = packet.sender_info
+        ntp_s, octets = info.ntp_timestamp / 2**32, info.octet_count
+        if self.sr is not None and ntp_s > self.sr[0]:
+            self.bitrate_bps = ((octets - self.sr[1]) & 0xFFFFFFFF) * 8 / (ntp_s - self.sr[0])
+        if self.sr is None or ntp_s > self.sr[0]:
+            self.sr = (ntp_s, octets)
+
+
+@dataclass
+class _Totals:
+    """One media kind in one direction over the last sample."""
+
+    expected: int = 0
+    lost: int = 0
+    jitter_s: float | None = None
+    actual_bps: float | None = None
+    available_bps: float | None = None
+
+    def add_bitrate(self, bps: float | None) -> None:
+        if bps is not None:
+            self.actual_bps = bps if self.actual_bps is None else self.actual_bps + bps
+
+    def add_jitter(self, jitter_s: float | None) -> None:
+        if jitter_s is not None:
+            self.jitter_s = jitter_s if self.jitter_s is None else max(self.jitter_s, jitter_s)
+
+    def measurement(self, rtt_s: float | None, required_bps: float | None = None) -> MediaMeasurement:
+        return MediaMeasurement(
+            fraction_lost=self.lost / self.expected if self.expected else 0.0,
+            rtt_s=rtt_s,
+            jitter_s=self.jitter_s,
+            actual_bps=self.actual_bps,
+            available_bps=self.available_bps,
+            required_bps=required_bps,
+            packets=self.expected,
+        )
+
+
+class ParticipantNetwork:
+    """What the server knows of one participant's network, gathered between two samples."""
+
+    def __init__(self, session: Any, now: float) -> None:
+        self.sid: str = session.sid
+        self.identity: str = session.participant.identity
+        self.room_sid: str = session.live.room.sid
+        self.room: str = session.live.room.unique_name
+        self.downlink = Downlink()
+        self.rtt_s: float | None = None
+        self._rtt_at = -1e9
+        self._rtts: list[float] = []
+        self.last_rtcp_at = now
+        self._outgoing: dict[int, _Outgoing] = {}
+        self._incoming: dict[RTCRtpReceiver, _Incoming] = {}
+        self._incoming_by_ssrc: dict[int, _Incoming] = {}
+        self._transports: set[Any] = set()
+        self._data_sent: int | None = None
+        self._sampled_at = now
+
+    # as RTCP arrives -------------------------------------------------------------------------
+    def on_rtcp(self, packet: AnyRtcpPacket) -> None:
+        now = time.monotonic()
+        self.last_rtcp_at = now
+        reports = getattr(packet, "reports", None)
+        if reports:
+            now_unix = time.time()
+            for report in reports:
+                outgoing = self._outgoing.get(report.ssrc)
+                if outgoing is not None:
+                    outgoing.on_report(report)
+                    rtt = outgoing.rtt_sample(report, now_unix)
+                    if rtt is not None:
+                        self._rtts.append(rtt)
+        if isinstance(packet, RtcpSrPacket):
+            incoming = self._incoming_by_ssrc.get(packet.ssrc)
+            if incoming is not None:
+                incoming.on_sender_report(packet)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            self.downlink.estimator.on_remb(now, bitrate, ssrcs)
+
+    # once a second ---------------------------------------------------------------------------
+    def refresh(self, session: Any, now: float) -> None:
+        """Follow the session's streams: new senders and receivers, RTCP observed on its transports."""
+        outgoing: dict[int, _Outgoing] = {}
+        incoming: dict[RTCRtpReceiver, _Incoming] = {}
+        known = {o.sender: o for o in self._outgoing.values()}
+        for slot in session.slots:
+            transceiver = slot.transceiver
+            if transceiver is None or slot.track_sid is None:
+                continue
+            if slot.role == "subscribe":
+                sender = transceiver.sender
+                state = known.get(sender)
+                if state is None or state.track_sid != slot.track_sid:
+                    state = _Outgoing(sender, transceiver.kind, slot.track_sid, now)
+                outgoing[state.ssrc] = state
+            elif slot.role == "publish":
+                receiver = transceiver.receiver
+                current = self._incoming.get(receiver)
+                incoming[receiver] = current or _Incoming(receiver, transceiver.kind, slot.track_sid)
+            for transport in (transceiver.sender.transport, transceiver.receiver.transport):
+                if transport is not None and transport not in self._transports:
+                    observe_rtcp(transport, self.on_rtcp)
+                    self._transports.add(transport)
+        self._outgoing, self._incoming = outgoing, incoming
+
+    def measure_uplink(self, now: float) -> tuple[dict[str, _Totals], dict[str, float]]:
+        """The send direction per kind, and the bitrate each published track arrives at."""
+        totals: dict[str, _Totals] = {}
+        track_bps: dict[str, float] = {}
+        by_ssrc: dict[int, _Incoming] = {}
+        rembs: list[float | None] = []
+        for incoming in self._incoming.values():
+            stream = received_stream(incoming.receiver)
+            if stream is None:
+                continue
+            if stream.ssrc != incoming.ssrc:  # first packets (or a new SSRC): start counting from here
+                incoming.ssrc, incoming.expected, incoming.received = stream.ssrc, stream.expected, stream.received
+                incoming.flowed_at = now
+            by_ssrc[stream.ssrc] = incoming
+            expected = stream.expected - incoming.expected
+            received = stream.received - incoming.received
+            incoming.expected, incoming.received = stream.expected, stream.received
+            if received > 0:
+                incoming.flowed_at = now
+            if now - incoming.flowed_at > FLOWING_WITHIN_S:
+                continue
+            kind = totals.setdefault(incoming.kind, _Totals())
+            kind.expected += max(expected, 0)
+            kind.lost += min(max(expected - received, 0), max(expected, 0))
+            kind.add_jitter(stream.jitter / CLOCK_RATES.get(incoming.kind, 90_000))
+            kind.add_bitrate(incoming.bitrate_bps)
+            if incoming.bitrate_bps is not None:
+                track_bps[incoming.track_sid] = incoming.bitrate_bps
+            if incoming.kind == "video":
+                rembs.append(receiver_estimate_bps(incoming.receiver))
+        self._incoming_by_ssrc = by_ssrc
+        if "video" in totals and rembs and None not in rembs:  # known for every video track, or not at all
+            totals["video"].available_bps = sum(r for r in rembs if r is not None)
+        return totals, track_bps
+
+    def measure_downlink(self, now: float, data_sent: int | None) -> tuple[dict[str, _Totals], dict[int, float], float]:
+        """The recv direction per kind, the video bitrate per outgoing SSRC, and the rest of what
+        was sent (audio and data payload: served before video)."""
+        elapsed = max(now - self._sampled_at, 1e-3)
+        totals: dict[str, _Totals] = {}
+        video_bps: dict[int, float] = {}
+        for outgoing in self._outgoing.values():
+            counters = sender_counters(outgoing.sender)
+            packets, octets = counters.packets - outgoing.packets, counters.octets - outgoing.octets
+            outgoing.packets, outgoing.octets = counters.packets, counters.octets
+            if packets > 0:
+                outgoing.flowed_at = now
+            bps = max(octets, 0) * 8 / elapsed
+            expected, lost = outgoing.expected, outgoing.lost
+            outgoing.expected = outgoing.lost = 0
+            if now - outgoing.flowed_at > FLOWING_WITHIN_S:
+                continue
+            kind = totals.setdefault(outgoing.kind, _Totals())
+            kind.expected += expected
+            kind.lost += lost
+            kind.add_jitter(outgoing.jitter_s)
+            kind.add_bitrate(bps)
+            if outgoing.kind == "video":
+                video_bps[outgoing.ssrc] = bps
+        audio = totals.get("audio")
+        other_bps = audio.actual_bps or 0.0 if audio is not None else 0.0
+        if data_sent is not None:
+            if self._data_sent is not None:
+                other_bps += max(data_sent - self._data_sent, 0) * 8 / elapsed
+            self._data_sent = data_sent
+        return totals, video_bps, other_bps
+
+    def take_rtt(self, now: float) -> float | None:
+        """The round-trip time of the last sample (the mean of its reports), or the last one for a while."""
+        if self._rtts:
+            self.rtt_s = sum(self._rtts) / len(self._rtts)
+            self._rtt_at = now
+            self._rtts.clear()
+        elif now - self._rtt_at > RTT_HOLD_S:
+            self.rtt_s = None
+        return self.rtt_s
+
+    def measure(
+        self,
+        now: float,
+        session: Any,
+        track_bps: Mapping[str, float],
+        uplink: dict[str, _Totals],
+        data_sent: int | None = None,
+    ) -> ParticipantMeasurement:
+        down, video_bps, other_bps = self.measure_downlink(now, data_sent)
+        rtt = self.take_rtt(now)
+        video_recv = down.get("video")
+        fraction_lost = None
+        expected = sum(t.expected for t in down.values())
+        if expected:
+            fraction_lost = sum(t.lost for t in down.values()) / expected
+        sample = DownlinkSample(
+            video_bps=video_bps,
+            other_bps=other_bps,
+            fraction_lost=fraction_lost,
+            rtt_s=rtt,
+        )
+        downlink = self.downlink
+        downlink.sample = sample
+        downlink.estimate = downlink.estimator.update(now, sample, downlink.wanted_video_bps, downlink.probe_step_bps)
+        required_video = None
+        if video_recv is not None:
+            video_recv.available_bps = self._video_available(downlink.estimate, video_recv, fraction_lost)
+            if downlink.wanted_video_bps is not None:
+                required_video = downlink.wanted_video_bps
+            else:  # no allocator: everything subscribed is wanted, at the rate it arrives from its publisher
+                subscribed = {o.track_sid for o in self._outgoing.values() if o.kind == "video"}
+                demand = [track_bps[sid] for sid in subscribed if sid in track_bps]
+                required_video = sum(demand) if demand else None
+        self._sampled_at = now
+        flowing = bool(down) or bool(uplink)
+        reachable = session.pc.connectionState == "connected" and (
+            not flowing or now - self.last_rtcp_at <= UNREACHABLE_AFTER_S
+        )
+        send = {kind: totals.measurement(rtt) for kind, totals in uplink.items()}
+        recv = {kind: totals.measurement(rtt) for kind, totals in down.items() if kind != "video"}
+        if video_recv is not None:
+            recv["video"] = video_recv.measurement(rtt, required_video)
+        return ParticipantMeasurement(
+            audio_send=send.get("audio"),
+            audio_recv=recv.get("audio"),
+            video_send=send.get("video"),
+            video_recv=recv.get("video"),
+            reachable=reachable,
+        )
+
+    @staticmethod
+    def _video_available(estimate: DownlinkEstimate, video: _Totals, fraction_lost: float | None) -> float | None:
+        """The downlink estimate's video budget; at least what got through when nothing signals
+        congestion (the estimator rises to a new demand only after seconds of proof, and that
+        delay is not the network's fault); None before the estimator has any evidence."""
+        if estimate.reason == "initial" and not estimate.congested:
+            return None
+        if estimate.congested:
+            return estimate.video_budget_bps
+        delivered = (video.actual_bps or 0.0) * (1.0 - (fraction_lost or 0.0))
+        return max(estimate.video_budget_bps, delivered)
+
+
+class NetworkMeasurements:
+    """The server's measurements of every connected participant (`update` about once a second)."""
+
+    def __init__(self) -> None:
+        self._participants: dict[str, ParticipantNetwork] = {}
+        self._last: dict[str, ParticipantMeasurement] = {}
+
+    def participant(self, participant_sid: str) -> ParticipantNetwork | None:
+        return self._participants.get(participant_sid)
+
+    def downlink(self, participant_sid: str) -> Downlink | None:
+        """The participant's downlink estimate (None until its connection is up)."""
+        network = self._participants.get(participant_sid)
+        return network.downlink if network is not None else None
+
+    def update(
+        self, sessions: Iterable[Any], data_sent: Mapping[Any, int] | None = None, now: float | None = None
+    ) -> dict[str, ParticipantMeasurement]:
+        """One sample of every session whose peer connection is up: participant SID -> measurement.
+        `data_sent`: bytes sent so far on data channels, per SCTP transport (`pc.sctp`)."""
+        now = time.monotonic() if now is None else now
+        live: dict[str, tuple[ParticipantNetwork, Any]] = {}
+        results: dict[str, ParticipantMeasurement] = {}
+        present = set()
+        for session in list(sessions):
+            if session.closed:
+                continue
+            present.add(session.sid)
+            network = self._participants.get(session.sid)
+            if session.pc.connectionState != "connected":
+                if network is not None:  # it was connected: unreachable now, with what flowed before
+                    last = self._last.get(session.sid, ParticipantMeasurement())
+                    results[session.sid] = replace(last, reachable=False)
+                continue
+            if network is None:
+                network = self._participants[session.sid] = ParticipantNetwork(session, now)
+            network.refresh(session, now)
+            live[session.sid] = (network, session)
+        for sid in set(self._participants) - present:
+            del self._participants[sid]
+            self._last.pop(sid, None)
+        uplinks: dict[str, dict[str, _Totals]] = {}
+        track_bps: dict[str, float] = {}
+        for sid, (network, _) in live.items():
+            uplinks[sid], tracks = network.measure_uplink(now)
+            track_bps.update(tracks)
+        for sid, (network, session) in live.items():
+            data = data_sent.get(session.pc.sctp) if data_sent is not None else None
+            results[sid] = self._last[sid] = network.measure(now, session, track_bps, uplinks[sid], data)
+        return results
