@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..net.link import Link
+from ..policy.quality import NetworkQualityConfiguration
 from .data_track import LocalDataTrack
 from .media_track import LocalMediaTrack
 from .room import Room
@@ -22,6 +23,8 @@ async def connect(
     decode_media: bool = True,
     link: Link | None = None,
     record: bool = True,
+    network_quality: Any = False,
+    dominant_speaker: bool = False,
 ) -> Room:
     """Join the room `name` (or the one the token grants) and publish `tracks`.
 
@@ -32,9 +35,17 @@ async def connect(
     gives encoded frames): what simulated participants do.
     `link` (a `roomlab.Link`) shapes the path between this participant and the server.
     `record=False` keeps no `messages` rows (the other telemetry tables are still sampled).
-    Refusals raise `roomlab.RoomError` with Twilio's code.
+    `network_quality`: Twilio's Network Quality API (True: your own level, nothing of the
+    others; or `{"local": ..., "remote": ...}` with verbosities 0-3 or none, minimal, moderate,
+    detailed). `dominant_speaker=True`: `room.dominant_speaker` and `dominant_speaker_changed`.
+    Refusals raise `roomlab.RoomError` with Twilio's code; bad options are `ValueError`s.
     """
+    quality = NetworkQualityConfiguration.from_option(network_quality)
+    if not isinstance(dominant_speaker, bool):
+        raise ValueError(f"dominant_speaker must be True or False, got {dominant_speaker!r}")
     room = Room(url, ice_servers, decode_media, record)
+    room._network_quality = quality
+    room._dominant_speaker_enabled = dominant_speaker
     if link is not None:
         link.attach(room.pc)  # before signaling: the server's first offer creates the ICE transport
         room.link = link

@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RoomError
+from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol import framing
 from ..protocol.batching import Batcher
 from .data_track import LocalDataTrack, check_payload_size
@@ -22,15 +23,34 @@ PRIORITIES = ("low", "standard", "high")
 PUBLISH_TIMEOUT = 15.0
 
 
-class LocalParticipant:
+class NetworkQualityMixin(EventEmitter):
+    """`network_quality_level` (0-5, None when not reported at your verbosity) and
+    `network_quality_stats` (a `NetworkQualityStats`), with the event
+    `network_quality_level_changed(level, stats)` when the level changes."""
+
+    network_quality_level: int | None
+    network_quality_stats: NetworkQualityStats | None
+
+    def _set_network_quality(self, stats: NetworkQualityStats | None) -> bool:
+        """Take what the server reported; True if the level changed (the event was emitted)."""
+        level = stats.level if stats is not None else None
+        changed = level != self.network_quality_level
+        self.network_quality_level, self.network_quality_stats = level, stats
+        if changed:
+            self.emit("network_quality_level_changed", level, stats)
+        return changed
+
+
+class LocalParticipant(NetworkQualityMixin):
     def __init__(self, room: Room, sid: str, identity: str, metadata: str = "") -> None:
+        super().__init__()
         self._room = room
         self.sid = sid
         self.identity = identity
         self.metadata = metadata
         self.tracks: dict[str, LocalTrackPublication] = {}
-        self.network_quality_level: int | None = None
-        self.network_quality_stats: Any = None
+        self.network_quality_level = None
+        self.network_quality_stats = None
         #: publish_data sequence numbers: (reliable, destination identity or None) -> last seq
         self._data_seq: dict[tuple[bool, str | None], int] = defaultdict(int)
 
@@ -76,6 +96,18 @@ class LocalParticipant:
                 channel.close()
         else:
             track.sid = None
+
+    def set_network_quality_configuration(
+        self, local: int | str | None = None, remote: int | str | None = None
+    ) -> None:
+        """Change how much you hear about your own network (`local`) and the others' (`remote`),
+        live: 0-3 or none, minimal, moderate, detailed (None keeps the current value). Turns the
+        Network Quality API on if `connect()` did not."""
+        current = self._room._network_quality or NetworkQualityConfiguration()
+        configuration = NetworkQualityConfiguration(
+            current.local if local is None else local, current.remote if remote is None else remote
+        )
+        self._room._set_network_quality_configuration(configuration)
 
     def set_metadata(self, metadata: str) -> None:
         if not isinstance(metadata, str):
@@ -126,7 +158,7 @@ class LocalParticipant:
         return f"<LocalParticipant {self.identity!r} {self.sid}>"
 
 
-class RemoteParticipant(EventEmitter):
+class RemoteParticipant(NetworkQualityMixin):
     def __init__(self, sid: str, identity: str, metadata: str = "") -> None:
         super().__init__()
         self.sid = sid
@@ -134,8 +166,8 @@ class RemoteParticipant(EventEmitter):
         self.metadata = metadata
         self.state = "connected"
         self.tracks: dict[str, RemoteTrackPublication] = {}
-        self.network_quality_level: int | None = None
-        self.network_quality_stats: Any = None
+        self.network_quality_level = None
+        self.network_quality_stats = None
 
     def _by_kind(self, kind: str) -> dict[str, RemoteTrackPublication]:
         return {sid: p for sid, p in self.tracks.items() if p.kind == kind}

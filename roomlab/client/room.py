@@ -18,8 +18,10 @@ from ..net import bundle, sctp
 from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
 from ..net.rtp import tap_receiver
+from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import framing, signaling
 from ..protocol.batching import Batcher
+from ..protocol.network_quality import stats_from_wire
 from ..telemetry.recorder import Telemetry, now_ns
 from ..telemetry.sampling import ChannelCounters, RtcStatsSampler, RtpStream, sample_forever
 from .data_track import LocalDataTrack, RemoteDataTrack
@@ -64,7 +66,11 @@ class Room(EventEmitter):
         self.state = "connecting"
         self.local_participant: LocalParticipant | None = None
         self.participants: dict[str, RemoteParticipant] = {}
+        #: the participant holding the floor (with `connect(dominant_speaker=True)`; None: nobody or you)
         self.dominant_speaker: RemoteParticipant | None = None
+        self._dominant_speaker_enabled = False
+        #: what this client asked to hear of network quality (None: nothing)
+        self._network_quality: NetworkQualityConfiguration | None = None
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -113,6 +119,7 @@ class Room(EventEmitter):
                     "room": name,
                     "automatic_subscription": automatic_subscription,
                     "metadata": metadata,
+                    "options": self._connect_options(),
                 }
             )
         )
@@ -136,6 +143,14 @@ class Room(EventEmitter):
             await asyncio.wait_for(self._channel_open(label), CONNECT_TIMEOUT)
         self._sampler = asyncio.get_running_loop().create_task(sample_forever(self._sample))
         self.state = "connected"
+
+    def _connect_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self._network_quality is not None:
+            options["network_quality"] = {"local": self._network_quality.local, "remote": self._network_quality.remote}
+        if self._dominant_speaker_enabled:
+            options["dominant_speaker"] = True
+        return options
 
     async def _channel_open(self, label: str) -> RTCDataChannel:
         while label not in self._channels:
@@ -218,6 +233,9 @@ class Room(EventEmitter):
             if participant is not None:
                 for publication in participant.tracks.values():
                     self._unsubscribe(participant, publication)
+                if participant is self.dominant_speaker:  # the server's change follows within 0.2 s
+                    self.dominant_speaker = None
+                    self.emit("dominant_speaker_changed", None)
                 participant.state = "disconnected"
                 participant.emit("disconnected", participant)
                 self.emit("participant_disconnected", participant)
@@ -281,6 +299,33 @@ class Room(EventEmitter):
             if participant is not None:
                 participant.metadata = message["metadata"]
                 participant.emit("metadata_changed", participant)
+        elif kind == "network_quality":
+            self._on_network_quality(message["participants"])
+        elif kind == "dominant_speaker_changed":
+            speaker = self.participants.get(message.get("participant_sid") or "")
+            if speaker is not self.dominant_speaker:
+                self.dominant_speaker = speaker
+                self.emit("dominant_speaker_changed", speaker)
+
+    # network quality ------------------------------------------------------------------------
+    def _on_network_quality(self, entries: dict[str, Any]) -> None:
+        local = self.local_participant
+        for sid, wire in entries.items():
+            participant: LocalParticipant | RemoteParticipant | None
+            participant = local if local is not None and sid == local.sid else self.participants.get(sid)
+            if participant is None:
+                continue
+            stats = stats_from_wire(wire)
+            if participant._set_network_quality(stats):
+                self.emit("network_quality_level_changed", participant, participant.network_quality_level, stats)
+
+    def _set_network_quality_configuration(self, configuration: NetworkQualityConfiguration) -> None:
+        self._network_quality = configuration
+        self._send({"type": "set_network_quality", "local": configuration.local, "remote": configuration.remote})
+        if not configuration.remote:  # nothing more will be said of the others
+            for participant in self.participants.values():
+                participant.network_quality_level = None
+                participant.network_quality_stats = None
 
     # participants and tracks ----------------------------------------------------------------
     def _add_participant(self, info: dict[str, Any]) -> RemoteParticipant:

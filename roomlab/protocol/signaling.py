@@ -4,11 +4,22 @@ Every message is an object with a `type`. The client opens with `connect` (its t
 the server answers `connected` with the room's state, then drives every SDP negotiation: it sends
 `offer`, the client replies `answer`. Only the server offers, so offers never cross.
 
-Client to server:   connect, answer, publish, unpublish, set_metadata, set_track_enabled, ping, leave
+Client to server:   connect, answer, publish, unpublish, set_metadata, set_track_enabled,
+                    set_network_quality, ping, leave
 Server to client:   connected, offer, published, participant_connected, participant_disconnected,
                     track_published, track_unpublished, track_enabled, track_disabled,
                     metadata_changed, unsubscribed, track_warning, track_warnings_cleared,
-                    error, disconnected, pong
+                    network_quality, dominant_speaker_changed, error, disconnected, pong
+
+In-room features a client asks for in `connect.options` (`CONNECT_OPTIONS`):
+- `network_quality: {"local": 0-3, "remote": 0-3}` (Twilio's NetworkQualityConfiguration; absent:
+  off). The server then sends `network_quality` about once a second with what changed:
+  `{"participants": {sid: stats or null}}`, the client's own at its local verbosity and the others'
+  at its remote verbosity (see protocol/network_quality.py for the stats). `set_network_quality`
+  (`local`, `remote`) changes the verbosities live (or turns it on); the server answers with
+  everything at the new verbosities.
+- `dominant_speaker: true`: the server sends `dominant_speaker_changed` with `participant_sid`
+  (null: nobody) on every change, and the current one on joining.
 """
 
 from __future__ import annotations
@@ -24,8 +35,18 @@ MAX_MESSAGE_BYTES = 256 * 1024
 PATH = "/signaling"
 
 ClientMessageType = Literal[
-    "connect", "answer", "publish", "unpublish", "set_metadata", "set_track_enabled", "ping", "leave"
+    "connect",
+    "answer",
+    "publish",
+    "unpublish",
+    "set_metadata",
+    "set_track_enabled",
+    "set_network_quality",
+    "ping",
+    "leave",
 ]
+#: Keys of `connect.options`.
+CONNECT_OPTIONS = ("network_quality", "dominant_speaker")
 
 _OPTIONAL = object()
 
@@ -44,6 +65,7 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {
     "unpublish": {"sid": (str,)},
     "set_metadata": {"metadata": (str,)},
     "set_track_enabled": {"sid": (str,), "enabled": (bool,)},
+    "set_network_quality": {"local": (int, str), "remote": (int, str)},
     "ping": {},
     "leave": {},
 }

@@ -5,7 +5,7 @@ and subscribed tracks, the data channels of subscriptions, and how data messages
 the room's framing (SPEC §6). Each signaling protocol subclasses `ParticipantConnection` as an
 adapter: it negotiates the SDP its own way (`request_negotiation`), and turns room events and
 the server's notices into its own messages (`notify`, `report_dropped`, `report_error`,
-`report_track_warning`, `close`).
+`report_track_warning`, `report_network_quality`, `report_dominant_speaker`, `close`).
 roomlab's own signaling is `session.Session`; Twilio's SDK is `twilio.session.TwilioSession`.
 """
 
@@ -21,6 +21,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 from ..errors import RoomError
 from ..net import bundle, sctp
 from ..net.ice import rtc_configuration
+from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol.batching import Batcher
 from ..telemetry.sampling import ChannelCounters
 from .media import OutgoingTrack, route_keyframe_requests
@@ -70,6 +71,9 @@ class ParticipantConnection:
         self.reliable: RTCDataChannel | None = None
         self.lossy: RTCDataChannel | None = None
         self.batchers: dict[str, Batcher] = {}
+        #: what the client asked to hear of network quality (None: nothing) and of the dominant speaker
+        self.network_quality: NetworkQualityConfiguration | None = None
+        self.dominant_speaker = False
 
     @property
     def sid(self) -> str:
@@ -96,6 +100,16 @@ class ParticipantConnection:
 
     def report_track_warning(self, track_sid: str, name: str, message: str, cleared: bool) -> None:
         """A warning about one of this participant's published tracks (`cleared`: it is over)."""
+        raise NotImplementedError
+
+    def report_network_quality(self, participants: dict[str, NetworkQualityStats | None]) -> None:
+        """Network quality that changed, per participant SID, at the verbosities the client asked
+        for in `network_quality` (only called when it did)."""
+        raise NotImplementedError
+
+    def report_dominant_speaker(self, participant_sid: str | None) -> None:
+        """The room's dominant speaker is now this participant (None: nobody); only called when the
+        client asked for it (`dominant_speaker`)."""
         raise NotImplementedError
 
     async def close(self, code: int | None = None, message: str | None = None) -> None:

@@ -30,7 +30,7 @@ import av
 from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 
-from ..net.rtp import is_keyframe, route_keyframe_requests, tap_receiver
+from ..net.rtp import is_keyframe, observe_audio_levels, route_keyframe_requests, tap_receiver
 
 __all__ = ["MEDIA_PATHS", "MediaForwarder", "OutgoingTrack", "route_keyframe_requests", "tap_receiver"]
 
@@ -106,12 +106,17 @@ class MediaForwarder:
         self._reader: asyncio.Task[None] | None = None
 
     # the publisher's side
-    def attach(self, receiver: RTCRtpReceiver, track: MediaStreamTrack) -> None:
-        """Start taking frames from the publisher (called from the peer connection's `track`)."""
+    def attach(
+        self, receiver: RTCRtpReceiver, track: MediaStreamTrack, audio_level: Callable[[int], None] | None = None
+    ) -> None:
+        """Start taking frames from the publisher (called from the peer connection's `track`);
+        `audio_level` gets the RFC 6464 level of every audio packet, read without decoding."""
         self._receiver = receiver
         if self.path == "forward":
-            tap_receiver(receiver, self.kind, self._on_encoded_frame)
+            tap_receiver(receiver, self.kind, self._on_encoded_frame, audio_level if self.kind == "audio" else None)
         else:
+            if audio_level is not None and self.kind == "audio":
+                observe_audio_levels(receiver, audio_level)
             self._reader = asyncio.get_running_loop().create_task(self._read_decoded(track))
 
     def _on_encoded_frame(self, codec: Any, frame: Any) -> None:

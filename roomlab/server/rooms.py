@@ -398,6 +398,18 @@ class Rooms:
         name = "track-resumed" if flowing else "track-stalled"
         self._emit(live, name, live.participants[track.participant_sid], track, detail=detail)
 
+    def note_dominant_speaker(
+        self, room_sid: str, participant_sid: str | None, track_sid: str | None, detail: str
+    ) -> None:
+        """The dominant speaker of a room changed (to `participant_sid`, or to nobody): an event of
+        the room's history (`dominant-speaker-changed`), which signaling passes on to clients."""
+        live = self.live.get(room_sid)
+        if live is None:
+            return
+        participant = live.participants.get(participant_sid) if participant_sid is not None else None
+        track = live.tracks.get(track_sid) if track_sid is not None else None
+        self._emit(live, "dominant-speaker-changed", participant, track, detail=detail)
+
     # subscriptions --------------------------------------------------------------------------
     def subscribe_rules(self, room: Room, participant: Participant) -> SubscribeRules:
         live = self.live.get(room.sid)

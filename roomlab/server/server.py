@@ -23,8 +23,10 @@ from ..telemetry.sampling import RtcStatsSampler, sample_forever
 from .app import build_app
 from .auth import Credentials, mint_access_token
 from .callbacks import DeliveryPolicy, StatusCallbacks
+from .dominant_speaker import DominantSpeakers
 from .feed import TelemetryFeed
 from .media import MEDIA_PATHS
+from .network_quality import NetworkQuality
 from .rest import RestApi
 from .rooms import Rooms
 from .sfu import Sfu
@@ -92,6 +94,10 @@ class Server:
         self._expiry: asyncio.Task[None] | None = None
         self._stopped = threading.Event()
         self._sampler: asyncio.Task[None] | None = None
+        self._speaker_task: asyncio.Task[None] | None = None
+        #: the dominant-speaker detectors and network-quality levels of every room (once started)
+        self.speakers: DominantSpeakers | None = None
+        self.network_quality: NetworkQuality | None = None
         #: what the server sees and forwards, as live tables (`server.telemetry.frame("events")`)
         self.telemetry = Telemetry()
         self._rtc_sampler = RtcStatsSampler(self.telemetry, "server")
@@ -141,7 +147,9 @@ class Server:
         self.rooms.on_event(self._record_event)
         self._callbacks = StatusCallbacks(self.rooms, self.store, self.credentials.api_secret, self.callback_policy)
         await self._callbacks.start()
-        self.sfu = Sfu(self.rooms, self.media_path)
+        self.speakers = DominantSpeakers(self.rooms)
+        self.sfu = Sfu(self.rooms, self.media_path, self.speakers)
+        self.network_quality = NetworkQuality(self.telemetry)
         signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials)
         twilio_signaling = TwilioSignalingEndpoint(self.rooms, self.sfu, self.credentials)
         app = build_app(
@@ -158,6 +166,7 @@ class Server:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._expiry = asyncio.get_running_loop().create_task(self._expire_forever())
         self._sampler = asyncio.get_running_loop().create_task(sample_forever(self._sample))
+        self._speaker_task = asyncio.get_running_loop().create_task(self.speakers.run())
         log.info("roomlab server on %s", self.url)
 
     async def _shutdown(self) -> None:
@@ -165,6 +174,8 @@ class Server:
             self._expiry.cancel()
         if self._sampler is not None:
             self._sampler.cancel()
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
         if self.rooms is not None:
             self.rooms.close()
         await asyncio.sleep(0)  # let sessions flush their goodbyes before the sockets close
@@ -195,8 +206,9 @@ class Server:
         )
 
     async def _sample(self) -> None:
-        assert self.sfu is not None
+        assert self.sfu is not None and self.network_quality is not None
         self.sfu.check_media_flow()
+        self.network_quality.update(self.sfu.sessions.values(), self.sfu.counters.bytes_sent_by_transport())
         await self._rtc_sampler.sample(self.sfu.rtp_streams())
         self.sfu.counters.sample(self.telemetry, "server")
 

@@ -19,7 +19,9 @@ from aiortc import RTCSessionDescription
 
 from ..errors import RoomError
 from ..net.renegotiation import transport_ready
+from ..policy.quality import NetworkQualityStats
 from ..protocol import signaling
+from ..protocol.network_quality import stats_to_wire
 from .connection import ParticipantConnection
 from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import LiveRoom
@@ -102,11 +104,22 @@ class Session(ParticipantConnection):
     def report_dropped(self, track_sid: str, count: int) -> None:
         self.send({"type": "data_dropped", "track_sid": track_sid, "messages": count})
 
+    def report_network_quality(self, participants: dict[str, NetworkQualityStats | None]) -> None:
+        wire = {sid: stats_to_wire(stats) for sid, stats in participants.items()}
+        self.send({"type": "network_quality", "participants": wire})
+
+    def report_dominant_speaker(self, participant_sid: str | None) -> None:
+        self.send({"type": "dominant_speaker_changed", "participant_sid": participant_sid})
+
     def notify(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
         """Room news in this protocol's messages: about the others, and this client's unsubscriptions."""
         name = event.name
+        if name == "dominant-speaker-changed":
+            if self.dominant_speaker:
+                self.report_dominant_speaker(participant.sid if participant is not None else None)
+            return
         if participant is None:
             return
         if participant.sid == self.sid:

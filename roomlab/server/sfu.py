@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpReceiver
 
@@ -23,6 +24,7 @@ from ..protocol import framing
 from ..protocol.batching import Batcher
 from ..telemetry.sampling import ChannelCounters, RtpStream
 from .connection import ParticipantConnection
+from .dominant_speaker import DominantSpeakers
 from .media import MediaForwarder, OutgoingTrack
 from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import REMOVED_BY_REST, REMOVED_BY_REST_MESSAGE, LiveRoom, Rooms
@@ -117,9 +119,13 @@ class DataTrackForwarder:
 class MediaTrackForwarder:
     """One published audio or video track and the sessions subscribed to it."""
 
-    def __init__(self, track: PublishedTrack, path: str, now: float) -> None:
+    def __init__(
+        self, track: PublishedTrack, path: str, now: float, audio_level: Callable[[int], None] | None = None
+    ) -> None:
         self.track = track
         self.media = MediaForwarder(track.sid, track.kind, path)
+        #: gets the RFC 6464 level of each audio packet (the dominant speaker's input)
+        self.audio_level = audio_level
         self.subscribers: dict[str, tuple[ParticipantConnection, OutgoingTrack]] = {}
         self.stalled = False
         self._frames_seen = 0
@@ -142,7 +148,7 @@ class MediaTrackForwarder:
         return None
 
     def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack) -> None:
-        self.media.attach(receiver, source)
+        self.media.attach(receiver, source, self.audio_level)
 
     def add_subscriber(self, session: ParticipantConnection) -> None:
         outgoing = session.send_media(self.track.sid, self.track.kind)
@@ -166,9 +172,11 @@ Forwarder = DataTrackForwarder | MediaTrackForwarder
 
 
 class Sfu:
-    def __init__(self, rooms: Rooms, media_path: str = "forward") -> None:
+    def __init__(self, rooms: Rooms, media_path: str = "forward", speakers: DominantSpeakers | None = None) -> None:
         self.rooms = rooms
         self.media_path = media_path
+        #: the rooms' dominant-speaker detectors, fed every forwarded audio packet's level
+        self.speakers = speakers
         self.sessions: dict[str, ParticipantConnection] = {}
         self.forwarders: dict[str, Forwarder] = {}
         self.counters = ChannelCounters()
@@ -214,6 +222,10 @@ class Sfu:
             forwarder = self.forwarders.get(track_sid)
             if forwarder is not None:
                 forwarder.add_subscriber(session)
+        if session.dominant_speaker and self.speakers is not None:
+            current = self.speakers.dominant(session.live.room.sid)
+            if current is not None:
+                session.report_dominant_speaker(current)
 
     def remove_session(self, session: ParticipantConnection) -> None:
         if self.sessions.get(session.sid) is session:
@@ -241,7 +253,8 @@ class Sfu:
             if track.kind == "data":
                 self.forwarders[track.sid] = DataTrackForwarder(track, publisher, self.counters)
             else:
-                self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path, time.monotonic())
+                levels = self.speakers.observer(track) if self.speakers is not None and track.kind == "audio" else None
+                self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
                 if publisher is not None:
                     publisher.receive_media(track.kind, track.sid)
         elif name == "track-removed" and track is not None and participant is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..errors import RoomError
+from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import signaling
 from .auth import Credentials, token_allows_room, verify_access_token
 from .model import TRACK_KINDS
@@ -78,6 +79,23 @@ def track_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def connect_options(options: dict[str, Any]) -> tuple[NetworkQualityConfiguration | None, bool]:
+    """The in-room features a client asks for when it connects: its network quality
+    configuration (None: off) and whether it wants dominant speaker changes."""
+    unknown = set(options) - set(signaling.CONNECT_OPTIONS)
+    if unknown:
+        allowed = ", ".join(signaling.CONNECT_OPTIONS)
+        raise signaling.invalid(f"connect.options has unknown key(s) {sorted(unknown)}; allowed: {allowed}")
+    try:
+        network_quality = NetworkQualityConfiguration.from_option(options.get("network_quality"))
+    except (ValueError, TypeError) as exc:
+        raise signaling.invalid(f"connect.options.network_quality: {exc}") from None
+    dominant_speaker = options.get("dominant_speaker", False)
+    if not isinstance(dominant_speaker, bool):
+        raise signaling.invalid("connect.options.dominant_speaker must be true or false")
+    return network_quality, dominant_speaker
+
+
 class SignalingEndpoint:
     def __init__(self, rooms: Rooms, sfu: Sfu, credentials: Credentials) -> None:
         self.rooms = rooms
@@ -122,6 +140,7 @@ class SignalingEndpoint:
                 f"protocol version {message['version']} is not supported; this server speaks {supported}"
             )
         access = verify_access_token(message["token"], self.credentials)
+        features = connect_options(message.get("options") or {})
         room_key = message.get("room") or access.room
         if not room_key:
             raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
@@ -138,6 +157,7 @@ class SignalingEndpoint:
             metadata=message.get("metadata", ""),
         )
         session = Session(live, participant, ws, self._ended)
+        session.network_quality, session.dominant_speaker = features
         session.start()
         session.send(
             {
@@ -204,6 +224,11 @@ class SignalingEndpoint:
             self.rooms.set_track_enabled(message["sid"], message["enabled"])
         elif kind == "set_metadata":
             self.rooms.set_metadata(session.sid, message["metadata"])
+        elif kind == "set_network_quality":
+            try:
+                session.network_quality = NetworkQualityConfiguration(message["local"], message["remote"])
+            except ValueError as exc:
+                raise signaling.invalid(str(exc)) from None
         elif kind == "connect":
             raise signaling.invalid("already connected")
 
