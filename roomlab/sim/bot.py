@@ -33,6 +33,10 @@ class BotSpec:
     """Subscribe to the others' tracks (False: publish only, Twilio's automaticSubscription=false)."""
     link_seed: int | None = None
     """Seed of the link made when a bot given none has its link changed."""
+    network_quality: Any = False
+    """`connect(network_quality=...)`: False, True, or {"local": ..., "remote": ...}."""
+    dominant_speaker: bool = False
+    """`connect(dominant_speaker=...)`."""
 
 
 class Bot:
@@ -74,6 +78,8 @@ class Bot:
                 decode_media=False,
                 link=self.link,
                 automatic_subscription=self.spec.subscribe,
+                network_quality=self.spec.network_quality,
+                dominant_speaker=self.spec.dominant_speaker,
             )
             self.state = "joined"
             tasks = [asyncio.ensure_future(b.run(self.room, self._stop)) for b in self.spec.behaviours]

@@ -16,6 +16,8 @@ end into a directory of Parquet frames and a PNG report (`roomlab simulate SCENA
         link: {up_kbps: 500, down_kbps: 2000, delay_ms: 40, jitter_ms: 5, loss: 0.01}
         join_at: 0           # seconds (optional)
         leave_at: null       # seconds (optional)
+        network_quality: {local: minimal, remote: none}   # or true (optional)
+        dominant_speaker: true                            # (optional)
     schedule:                # link changes while running
       - at: 20
         identity: "bot-1"
@@ -39,7 +41,18 @@ from . import run_directory
 from .simulation import Simulation
 from .summary import run_summary
 
-PARTICIPANT_KEYS = {"count", "identity", "audio", "video", "data", "link", "join_at", "leave_at"}
+PARTICIPANT_KEYS = {
+    "count",
+    "identity",
+    "audio",
+    "video",
+    "data",
+    "link",
+    "join_at",
+    "leave_at",
+    "network_quality",
+    "dominant_speaker",
+}
 SCENARIO_KEYS = {"room", "duration", "seed", "workers", "participants", "schedule"}
 
 
@@ -113,6 +126,8 @@ class Scenario:
                     link=group.get("link"),
                     join_at=float(group.get("join_at") or 0.0),
                     leave_at=group.get("leave_at"),
+                    network_quality=group.get("network_quality", False),
+                    dominant_speaker=group.get("dominant_speaker", False),
                 )
             except (ValueError, TypeError) as exc:
                 raise ScenarioError(f"{self.source}: participants[{number}]: {exc}") from None

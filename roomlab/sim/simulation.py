@@ -29,6 +29,7 @@ from multiprocessing.connection import Listener
 from typing import TYPE_CHECKING, Any
 
 from ..net.link import Link
+from ..policy.quality import NetworkQualityConfiguration
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
 from .bot import Bot, BotSpec, settle
@@ -158,6 +159,8 @@ class Simulation:
         join_at: float = 0.0,
         leave_at: float | None = None,
         subscribe: bool = True,
+        network_quality: Any = False,
+        dominant_speaker: bool = False,
     ) -> list[str]:
         """Add `n` bots. `identity` is formatted with `i`, counting the bots added with that
         pattern from 0 (`add(2, identity="sub-{i}")` gives sub-0, sub-1; a later one, sub-2).
@@ -165,9 +168,14 @@ class Simulation:
         `data`: a behaviour, a list of them, or `{kind: options}` entries as in scenario files.
         `link`: a `roomlab.Link` or a dict of its parameters (each bot gets a Link of its own);
         None starts the bot on an unconstrained link, which `link(identity)` changes like any
-        other. `join_at`/`leave_at`: seconds. `subscribe=False` makes publish-only bots."""
+        other. `join_at`/`leave_at`: seconds. `subscribe=False` makes publish-only bots.
+        `network_quality` and `dominant_speaker` are passed to each bot's `connect()` (the server
+        records every level in `network_quality` whatever they ask)."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
+        NetworkQualityConfiguration.from_option(network_quality)  # a bad option fails here, not in a worker
+        if not isinstance(dominant_speaker, bool):
+            raise ValueError(f"dominant_speaker must be True or False, got {dominant_speaker!r}")
         if join_at < 0 or (leave_at is not None and leave_at <= join_at):
             raise ValueError("join_at must be 0 or more, and leave_at after join_at")
         template = _link_parameters(link)
@@ -189,7 +197,20 @@ class Simulation:
             if parameters is not None and parameters.get("seed") is None and seed is not None:
                 parameters["seed"] = seed
             token = self.server.token(name, room=self.room, ttl=86_400)
-            self._specs.append(BotSpec(name, token, behaviours, parameters, join_at, leave_at, subscribe, seed))
+            self._specs.append(
+                BotSpec(
+                    name,
+                    token,
+                    behaviours,
+                    parameters,
+                    join_at,
+                    leave_at,
+                    subscribe,
+                    seed,
+                    copy.deepcopy(network_quality),
+                    dominant_speaker,
+                )
+            )
             self._links[name] = Link(**(parameters or {"seed": seed}))
         self._numbered[identity] = first + n
         return names
