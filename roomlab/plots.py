@@ -396,6 +396,115 @@ def _loss_colours() -> Any:
     return colormaps["Reds"].with_extremes(bad="0.88")
 
 
+#: Twilio's names of the network quality levels, for the level axis.
+LEVEL_NAMES = {0: "0 broken", 1: "1 bad", 2: "2 below avg", 3: "3 average", 4: "4 good", 5: "5 excellent"}
+#: Line style per direction of a network quality input.
+DIRECTION_STYLES = {"send": "-", "recv": ":"}
+#: What `quality_inputs` can draw: columns of `network_quality` (with the style of each), scale, axis label.
+QUALITY_INPUTS: dict[str, tuple[tuple[tuple[str, str, str], ...], float, str]] = {
+    "loss": (
+        (("send_fraction_lost", "-", "send (uplink)"), ("recv_fraction_lost", ":", "recv (downlink)")),
+        100.0,
+        "lost (%)",
+    ),
+    "latency": ((("rtt_ms", "-", "round-trip time"), ("jitter_ms", ":", "jitter")), 1.0, "ms"),
+    "bandwidth": (
+        (("recv_available_bps", "-", "available (estimate)"), ("recv_required_bps", ":", "required")),
+        1e-3,
+        "downlink video (kbit/s)",
+    ),
+}
+#: At most this many level drops are labelled with their reason in `quality` (the rest would overlap).
+REASON_LABELS = 12
+
+
+def quality(
+    network_quality: pd.DataFrame,
+    start: pd.Timestamp | None = None,
+    ax: Any = None,
+    colours: Mapping[str, Any] | None = None,
+) -> Any:
+    """Network quality level (0-5) per participant over time, as the server computed it each
+    second; every drop is labelled with its reason (`audio_send: loss`, ...), the partial and the
+    part that set it. Lines are offset a little so that equal levels stay visible."""
+    import numpy as np
+
+    ax = _axes(ax)
+    title = "network quality level per participant (reason at each drop)"
+    if network_quality.empty:
+        return _empty(ax, title, "no network quality levels")
+    start = network_quality["time"].min() if start is None else start
+    colours = colours or participant_colours(network_quality["participant"].astype("str").unique())
+    groups = list(network_quality.groupby("participant", observed=True, sort=True))
+    labelled = 0
+    for number, (participant, rows) in enumerate(groups):
+        rows = rows.sort_values("time")
+        offset = (number - (len(groups) - 1) / 2) * min(0.06, 0.3 / max(len(groups), 1))
+        x = _elapsed(rows["time"], start)
+        levels = rows["level"].to_numpy(dtype=float)
+        colour = colours.get(str(participant), "0.3")
+        ax.plot(*_steps(x, levels + offset, "1s"), color=colour, linewidth=1.5, drawstyle="steps-post")
+        drops = np.flatnonzero(np.diff(levels, prepend=5.0) < 0)
+        for index in drops:
+            if labelled >= REASON_LABELS:
+                break
+            ax.annotate(
+                f"{participant}: {rows['reason'].iloc[index]}",
+                (x[index], levels[index] + offset),
+                xytext=(3, -9),
+                textcoords="offset points",
+                fontsize=6,
+                color=colour,
+            )
+            labelled += 1
+    ax.set_ylim(-0.3, 5.4)
+    ax.set_yticks(list(LEVEL_NAMES), list(LEVEL_NAMES.values()), fontsize=7)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("level")
+    ax.set_title(title)
+    return ax
+
+
+def quality_inputs(
+    network_quality: pd.DataFrame,
+    what: str = "loss",
+    start: pd.Timestamp | None = None,
+    ax: Any = None,
+    colours: Mapping[str, Any] | None = None,
+) -> Any:
+    """The inputs that explain the levels, per participant over time: `loss` (uplink and downlink
+    loss, %), `latency` (round-trip time and jitter, ms) or `bandwidth` (the downlink video budget
+    against what the subscribed video requires, kbit/s)."""
+    from matplotlib.lines import Line2D
+
+    if what not in QUALITY_INPUTS:
+        raise ValueError(f"what must be one of {', '.join(QUALITY_INPUTS)}, got {what!r}")
+    columns, scale, unit = QUALITY_INPUTS[what]
+    ax = _axes(ax)
+    title = f"network quality inputs: {what} per participant"
+    measured = network_quality.dropna(subset=[c for c, _, _ in columns], how="all") if len(network_quality) else None
+    if measured is None or measured.empty:
+        return _empty(ax, title, "no video received" if what == "bandwidth" else f"no {what} measured")
+    start = network_quality["time"].min() if start is None else start
+    colours = colours or participant_colours(network_quality["participant"].astype("str").unique())
+    for participant, rows in measured.groupby("participant", observed=True, sort=True):
+        rows = rows.sort_values("time")
+        x = _elapsed(rows["time"], start)
+        for column, style, _ in columns:
+            y = rows[column].to_numpy(dtype=float) * scale
+            ax.plot(*_steps(x, y, "1s"), color=colours.get(str(participant), "0.3"), linestyle=style,
+                    linewidth=1.3, drawstyle="steps-post")  # fmt: skip
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel(unit)
+    ax.set_title(title)
+    handles = [Line2D([], [], color="0.3", linestyle=style, label=label) for _, style, label in columns]
+    ax.legend(handles=handles, fontsize=7, loc="upper right")
+    return ax
+
+
 # the report ---------------------------------------------------------------------------------
 @dataclass
 class Page:
@@ -454,6 +563,19 @@ REPORT_PANELS: list[Panel] = [
         wide=True,
         height=_subscriptions_height,
     ),
+    Panel(lambda page, ax: quality(page.frame("network_quality"), page.start, ax, page.colours), ("network_quality",)),
+    Panel(
+        lambda page, ax: quality_inputs(page.frame("network_quality"), "loss", page.start, ax, page.colours),
+        ("network_quality",),
+    ),
+    Panel(
+        lambda page, ax: quality_inputs(page.frame("network_quality"), "latency", page.start, ax, page.colours),
+        ("network_quality",),
+    ),
+    Panel(
+        lambda page, ax: quality_inputs(page.frame("network_quality"), "bandwidth", page.start, ax, page.colours),
+        ("network_quality",),
+    ),
 ]
 """The report's panels, in order. Append a `Panel` to add a view (e.g. network quality, allocations)."""
 
@@ -466,7 +588,12 @@ def report_figure(
 
     start = _start(frames)
     identities: set[str] = set()
-    for name, column in (("rtc_stats", "participant"), ("messages", "subscriber"), ("messages", "publisher")):
+    for name, column in (
+        ("rtc_stats", "participant"),
+        ("messages", "subscriber"),
+        ("messages", "publisher"),
+        ("network_quality", "participant"),
+    ):
         if name in frames and column in frames[name].columns:
             identities.update(frames[name][column].dropna().astype("str"))
     if "events" in frames and len(frames["events"]):
