@@ -14,8 +14,9 @@ Per participant, per direction and media kind:
   of each receiver's media SSRC; RTT from the same participant's downlink (an uplink has none of
   its own); bitrate from the publisher's sender reports; for video, the REMB estimate the
   server's receivers send it.
-- **reachable**: while media flows (either way) RTCP arrived from it in the last
-  `UNREACHABLE_AFTER_S`, and its peer connection is connected.
+- **reachable**: its peer connection is connected and, when it has media streams (either way),
+  RTCP arrived from it in the last `UNREACHABLE_AFTER_S`; an unreachable participant keeps the
+  partials that flowed last, at 0.
 
 Everything comes from what aiortc counts anyway and from RTCP seen as it arrives (one observer per
 participant's DTLS transport, before aiortc routes the packet): no `getStats()` call. The server's
@@ -214,6 +215,8 @@ class ParticipantNetwork:
         self._incoming_by_ssrc: dict[int, _Incoming] = {}
         self._transports: set[Any] = set()
         self._data_sent: int | None = None
+        #: partial -> (when, its last measurement): what an unreachable participant is scored on
+        self._flowed: dict[str, tuple[float, MediaMeasurement]] = {}
         self._sampled_at = now
 
     # as RTCP arrives -------------------------------------------------------------------------
@@ -378,21 +381,20 @@ class ParticipantNetwork:
                 demand = [track_bps[sid] for sid in subscribed if sid in track_bps]
                 required_video = sum(demand) if demand else None
         self._sampled_at = now
-        flowing = bool(down) or bool(uplink)
-        reachable = session.pc.connectionState == "connected" and (
-            not flowing or now - self.last_rtcp_at <= UNREACHABLE_AFTER_S
-        )
-        send = {kind: totals.measurement(rtt) for kind, totals in uplink.items()}
-        recv = {kind: totals.measurement(rtt) for kind, totals in down.items() if kind != "video"}
+        partials = {f"{kind}_send": totals.measurement(rtt) for kind, totals in uplink.items()}
+        partials.update({f"{kind}_recv": totals.measurement(rtt) for kind, totals in down.items() if kind != "video"})
         if video_recv is not None:
-            recv["video"] = video_recv.measurement(rtt, required_video)
-        return ParticipantMeasurement(
-            audio_send=send.get("audio"),
-            audio_recv=recv.get("audio"),
-            video_send=send.get("video"),
-            video_recv=recv.get("video"),
-            reachable=reachable,
-        )
+            partials["video_recv"] = video_recv.measurement(rtt, required_video)
+        for name, partial in partials.items():
+            self._flowed[name] = (now, partial)
+        # a participant with media streams sends RTCP (reports every 0.5-1.5 s per stream): silence
+        # means its path is gone; it is scored unreachable on what flowed until then
+        has_streams = bool(self._outgoing) or bool(self._incoming)
+        if has_streams and now - self.last_rtcp_at > UNREACHABLE_AFTER_S:
+            since = self.last_rtcp_at - FLOWING_WITHIN_S
+            flowed = {name: partial for name, (at, partial) in self._flowed.items() if at >= since}
+            return ParticipantMeasurement(**flowed, reachable=False)
+        return ParticipantMeasurement(**partials)
 
     @staticmethod
     def _video_available(estimate: DownlinkEstimate, video: _Totals, fraction_lost: float | None) -> float | None:
