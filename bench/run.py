@@ -36,7 +36,7 @@ from roomlab.server.auth import Credentials, mint_access_token
 BENCH = Path(__file__).resolve().parent
 WORKER = BENCH / "worker.py"
 ROOM = "bench"
-SECTIONS = ("data", "media", "memory", "telemetry", "sim")
+SECTIONS = ("data", "media", "memory", "telemetry", "sim", "quality")
 SIZES = (64, 1024, 16384)
 #: the processes that others connect to, stopped after those
 SERVERS = ("server", "ws-relay")
@@ -827,6 +827,41 @@ async def bench_sim(plan: Plan, quick: bool, results: Results) -> None:
     )
 
 
+async def bench_quality(quick: bool, results: Results) -> None:
+    """Network quality and dominant speaker (bench/quality.py, in a process of its own): server
+    CPU per participant in rooms of 10 and 20."""
+    progress("quality: network quality and dominant speaker, rooms of 10 and 20")
+    command = [sys.executable, str(Path(__file__).with_name("quality.py"))] + (["--quick"] if quick else [])
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 600)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        results.fail(["quality"], ROOMLAB, "quality", TimeoutError("bench/quality.py took over 600 s"))
+        return
+    if process.returncode != 0:
+        tail = err.decode(errors="replace")[-2000:]
+        results.fail(["quality"], ROOMLAB, "quality", RuntimeError(f"exit {process.returncode}: {tail}"))
+        return
+    for row in json.loads(out.decode().strip().splitlines()[-1])["rooms"]:
+        results.set(
+            f"server CPU for network quality + dominant speaker per participant, room of {row['participants']} "
+            "(conversational Talkers, everyone subscribed to everyone, all asking for both): "
+            "both, quality, speaker (% of a core)",
+            ROOMLAB,
+            Cell(
+                f"{row['both_pct_per_participant']}, {row['quality_pct_per_participant']}, "
+                f"{row['speaker_pct_per_participant']} (server {row['server_cpu_pct']}% of a core in all; "
+                f"{row['audio_packets_per_s']} audio packets/s at {row['level_us_per_packet']} µs each; "
+                f"{row['joined']} joined)"
+            ),
+            ratio=False,
+        )
+
+
 # the run --------------------------------------------------------------------------------------
 LOG_TROUBLE = re.compile(r"Traceback|Error|Exception|exception")
 
@@ -897,6 +932,8 @@ async def run(args: argparse.Namespace) -> str:
             await bench_recording(launcher, server_args, plan, results)
         if "sim" in sections:
             await bench_sim(plan, args.quick, results)
+        if "quality" in sections:
+            await bench_quality(args.quick, results)
     finally:
         await launcher.stop_all()
     scan_logs(launcher, results)
