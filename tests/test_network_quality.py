@@ -4,13 +4,16 @@ as the SDK reports them and as the server records them in `network_quality`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
+import aiohttp
 import pandas as pd
 import pytest
 
 import roomlab
 from roomlab.policy.quality import NetworkQualityStats
+from roomlab.protocol import signaling
 from roomlab.sim.scenario import Scenario, ScenarioError
 
 from .conftest import eventually
@@ -225,3 +228,30 @@ async def test_scenario_files_pass_network_quality_and_dominant_speaker_to_the_b
     assert set(rows["participant"]) == {"bot-0", "bot-1"} and (rows["room"] == "yaml").all()
     with pytest.raises(ScenarioError, match="participants\\[0\\].*'detailed'"):
         Scenario.parse({"duration": 1, "participants": [{"network_quality": {"local": "max"}}]}).build(server)
+
+
+async def test_bad_in_room_options_over_signaling_get_a_clear_error(server):
+    http = aiohttp.ClientSession()
+    try:
+        for options, says in (
+            ({"network_quality": {"local": "max"}}, "'detailed'"),
+            ({"network_quality": 7}, "True, False, None or a dict"),
+            ({"dominant_speaker": "yes"}, "dominant_speaker must be true or false"),
+            ({"volume": 11}, "allowed: network_quality, dominant_speaker"),
+        ):
+            ws = await http.ws_connect(server.url.replace("http", "ws") + signaling.PATH)
+            connect = {"type": "connect", "version": 1, "token": server.token("raw"), "room": "raw", "options": options}
+            await ws.send_str(json.dumps(connect))
+            reply = json.loads((await ws.receive(timeout=5)).data)
+            assert (reply["type"], reply["code"]) == ("error", 53004) and says in reply["message"]
+            await ws.close()
+        ws = await http.ws_connect(server.url.replace("http", "ws") + signaling.PATH)
+        await ws.send_str(json.dumps({"type": "connect", "version": 1, "token": server.token("raw"), "room": "raw"}))
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "connected"
+        await ws.send_str(json.dumps({"type": "set_network_quality", "local": "loud", "remote": 0}))
+        while (reply := json.loads((await ws.receive(timeout=5)).data))["type"] != "error":
+            pass
+        assert reply["code"] == 53004 and "'minimal'" in reply["message"]
+        await ws.close()
+    finally:
+        await http.close()

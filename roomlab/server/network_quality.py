@@ -30,7 +30,7 @@ class NetworkQuality:
         self.telemetry = telemetry
         self.measurements = measurements or NetworkMeasurements()
         self._meters: dict[str, NetworkQualityMeter] = {}
-        #: session SID -> (the configuration it was last told at, participant SID -> what it was told)
+        #: connection SID -> (the configuration it was last told at, participant SID -> what it was told)
         self._told: dict[str, tuple[Any, dict[str, Any]]] = {}
 
     def levels(self, participant_sid: str) -> QualityLevels | None:
@@ -64,27 +64,27 @@ class NetworkQuality:
             del self._meters[sid]
         for sid in set(self._told) - set(by_sid):
             del self._told[sid]
+        rooms: dict[str, dict[str, QualityLevels]] = {}
+        for sid, levels in computed.items():
+            rooms.setdefault(by_sid[sid].live.room.sid, {})[sid] = levels
         for session in sessions:
-            self._tell(session, computed, by_sid)
+            self._tell(session, rooms.get(session.live.room.sid, {}))
         return computed
 
-    def _tell(self, session: Any, computed: dict[str, QualityLevels], sessions: dict[str, Any]) -> None:
-        config = getattr(session, "network_quality", None)
+    def _tell(self, session: Any, room: dict[str, QualityLevels]) -> None:
+        """Send `session` what changed of its room's levels, at the verbosities it asked for."""
+        config = session.network_quality
         if config is None:
             self._told.pop(session.sid, None)
             return
         previous_config, told = self._told.get(session.sid, (None, {}))
         if previous_config != config:
             told = {}
-        told = {sid: wire for sid, wire in told.items() if sid in computed}
-        room_sid = session.live.room.sid
+        told = {sid: stats for sid, stats in told.items() if sid in room}
         changed: dict[str, Any] = {}
-        for sid, levels in computed.items():
-            if sid == session.sid:
-                verbosity = config.local
-            elif sessions[sid].live.room.sid == room_sid and config.remote:
-                verbosity = config.remote
-            else:
+        for sid, levels in room.items():
+            verbosity = config.local if sid == session.sid else config.remote
+            if not verbosity:
                 continue
             stats = network_quality_stats(levels, verbosity)
             if sid not in told or told[sid] != stats:
