@@ -59,7 +59,7 @@ RTT_MAX_STALENESS_S = 0.5
 RTT_HOLD_S = 5.0
 #: A stream that has carried no packet for this long does not flow (the same as a stalled track).
 FLOWING_WITHIN_S = 3.0
-#: A participant whose media flows but who sent no RTCP for this long is unreachable (aiortc sends
+#: A participant with media streams that sent no RTCP for this long is unreachable (aiortc sends
 #: a report every 0.5-1.5 s per stream).
 UNREACHABLE_AFTER_S = 4.0
 #: A gap in the highest sequence number beyond this between two reports is a restart, not loss.
