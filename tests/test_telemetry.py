@@ -14,6 +14,7 @@ import pytest
 
 import roomlab
 from roomlab.protocol import framing
+from roomlab.sim import Camera
 from roomlab.telemetry.analysis import bitrate, latency, loss
 from roomlab.telemetry.recorder import Table, Telemetry, now_ns
 from roomlab.telemetry.schema import TABLES
@@ -291,3 +292,24 @@ def test_bound_appender_writes_the_same_rows_across_spills(tmp_path):
     pd.testing.assert_frame_equal(bound_table.frame(), plain.frame(), check_categorical=False)
     with pytest.raises(ValueError, match="no column"):
         plain.bind(colour="red")
+
+
+async def test_inbound_rtc_stats_follow_the_media_stream_and_count_loss_per_interval(server):
+    # video through a lossy uplink: the server's receiver gets retransmissions on a second SSRC,
+    # and its rows must still describe the camera's own stream; loss is per interval, so a step
+    # in the link's loss shows as a step
+    sim = roomlab.Simulation(server, room="rtx", workers=0, seed=8)
+    sim.add(identity="camera", video=Camera(layers=("low",)), link=roomlab.Link(up_loss=0.0, seed=3))
+    sim.add(identity="viewer")
+    sim.at(4, "camera", up_loss=0.3)
+    await sim.run(9, progress=False)
+    rows = server.frame("rtc_stats").query("source == 'server' and participant == 'camera' and kind == 'video'")
+    rows = rows.sort_values("time")
+    packets = rows["packets"].astype(int).tolist()
+    assert packets == sorted(packets) and packets[-1] >= 100  # never the few packets of the RTX stream
+    start = rows["time"].iloc[0]
+    seconds = (rows["time"] - start).dt.total_seconds()
+    before = rows[seconds < 3.5]["fraction_lost"].dropna()
+    after = rows[seconds > 5.5]["fraction_lost"].dropna()
+    assert len(before) >= 2 and len(after) >= 2
+    assert before.max() <= 0.05 and after.min() >= 0.15, (before.tolist(), after.tolist())

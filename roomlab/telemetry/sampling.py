@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCDataChannel
+from aiortc import RTCDataChannel, RTCRtpReceiver
 
+from ..net.rtp import received_stream
 from .recorder import Telemetry, now_ns
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class RtcStatsSampler:
         self.telemetry = telemetry
         self.source = source
         self._last_bytes: dict[tuple[str, str, str], tuple[int, int]] = {}
+        #: per inbound stream, (expected, received) at the previous sample: loss per interval
+        self._last_counts: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     async def sample(self, streams: Iterable[RtpStream]) -> None:
         for stream in list(streams):
@@ -78,13 +81,18 @@ class RtcStatsSampler:
                 jitter = remote.jitter / clock_rate * 1000
                 rtt = None if remote.roundTripTime is None else remote.roundTripTime * 1000
         else:
-            received = by_type.get("inbound-rtp")
-            if received is None:
+            # the media SSRC's counters: aiortc's inbound-rtp is the RTX stream's after a retransmission
+            media = received_stream(stream.endpoint) if isinstance(stream.endpoint, RTCRtpReceiver) else None
+            if media is None:
                 return
-            packets, lost = received.packetsReceived, received.packetsLost
-            jitter = received.jitter / clock_rate * 1000
-            expected = packets + max(lost, 0)
-            fraction = max(lost, 0) / expected if expected else None
+            packets, lost = media.received, max(media.expected - media.received, 0)
+            jitter = media.jitter / clock_rate * 1000
+            key = (stream.participant, stream.track, stream.direction)
+            before_expected, before_received = self._last_counts.get(key, (0, 0))
+            self._last_counts[key] = (media.expected, media.received)
+            interval_expected = media.expected - before_expected
+            if interval_expected > 0:
+                fraction = min(max(interval_expected - (media.received - before_received), 0) / interval_expected, 1.0)
             sender_report = by_type.get("remote-outbound-rtp")
             if sender_report is not None and sender_report.remoteTimestamp is not None:
                 octets = sender_report.bytesSent

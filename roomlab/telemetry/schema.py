@@ -62,7 +62,12 @@ RTC_STATS = (
     Column(
         "packets_lost", "int", "", "cumulative packets lost (inbound: seen here; outbound: reported by the far end)"
     ),
-    Column("fraction_lost", "float", "0-1", "fraction lost in the last report interval"),
+    Column(
+        "fraction_lost",
+        "float",
+        "0-1",
+        "fraction lost in the last interval: since the previous sample (inbound), in the far end's last report (outbound)",
+    ),
     Column("jitter_ms", "float", "ms", "interarrival jitter"),
     Column("rtt_ms", "float", "ms", "round-trip time from RTCP"),
     Column("frames", "int", "", "video frames, cumulative (decoded inbound, encoded/sent outbound)"),
