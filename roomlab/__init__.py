@@ -16,6 +16,7 @@ from .client import (  # noqa: E402
     RemoteParticipant,
     RemoteVideoTrack,
     Room,
+    VideoLayer,
     connect,
 )
 from .errors import RoomError  # noqa: E402
@@ -74,6 +75,7 @@ __all__ = [
     "Server",
     "Simulation",
     "Telemetry",
+    "VideoLayer",
     "Watch",
     "connect",
     "frames",

@@ -221,7 +221,9 @@ def bitrate(
     start = chosen["time"].min() if start is None else start
     colours = colours or participant_colours(chosen["participant"].astype("str").unique())
     rates = analysis.bitrate(chosen, freq=freq)
-    for (participant, _track), series in rates.groupby(["participant", "track"], observed=True, sort=True):
+    for (participant, _track, _layer), series in rates.groupby(
+        ["participant", "track", "layer"], observed=True, sort=True, dropna=False
+    ):
         kind = series["kind"].iloc[0] if "kind" in series.columns else None
         ax.plot(
             *_steps(_elapsed(series["time"], start), series["bitrate_bps"] / 1000, freq),

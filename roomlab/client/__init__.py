@@ -2,7 +2,7 @@
 
 from .connect import connect
 from .data_track import LocalDataTrack, RemoteDataTrack
-from .media_track import LocalAudioTrack, LocalVideoTrack, RemoteAudioTrack, RemoteVideoTrack
+from .media_track import LocalAudioTrack, LocalVideoTrack, RemoteAudioTrack, RemoteVideoTrack, VideoLayer
 from .participant import LocalParticipant, RemoteParticipant
 from .publication import LocalTrackPublication, RemoteTrackPublication
 from .room import Room
@@ -19,5 +19,6 @@ __all__ = [
     "RemoteTrackPublication",
     "RemoteVideoTrack",
     "Room",
+    "VideoLayer",
     "connect",
 ]

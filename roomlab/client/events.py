@@ -25,6 +25,7 @@ RoomEvent = Literal[
     "track_message",
     "track_warning",
     "track_warnings_cleared",
+    "track_layer_changed",
     "data_received",
     "disconnected",
     "reconnecting",
@@ -47,6 +48,7 @@ RemoteParticipantEvent = Literal[
     "disconnected",
 ]
 RemoteDataTrackEvent = Literal["message", "switched_off", "switched_on"]
+RemoteVideoTrackEvent = Literal["layer_changed"]
 
 Handler = Callable[..., Any]
 

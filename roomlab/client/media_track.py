@@ -8,7 +8,8 @@ import fractions
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,9 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
+
+from ..protocol.layers import LAYER_NAMES, LayerSpec, check_layers
+from .events import EventEmitter
 
 if TYPE_CHECKING:
     from .participant import RemoteParticipant
@@ -121,7 +125,7 @@ class PatternSource(MediaStreamTrack):
 
 
 class LocalMediaTrack:
-    """An audio or video source to publish."""
+    """An audio or video source to publish (a layered video track has one source per layer)."""
 
     kind = ""
 
@@ -132,11 +136,17 @@ class LocalMediaTrack:
         self.name = name or str(uuid.uuid4())
         self.sid: str | None = None
         self._player = player
-        #: called once with the RTCRtpSender that carries this track (for replayed media's hooks)
+        #: called once with each RTCRtpSender that carries this track, one per layer of a layered
+        #: track (`sender.track` is that layer's source), for replayed media's hooks
         self.on_sender: Callable[[Any], None] | None = None
 
+    def sources(self) -> dict[str | None, MediaStreamTrack]:
+        """What is sent, by layer name (None: the one stream of a track without layers)."""
+        return {None: self.media}
+
     def stop(self) -> None:
-        self.media.stop()
+        for source in self.sources().values():
+            source.stop()
 
     @classmethod
     def _open(cls, path: str, format: str | None, options: dict[str, str] | None, name: str | None) -> Any:
@@ -175,8 +185,64 @@ class LocalAudioTrack(LocalMediaTrack):
         return cls(ToneSource(frequency), name)
 
 
+@dataclass(frozen=True)
+class VideoLayer:
+    """One quality layer of a layered `LocalVideoTrack`: a video source and what it sends."""
+
+    source: MediaStreamTrack
+    """The layer's frames (or pre-encoded packets); all layers of a track share one pts timeline."""
+    width: int
+    """Picture width, pixels."""
+    height: int
+    """Picture height, pixels."""
+    bitrate_bps: int
+    """About what the layer sends, bit/s."""
+
+
 class LocalVideoTrack(LocalMediaTrack):
+    """A video source to publish, or with `layers` a layered (simulcast) track: one publication whose
+    layers (`low`, `standard`, `high`) travel to the server as RTP streams of their own, of which
+    the server forwards one to each subscriber."""
+
     kind = "video"
+
+    def __init__(
+        self,
+        media: MediaStreamTrack | None = None,
+        name: str | None = None,
+        *,
+        layers: Mapping[str, VideoLayer] | None = None,
+        player: MediaPlayer | None = None,
+    ) -> None:
+        if layers is None:
+            if media is None:
+                raise ValueError("LocalVideoTrack needs a source (media) or layers")
+            self.layers: dict[str, VideoLayer] = {}
+            super().__init__(media, name, player=player)
+            return
+        if media is not None:
+            raise ValueError("give LocalVideoTrack either a source (media) or layers, not both")
+        if not isinstance(layers, Mapping):
+            raise ValueError(f"layers must be a mapping of layer name ({', '.join(LAYER_NAMES)}) to VideoLayer")
+        for layer_name, layer in layers.items():
+            if not isinstance(layer, VideoLayer):
+                raise ValueError(f"layer {layer_name!r} must be a VideoLayer, got {type(layer).__name__}")
+            if getattr(layer.source, "kind", None) != "video":
+                raise ValueError(f"layer {layer_name!r} needs a video source")
+        specs = check_layers(LayerSpec(n, v.width, v.height, v.bitrate_bps) for n, v in layers.items())
+        if len({id(layers[spec.name].source) for spec in specs}) != len(specs):
+            raise ValueError("each layer needs a source of its own")
+        self.layers = {spec.name: layers[spec.name] for spec in specs}
+        super().__init__(self.layers[specs[-1].name].source, name)
+
+    def layer_specs(self) -> tuple[LayerSpec, ...]:
+        """The layers as announced to the server, lowest first (empty for a track without layers)."""
+        return tuple(LayerSpec(n, v.width, v.height, v.bitrate_bps) for n, v in self.layers.items())
+
+    def sources(self) -> dict[str | None, MediaStreamTrack]:
+        if not self.layers:
+            return super().sources()
+        return {layer_name: layer.source for layer_name, layer in self.layers.items()}
 
     @classmethod
     def pattern(cls, width: int = 320, height: int = 180, fps: float = 15, name: str | None = None) -> LocalVideoTrack:
@@ -243,12 +309,13 @@ class EncodedTap:
             self._next.set_exception(MediaStreamError())
 
 
-class RemoteMediaTrack:
+class RemoteMediaTrack(EventEmitter):
     """A subscribed audio or video track; `await recv()` returns its next decoded frame."""
 
     kind = ""
 
     def __init__(self, sid: str, name: str, tap: FrameTap | EncodedTap, participant: RemoteParticipant) -> None:
+        super().__init__()
         self.sid = sid
         self.name = name
         self.participant = participant
@@ -275,4 +342,20 @@ class RemoteAudioTrack(RemoteMediaTrack):
 
 
 class RemoteVideoTrack(RemoteMediaTrack):
+    """A subscribed video track. Of a layered publication the server forwards one layer at a time:
+    `layer` says which (None before the first frame, while switched off, or for a track without
+    layers), and `layer_changed(layer)` is emitted when the server switches."""
+
     kind = "video"
+
+    def __init__(self, sid: str, name: str, tap: FrameTap | EncodedTap, participant: RemoteParticipant) -> None:
+        super().__init__(sid, name, tap, participant)
+        self.layer: str | None = None
+
+    def _set_layer(self, layer: str | None) -> bool:
+        """The server switched this subscriber to `layer`; True when that is a change."""
+        if layer == self.layer:
+            return False
+        self.layer = layer
+        self.emit("layer_changed", layer)
+        return True

@@ -12,7 +12,7 @@ from ..protocol import framing
 from ..protocol.batching import Batcher
 from .data_track import LocalDataTrack, check_payload_size
 from .events import EventEmitter
-from .media_track import LocalMediaTrack
+from .media_track import LocalMediaTrack, LocalVideoTrack
 from .publication import LocalTrackPublication, RemoteTrackPublication
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class LocalParticipant(NetworkQualityMixin):
         options: dict[str, Any] = {"priority": priority}
         if isinstance(track, LocalDataTrack):
             options.update(track.options())
+        elif isinstance(track, LocalVideoTrack) and track.layers:
+            options["layers"] = [spec.to_wire() for spec in track.layer_specs()]
         reply = await self._room._request(
             {"type": "publish", "name": track.name, "kind": track.kind, "options": options}
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.layers import LayerSpec
+
 if TYPE_CHECKING:
     from .data_track import LocalDataTrack, RemoteDataTrack
     from .media_track import LocalMediaTrack, RemoteMediaTrack
@@ -42,3 +44,8 @@ class RemoteTrackPublication:
     @property
     def publish_priority(self) -> str:
         return str(self.options.get("priority", "standard"))
+
+    @property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        """The quality layers of a layered video publication, lowest first (empty for other tracks)."""
+        return tuple(LayerSpec.from_wire(layer) for layer in self.options.get("layers", ()))

@@ -17,7 +17,7 @@ from ..errors import RoomError
 from ..net import bundle, sctp
 from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
-from ..net.rtp import tap_receiver
+from ..net.rtp import SharedTimestampOrigin, tap_receiver
 from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import framing, signaling
 from ..protocol.batching import Batcher
@@ -87,6 +87,10 @@ class Room(EventEmitter):
         self._mid_tracks: dict[str, str] = {}
         self._media_waiters: dict[str, asyncio.Future[None]] = {}
         self._published_media: dict[str, LocalMediaTrack] = {}
+        #: track SID -> the timestamp timeline its layers' senders share (layered tracks only)
+        self._layer_origins: dict[str, SharedTimestampOrigin] = {}
+        #: track SID -> the layer of it the server forwards to this client now (layered tracks)
+        self._received_layers: dict[str, str | None] = {}
         #: what this client receives and sends, as live tables (`room.telemetry.frame("messages")`)
         self.telemetry = Telemetry()
         self._counters = ChannelCounters()
@@ -294,6 +298,8 @@ class Room(EventEmitter):
                 self.emit("track_warning", message["name"], publication, self.local_participant)
             else:
                 self.emit("track_warnings_cleared", publication, self.local_participant)
+        elif kind == "layer_changed":
+            self._on_layer_changed(message["track_sid"], message.get("layer"))
         elif kind == "metadata_changed":
             participant = self.participants.get(message["participant_sid"])
             if participant is not None:
@@ -400,6 +406,8 @@ class Room(EventEmitter):
         if track is None or (only is not None and track is not only):
             return
         publication.track = None
+        if isinstance(track, RemoteVideoTrack):
+            self._received_layers.pop(publication.track_sid, None)
         if isinstance(track, RemoteDataTrack) and track._channel is not None:
             track._channel.close()
         participant.emit("track_unsubscribed", track, publication)
@@ -495,17 +503,22 @@ class Room(EventEmitter):
                 if transceiver.receiver.track is not None and mid not in self._taps:
                     encoded = self._taps[mid] = EncodedTap()
                     tap_receiver(transceiver.receiver, transceiver.kind, encoded.deliver)
-        attached: list[str] = []
+        attached: dict[str, set[str | None]] = {}
         for transceiver in self.pc.getTransceivers():
             info = mids.get(transceiver.mid or "")
-            if info is not None and info["role"] == "publish" and info["track_sid"] in self._published_media:
-                local = self._published_media[info["track_sid"]]
-                if transceiver.sender.track is not local.media:
-                    transceiver.sender.replaceTrack(local.media)
+            publishing = info is not None and info["role"] == "publish"
+            local = self._published_media.get(info["track_sid"]) if publishing and info is not None else None
+            source = local.sources().get(info.get("layer")) if local is not None and info is not None else None
+            if local is not None and source is not None and info is not None:
+                if transceiver.sender.track is not source:
+                    transceiver.sender.replaceTrack(source)
                     if local.on_sender is not None:
                         local.on_sender(transceiver.sender)
+                    if info.get("layer") is not None:  # the layers of one track share one RTP timeline
+                        origin = self._layer_origins.setdefault(info["track_sid"], SharedTimestampOrigin())
+                        origin.attach(transceiver.sender)
                 transceiver.direction = "sendonly"
-                attached.append(info["track_sid"])
+                attached.setdefault(info["track_sid"], set()).add(info.get("layer"))
             elif info is not None and info["role"] in ("publish", "retired"):
                 transceiver.sender.replaceTrack(None)
                 transceiver.direction = "inactive"
@@ -513,9 +526,10 @@ class Room(EventEmitter):
         await self.pc.setLocalDescription(answer)
         self._send({"type": "answer", "sdp": self.pc.localDescription.sdp})
         self._negotiated.set()
-        for sid in attached:
+        for sid, layers in attached.items():
             future = self._media_waiters.get(sid)
-            if future is not None and not future.done():
+            complete = layers == set(self._published_media[sid].sources())
+            if future is not None and not future.done() and complete:
                 future.set_result(None)
         self._update_media_subscriptions(mids)
 
@@ -542,12 +556,27 @@ class Room(EventEmitter):
             tap = self._taps.get(mid)
             if tap is None:
                 tap = self._taps[mid] = FrameTap(source)
-            remote_cls = RemoteAudioTrack if publication.kind == "audio" else RemoteVideoTrack
-            remote: RemoteMediaTrack = remote_cls(publication.track_sid, publication.track_name, tap, participant)
+            remote: RemoteMediaTrack
+            if publication.kind == "audio":
+                remote = RemoteAudioTrack(publication.track_sid, publication.track_name, tap, participant)
+            else:
+                remote = RemoteVideoTrack(publication.track_sid, publication.track_name, tap, participant)
+                remote.layer = self._received_layers.get(wanted)
             publication.track = remote
             self._mid_tracks[mid] = wanted
             participant.emit("track_subscribed", remote, publication)
             self.emit("track_subscribed", remote, publication, participant)
+
+    def _on_layer_changed(self, track_sid: str, layer: str | None) -> None:
+        """The server now forwards `layer` of a layered video track to this client (None: nothing)."""
+        self._received_layers[track_sid] = layer
+        found = self._find_publication(track_sid)
+        if found is None or not isinstance(found[1].track, RemoteVideoTrack):
+            return  # the track comes with the next offer and starts with this layer
+        participant, publication = found
+        assert isinstance(publication.track, RemoteVideoTrack)
+        if publication.track._set_layer(layer):
+            self.emit("track_layer_changed", publication.track, publication, participant)
 
     # stats and teardown ---------------------------------------------------------------------
     def _rtp_streams(self) -> list[RtpStream]:
@@ -555,9 +584,10 @@ class Room(EventEmitter):
         streams = []
         by_mid = {t.mid: t for t in self.pc.getTransceivers()}
         for sid, local in self._published_media.items():
-            sender = next((t.sender for t in by_mid.values() if t.sender.track is local.media), None)
-            if sender is not None:
-                streams.append(RtpStream(me, sid, local.kind, "outbound", sender, None, local.name, me))
+            for layer, source in local.sources().items():
+                sender = next((t.sender for t in by_mid.values() if t.sender.track is source), None)
+                if sender is not None:
+                    streams.append(RtpStream(me, sid, local.kind, "outbound", sender, None, local.name, me, layer))
         for mid, sid in self._mid_tracks.items():
             transceiver, tap = by_mid.get(mid), self._taps.get(mid)
             if transceiver is not None and tap is not None:
@@ -565,7 +595,10 @@ class Room(EventEmitter):
                 found = self._find_publication(sid)
                 name, publisher = (found[1].track_name, found[0].identity) if found is not None else (None, None)
                 receiver = transceiver.receiver
-                streams.append(RtpStream(me, sid, transceiver.kind, "inbound", receiver, frames, name, publisher))
+                layer = (lambda s=sid: self._received_layers.get(s)) if transceiver.kind == "video" else None
+                streams.append(
+                    RtpStream(me, sid, transceiver.kind, "inbound", receiver, frames, name, publisher, layer)
+                )
         return streams
 
     async def _sample(self) -> None:

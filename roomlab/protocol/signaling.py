@@ -9,7 +9,7 @@ Client to server:   connect, answer, publish, unpublish, set_metadata, set_track
 Server to client:   connected, offer, published, participant_connected, participant_disconnected,
                     track_published, track_unpublished, track_enabled, track_disabled,
                     metadata_changed, unsubscribed, track_warning, track_warnings_cleared,
-                    network_quality, dominant_speaker_changed, error, disconnected, pong
+                    network_quality, dominant_speaker_changed, layer_changed, error, disconnected, pong
 
 In-room features a client asks for in `connect.options` (`CONNECT_OPTIONS`):
 - `network_quality: {"local": 0-3, "remote": 0-3}` (Twilio's NetworkQualityConfiguration; absent:
@@ -20,6 +20,11 @@ In-room features a client asks for in `connect.options` (`CONNECT_OPTIONS`):
   everything at the new verbosities.
 - `dominant_speaker: true`: the server sends `dominant_speaker_changed` with `participant_sid`
   (null: nobody) on every change, and the current one on joining.
+
+A layered video track (roomlab/protocol/layers.py) is published with `options.layers`; the offer's
+`mids` name the layer each of its transceivers carries (`{"role": "publish", "track_sid": ...,
+"layer": "low"}`), and `layer_changed` (`track_sid`, `layer` or null) tells a subscriber which layer
+the server forwards to it now.
 """
 
 from __future__ import annotations

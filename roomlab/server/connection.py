@@ -39,7 +39,8 @@ SLOT_ROLES = ("publish", "subscribe", "retired")
 
 @dataclass
 class MediaSlot:
-    """A transceiver and the published track it carries (`role` publish: client to server).
+    """A transceiver and the published track it carries (`role` publish: client to server; `layer`:
+    which layer of a layered video track, each of which the publisher sends on a slot of its own).
 
     `transceiver` is None until the server's next offer adds it: transceivers are created just
     before an offer, so that an offer from the client can never bind to one of ours.
@@ -50,6 +51,7 @@ class MediaSlot:
     track_sid: str | None
     outgoing: OutgoingTrack | None = None
     kind: str = ""
+    layer: str | None = None
 
     def __post_init__(self) -> None:
         if self.role not in SLOT_ROLES:
@@ -112,6 +114,11 @@ class ParticipantConnection:
         client asked for it (`dominant_speaker`)."""
         raise NotImplementedError
 
+    def report_layer(self, track_sid: str, layer: str | None) -> None:
+        """The server now forwards `layer` of a layered video track to this subscriber (None:
+        nothing, it is switched off)."""
+        raise NotImplementedError
+
     async def close(self, code: int | None = None, message: str | None = None) -> None:
         """Tell the client why it leaves (if it is still there), then close its socket and connection."""
         raise NotImplementedError
@@ -150,9 +157,11 @@ class ParticipantConnection:
         )
 
     # media -------------------------------------------------------------------------------------
-    def receive_media(self, kind: str, track_sid: str) -> None:
-        """Room for a track the client publishes; the slot's transceiver comes with the next offer."""
-        self.slots.append(MediaSlot(None, "publish", track_sid, kind=kind))
+    def receive_media(self, kind: str, track_sid: str, layers: tuple[str, ...] = ()) -> None:
+        """Room for a track the client publishes (a slot per layer of a layered track); the slots'
+        transceivers come with the next offer."""
+        for layer in layers or (None,):
+            self.slots.append(MediaSlot(None, "publish", track_sid, kind=kind, layer=layer))
         self.request_negotiation()
 
     def publishing_slot(self, transceiver: RTCRtpTransceiver) -> MediaSlot | None:

@@ -6,7 +6,8 @@ publisher's receiver hands its encoded frames (re-assembled after the jitter buf
 decoder) to the forwarder, which gives the same `av.Packet` to every subscriber's outgoing track;
 aiortc's sender packs a packet into RTP without encoding it. Subscribers still get valid RTP with
 their own sequence numbers, SSRC and timestamps. A subscriber's keyframe request (PLI/FIR) is
-passed to the publisher.
+passed to the publisher. Of a layered (simulcast) video track each subscriber gets one layer,
+switched at keyframes (simulcast.py).
 
 `MEDIA_PATHS`: "forward" (the default) or "transcode" (decode once, encode per subscriber, as
 aiortc's MediaRelay does), kept so that the two can be measured side by side.
@@ -24,6 +25,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import av
@@ -31,8 +33,16 @@ from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 
 from ..net.rtp import is_keyframe, observe_audio_levels, route_keyframe_requests, tap_receiver
+from .simulcast import BitrateMeter, LayerSelection, LayerSelector, RtpTimeline
 
-__all__ = ["MEDIA_PATHS", "MediaForwarder", "OutgoingTrack", "route_keyframe_requests", "tap_receiver"]
+__all__ = [
+    "MEDIA_PATHS",
+    "LayerStream",
+    "MediaForwarder",
+    "OutgoingTrack",
+    "route_keyframe_requests",
+    "tap_receiver",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,43 +98,88 @@ class OutgoingTrack(MediaStreamTrack):
             self.on_keyframe_request()
 
 
-class MediaForwarder:
-    """One published audio or video track and the outgoing tracks of its subscribers."""
+@dataclass
+class LayerStream:
+    """What the server receives of one layer of a track (layer None: a track without layers)."""
 
-    def __init__(self, track_sid: str, kind: str, path: str = "forward") -> None:
+    layer: str | None
+    receiver: RTCRtpReceiver | None = None
+    meter: BitrateMeter = field(default_factory=BitrateMeter)
+    frames: int = 0
+    last_keyframe_request: float = -KEYFRAME_REQUEST_INTERVAL
+
+
+class MediaForwarder:
+    """One published audio or video track and the outgoing tracks of its subscribers.
+
+    A layered video track (`layers`, lowest first) arrives as one stream per layer; each
+    subscriber gets one of them through its one outgoing track, chosen with `select_layer` (by
+    default the highest: what a subscriber gets with no bandwidth limit). On the transcode path a
+    layered track is decoded from its highest layer only.
+    """
+
+    def __init__(self, track_sid: str, kind: str, path: str = "forward", layers: tuple[str, ...] = ()) -> None:
         if path not in MEDIA_PATHS:
             raise ValueError(f"media path must be one of {', '.join(MEDIA_PATHS)}, got {path!r}")
+        if layers and kind != "video":
+            raise ValueError(f"only video tracks have layers, not {kind}")
         self.track_sid = track_sid
         self.kind = kind
         self.path = path
+        self.layers = layers
         self.outlets: set[OutgoingTrack] = set()
         self.codec: Any = None
         self.frames_forwarded = 0
-        self._receiver: RTCRtpReceiver | None = None
-        self._ssrc: int | None = None
-        self._last_keyframe_request = 0.0
+        self.streams = {layer: LayerStream(layer) for layer in layers or (None,)}
+        #: per subscriber of a layered track on the forwarding path: which layer it gets
+        self._selectors: dict[OutgoingTrack, LayerSelector] = {}
+        self._on_layer_changed: dict[OutgoingTrack, Callable[[str | None], None]] = {}
+        self._timeline = RtpTimeline()
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def selects_layers(self) -> bool:
+        return bool(self.layers) and self.path == "forward"
 
     # the publisher's side
     def attach(
-        self, receiver: RTCRtpReceiver, track: MediaStreamTrack, audio_level: Callable[[int], None] | None = None
+        self,
+        receiver: RTCRtpReceiver,
+        track: MediaStreamTrack,
+        audio_level: Callable[[int], None] | None = None,
+        layer: str | None = None,
     ) -> None:
-        """Start taking frames from the publisher (called from the peer connection's `track`);
-        `audio_level` gets the RFC 6464 level of every audio packet, read without decoding."""
-        self._receiver = receiver
+        """Start taking frames from the publisher (called from the peer connection's `track`), of
+        `layer` for a layered track; `audio_level` gets the RFC 6464 level of every audio packet,
+        read without decoding."""
+        if layer not in self.streams:
+            raise ValueError(f"track {self.track_sid} has no layer {layer!r}; its layers: {self.layers}")
+        stream = self.streams[layer]
+        stream.receiver = receiver
+        level = audio_level if self.kind == "audio" else None
         if self.path == "forward":
-            tap_receiver(receiver, self.kind, self._on_encoded_frame, audio_level if self.kind == "audio" else None)
-        else:
-            if audio_level is not None and self.kind == "audio":
-                observe_audio_levels(receiver, audio_level)
+            tap_receiver(receiver, self.kind, lambda codec, frame: self._on_encoded_frame(stream, codec, frame), level)
+        elif layer is None or layer == self.layers[-1]:
+            if level is not None:
+                observe_audio_levels(receiver, level)
             self._reader = asyncio.get_running_loop().create_task(self._read_decoded(track))
+        else:  # the lower layers of a transcoded track are only measured, never decoded
+            tap_receiver(receiver, self.kind, lambda codec, frame: stream.meter.add(time.monotonic(), len(frame.data)))
 
-    def _on_encoded_frame(self, codec: Any, frame: Any) -> None:
+    def _on_encoded_frame(self, stream: LayerStream, codec: Any, frame: Any) -> None:
         self.codec = codec
+        now = time.monotonic()
+        stream.frames += 1
+        stream.meter.add(now, len(frame.data))
         packet = av.Packet(frame.data)
-        packet.pts = frame.timestamp
         packet.time_base = fractions.Fraction(1, codec.clockRate)
-        self._fan_out(packet, self.kind == "audio" or is_keyframe(codec.mimeType, frame.data))
+        keyframe = self.kind == "audio" or is_keyframe(codec.mimeType, frame.data)
+        if stream.layer is None:
+            packet.pts = frame.timestamp
+            self._fan_out(packet, keyframe)
+        else:
+            packet.pts = self._timeline.unwrap(frame.timestamp)
+            self._fan_out_layer(stream.layer, packet, keyframe, now)
 
     async def _read_decoded(self, track: MediaStreamTrack) -> None:
         try:
@@ -142,29 +197,93 @@ class MediaForwarder:
         if waiting:  # keep asking (at most every 0.5 s): a request may be lost or come too soon after another
             self.request_keyframe()
 
-    def request_keyframe(self) -> None:
-        """A subscriber lost a picture: ask the publisher for a keyframe (at most every 0.5 s)."""
-        if self.kind != "video" or self._receiver is None:
+    def _fan_out_layer(self, layer: str, packet: av.Packet, keyframe: bool, now: float) -> None:
+        self.frames_forwarded += 1
+        waiting: set[str] = set()
+        for outlet, selector in self._selectors.items():
+            before = selector.current
+            if selector.accept(layer, keyframe, now):
+                pts = selector.next_pts(packet.pts)
+                if pts == packet.pts:
+                    outlet.push(packet)
+                else:  # a copy: the same packet goes to other subscribers with its own pts
+                    moved = av.Packet(bytes(packet))
+                    moved.pts, moved.time_base = pts, packet.time_base
+                    outlet.push(moved)
+            if selector.current != before:
+                self._tell_layer(outlet, selector.current)
+            if selector.waiting:
+                waiting.add(selector.target)  # type: ignore[arg-type]
+        for target in waiting:  # keep asking (at most every 0.5 s per layer) until the keyframe comes
+            self.request_keyframe(target)
+
+    def request_keyframe(self, layer: str | None = None) -> None:
+        """A subscriber lost a picture or waits for a layer: ask the publisher for a keyframe of that
+        layer (the highest when not named; at most every 0.5 s per layer)."""
+        if self.kind != "video":
+            return
+        stream = self.streams.get(layer if layer is not None or not self.layers else self.layers[-1])
+        if stream is None or stream.receiver is None:
             return
         now = time.monotonic()
-        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+        if now - stream.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
             return
-        self._last_keyframe_request = now
-        ssrcs = [s.source for s in self._receiver.getSynchronizationSources()]
-        if ssrcs:
-            asyncio.get_running_loop().create_task(self._receiver._send_rtcp_pli(ssrcs[0]))
+        ssrcs = [s.source for s in stream.receiver.getSynchronizationSources()]
+        if ssrcs:  # none before the first packet: the request is not spent then
+            stream.last_keyframe_request = now
+            asyncio.get_running_loop().create_task(stream.receiver._send_rtcp_pli(ssrcs[0]))
 
     # the subscribers' side
-    def add(self, outlet: OutgoingTrack) -> None:
+    def add(self, outlet: OutgoingTrack, on_layer_changed: Callable[[str | None], None] | None = None) -> None:
+        """Forward to `outlet` from now on; a layered track's layer (the highest at first) is told to
+        `on_layer_changed` whenever it changes."""
         outlet.clear()
-        outlet.on_keyframe_request = self.request_keyframe
-        outlet.awaiting_keyframe = self.kind == "video" and self.path == "forward"
         self.outlets.add(outlet)
-        self.request_keyframe()  # a new subscriber needs a keyframe to start decoding
+        if self.selects_layers:
+            outlet.awaiting_keyframe = False  # the selector starts the subscriber at a keyframe
+            selector = self._selectors[outlet] = LayerSelector(self.layers[-1], time.monotonic())
+            if on_layer_changed is not None:
+                self._on_layer_changed[outlet] = on_layer_changed
+            outlet.on_keyframe_request = lambda: self.request_keyframe(selector.current or selector.target)
+            self.request_keyframe(selector.target)
+        else:
+            outlet.on_keyframe_request = self.request_keyframe
+            outlet.awaiting_keyframe = self.kind == "video" and self.path == "forward"
+            self.request_keyframe()  # a new subscriber needs a keyframe to start decoding
+
+    def select_layer(self, outlet: OutgoingTrack, layer: str | None) -> None:
+        """Forward `layer` to `outlet` from the layer's next keyframe on (the current layer until
+        then); None switches the subscriber off at once (nothing is forwarded, the slot stays)."""
+        if not self.selects_layers:
+            raise ValueError(
+                f"track {self.track_sid} has no layers to select" + (" on the transcode path" if self.layers else "")
+            )
+        if layer is not None and layer not in self.layers:
+            raise ValueError(f"layer must be one of {', '.join(self.layers)} or None, got {layer!r}")
+        selector = self._selectors.get(outlet)
+        if selector is None:
+            raise ValueError(f"that subscriber does not receive track {self.track_sid}")
+        if selector.select(layer, time.monotonic()):
+            outlet.clear()
+            self._tell_layer(outlet, None)
+        if selector.waiting:
+            self.request_keyframe(selector.target)
+
+    def selection(self, outlet: OutgoingTrack) -> LayerSelection | None:
+        """What `outlet` gets of a layered track (None: not a layered track it receives)."""
+        selector = self._selectors.get(outlet)
+        return selector.selection() if selector is not None else None
+
+    def _tell_layer(self, outlet: OutgoingTrack, layer: str | None) -> None:
+        tell = self._on_layer_changed.get(outlet)
+        if tell is not None:
+            tell(layer)
 
     def remove(self, outlet: OutgoingTrack) -> None:
         if outlet in self.outlets:
             self.outlets.discard(outlet)
+            self._selectors.pop(outlet, None)
+            self._on_layer_changed.pop(outlet, None)
             outlet.on_keyframe_request = None
             outlet.clear()
 

@@ -111,6 +111,9 @@ class Session(ParticipantConnection):
     def report_dominant_speaker(self, participant_sid: str | None) -> None:
         self.send({"type": "dominant_speaker_changed", "participant_sid": participant_sid})
 
+    def report_layer(self, track_sid: str, layer: str | None) -> None:
+        self.send({"type": "layer_changed", "track_sid": track_sid, "layer": layer})
+
     def notify(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
@@ -185,6 +188,7 @@ class Session(ParticipantConnection):
         self._answer = asyncio.get_running_loop().create_future()
         mids = {
             slot.transceiver.mid: {"role": slot.role, "track_sid": slot.track_sid}
+            | ({"layer": slot.layer} if slot.layer is not None else {})
             for slot in self.slots
             if slot.transceiver is not None and slot.transceiver.mid is not None
         }

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCRtpReceiver
 
 from ..errors import RoomError
+from ..policy.allocation import Layer
 from ..protocol import framing
 from ..protocol.batching import Batcher
+from ..protocol.layers import LayerSpec
 from ..telemetry.sampling import ChannelCounters, RtpStream
 from .connection import ParticipantConnection
 from .dominant_speaker import DominantSpeakers
@@ -29,6 +31,7 @@ from .media import MediaForwarder, OutgoingTrack
 from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import REMOVED_BY_REST, REMOVED_BY_REST_MESSAGE, LiveRoom, Rooms
 from .session import LOSSY_CHANNEL, RELIABLE_CHANNEL, TRACK_CHANNEL_PROTOCOL
+from .simulcast import LayerSelection
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +120,19 @@ class DataTrackForwarder:
 
 
 class MediaTrackForwarder:
-    """One published audio or video track and the sessions subscribed to it."""
+    """One published audio or video track and the sessions subscribed to it.
+
+    Of a layered video track each subscriber gets one layer: `layers()` says which layers arrive
+    and at what bitrate, `select_layer(subscriber, layer or None)` chooses (the highest until then),
+    `receiving()` says what each subscriber gets now.
+    """
 
     def __init__(
         self, track: PublishedTrack, path: str, now: float, audio_level: Callable[[int], None] | None = None
     ) -> None:
         self.track = track
-        self.media = MediaForwarder(track.sid, track.kind, path)
+        self.specs = tuple(LayerSpec.from_wire(layer) for layer in track.options.get("layers", ()))
+        self.media = MediaForwarder(track.sid, track.kind, path, tuple(spec.name for spec in self.specs))
         #: gets the RFC 6464 level of each audio packet (the dominant speaker's input)
         self.audio_level = audio_level
         self.subscribers: dict[str, tuple[ParticipantConnection, OutgoingTrack]] = {}
@@ -147,13 +156,43 @@ class MediaTrackForwarder:
             return False
         return None
 
-    def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack) -> None:
-        self.media.attach(receiver, source, self.audio_level)
+    def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack, layer: str | None = None) -> None:
+        self.media.attach(receiver, source, self.audio_level, layer)
 
     def add_subscriber(self, session: ParticipantConnection) -> None:
         outgoing = session.send_media(self.track.sid, self.track.kind)
-        self.media.add(outgoing)
         self.subscribers[session.sid] = (session, outgoing)
+        sid = self.track.sid
+        self.media.add(outgoing, lambda layer: session.report_layer(sid, layer))
+
+    # simulcast: the allocator's handles -------------------------------------------------------
+    def layers(self, now: float | None = None) -> list[Layer]:
+        """The layers the server receives now (a frame within the last 2 s), lowest first, with the
+        bitrate measured over that window; empty for a track without layers."""
+        now = time.monotonic() if now is None else now
+        found = []
+        for spec in self.specs:
+            meter = self.media.streams[spec.name].meter
+            if meter.flowing(now):
+                found.append(Layer(spec.name, spec.width, spec.height, meter.bitrate_bps(now)))
+        return found
+
+    def select_layer(self, subscriber_sid: str, layer: str | None) -> None:
+        """Forward `layer` to a subscriber from that layer's next keyframe (its current layer until
+        then); None switches it off at once: nothing is forwarded, its slot stays."""
+        entry = self.subscribers.get(subscriber_sid)
+        if entry is None:
+            raise ValueError(f"participant {subscriber_sid} is not subscribed to track {self.track.sid}")
+        self.media.select_layer(entry[1], layer)
+
+    def receiving(self) -> dict[str, LayerSelection]:
+        """Per subscriber SID, what it gets of a layered track now and what it asked for."""
+        found = {}
+        for sid, (_, outgoing) in self.subscribers.items():
+            selection = self.media.selection(outgoing)
+            if selection is not None:
+                found[sid] = selection
+        return found
 
     def remove_subscriber(self, session: ParticipantConnection) -> None:
         entry = self.subscribers.pop(session.sid, None)
@@ -215,8 +254,8 @@ class Sfu:
             transceiver = next((t for t in session.pc.getTransceivers() if t.receiver.track is track), None)
             slot = session.publishing_slot(transceiver) if transceiver else None
             forwarder = self.forwarders.get(slot.track_sid) if slot and slot.track_sid else None
-            if isinstance(forwarder, MediaTrackForwarder) and transceiver is not None:
-                forwarder.attach_source(transceiver.receiver, track)
+            if isinstance(forwarder, MediaTrackForwarder) and transceiver is not None and slot is not None:
+                forwarder.attach_source(transceiver.receiver, track, slot.layer)
 
         for track_sid in list(session.live.subscriptions.get(session.sid, {})):
             forwarder = self.forwarders.get(track_sid)
@@ -254,9 +293,10 @@ class Sfu:
                 self.forwarders[track.sid] = DataTrackForwarder(track, publisher, self.counters)
             else:
                 levels = self.speakers.observer(track) if self.speakers is not None and track.kind == "audio" else None
-                self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
+                forwarder = MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
+                self.forwarders[track.sid] = forwarder
                 if publisher is not None:
-                    publisher.receive_media(track.kind, track.sid)
+                    publisher.receive_media(track.kind, track.sid, forwarder.media.layers)
         elif name == "track-removed" and track is not None and participant is not None:
             forwarder = self.forwarders.pop(track.sid, None)
             if forwarder is not None:
@@ -354,12 +394,29 @@ class Sfu:
                 publisher = owner.identity if owner is not None else None
                 if slot.role == "publish":
                     endpoint, direction = slot.transceiver.receiver, "outbound"
+                    layer = slot.layer
                 elif slot.role == "subscribe":
                     endpoint, direction = slot.transceiver.sender, "inbound"
+                    layer = self._forwarded_layer(slot.track_sid, slot.outgoing)
                 else:
                     continue
-                streams.append(RtpStream(identity, slot.track_sid, kind, direction, endpoint, None, name, publisher))
+                streams.append(
+                    RtpStream(identity, slot.track_sid, kind, direction, endpoint, None, name, publisher, layer)
+                )
         return streams
+
+    def _forwarded_layer(self, track_sid: str, outlet: OutgoingTrack | None) -> Callable[[], str | None] | None:
+        """What tells the layer of a layered track a subscriber's slot carries now (None: no layers)."""
+        forwarder = self.forwarders.get(track_sid)
+        if not isinstance(forwarder, MediaTrackForwarder) or outlet is None or not forwarder.media.selects_layers:
+            return None
+        media = forwarder.media
+
+        def layer() -> str | None:
+            selection = media.selection(outlet)
+            return selection.current if selection is not None else None
+
+        return layer
 
     def send_data(
         self,

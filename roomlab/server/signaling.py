@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 from ..errors import RoomError
 from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import signaling
+from ..protocol.layers import parse_layers
 from .auth import Credentials, token_allows_room, verify_access_token
 from .model import TRACK_KINDS
 from .rooms import Rooms
@@ -54,8 +55,12 @@ class TokenBucket:
 
 
 def track_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Check a publication's options; data tracks keep their reliability on every hop."""
-    allowed = {"priority"} | ({"ordered", "max_packet_life_time", "max_retransmits"} if kind == "data" else set())
+    """Check a publication's options; data tracks keep their reliability on every hop, layered video
+    tracks name their layers (roomlab/protocol/layers.py)."""
+    allowed = {"priority"} | {
+        "data": {"ordered", "max_packet_life_time", "max_retransmits"},
+        "video": {"layers"},
+    }.get(kind, set())
     unknown = set(options) - allowed
     if unknown:
         raise RoomError(53300, f"Track is invalid: unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -76,6 +81,11 @@ def track_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         if lifetime is not None and retransmits is not None:
             raise RoomError(53300, "Track is invalid: set max_packet_life_time or max_retransmits, not both")
         checked.update(ordered=ordered, max_packet_life_time=lifetime, max_retransmits=retransmits)
+    if kind == "video" and "layers" in options:
+        try:
+            checked["layers"] = [layer.to_wire() for layer in parse_layers(options["layers"])]
+        except ValueError as exc:
+            raise RoomError(53300, f"Track is invalid: {exc}") from None
     return checked
 
 

@@ -15,7 +15,7 @@ def _groups(frame: pd.DataFrame, by: Sequence[str]) -> pd.core.groupby.DataFrame
     missing = [name for name in by if name not in frame.columns]
     if missing:
         raise ValueError(f"cannot group by {missing}: the frame has columns {list(frame.columns)}")
-    return frame.groupby(list(by), observed=True, sort=True)
+    return frame.groupby(list(by), observed=True, sort=True, dropna=False)  # a missing key (no layer) is a group too
 
 
 def loss(messages: pd.DataFrame, by: Sequence[str] = MESSAGE_KEYS) -> pd.DataFrame:
@@ -104,7 +104,9 @@ def latency(
 
 
 def bitrate(
-    rtc_stats: pd.DataFrame, freq: str = "1s", by: Sequence[str] = ("participant", "track", "direction", "source")
+    rtc_stats: pd.DataFrame,
+    freq: str = "1s",
+    by: Sequence[str] = ("participant", "track", "direction", "layer", "source"),
 ) -> pd.DataFrame:
     """`bitrate_bps` per stream resampled on a regular grid of `freq` (mean per bin), tidy.
 
@@ -112,6 +114,8 @@ def bitrate(
     report arrived has none of its own (NaN), and the next report's bitrate is the mean over an
     interval that covers it, so such a sample takes that value. Samples after a stream's last
     report stay NaN. The stream's `kind`, `track_name` and `publisher` ride along when present.
+    A layered track's publisher sends one stream per `layer`; a subscriber's stream is split where
+    its layer changes.
     """
     keys = [name for name in by if name in rtc_stats.columns]
     extra = [name for name in ("kind", "track_name", "publisher") if name in rtc_stats.columns and name not in keys]

@@ -39,6 +39,9 @@ class RtpStream:
     track_name: str | None = None
     publisher: str | None = None
     """Identity of the track's publisher (the participant itself for what it sends)."""
+    layer: str | Callable[[], str | None] | None = None
+    """The video layer it carries (a layered track's publisher sends one stream per layer), or what
+    tells the layer it carries now (a subscriber's stream changes layer)."""
 
 
 class RtcStatsSampler:
@@ -47,9 +50,9 @@ class RtcStatsSampler:
     def __init__(self, telemetry: Telemetry, source: str) -> None:
         self.telemetry = telemetry
         self.source = source
-        self._last_bytes: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self._last_bytes: dict[tuple[str, str, str, str | None], tuple[int, int]] = {}
         #: per inbound stream, (expected, received) at the previous sample: loss per interval
-        self._last_counts: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self._last_counts: dict[tuple[str, str, str, str | None], tuple[int, int]] = {}
 
     async def sample(self, streams: Iterable[RtpStream]) -> None:
         for stream in list(streams):
@@ -65,6 +68,9 @@ class RtcStatsSampler:
         for item in stats:
             by_type.setdefault(item.type, item)
         clock_rate = CLOCK_RATES.get(stream.kind, 90_000)
+        layer = stream.layer() if callable(stream.layer) else stream.layer
+        # a layered track's publisher sends one stream per layer; a subscriber's one stream changes layer
+        key = (stream.participant, stream.track, stream.direction, layer if stream.direction == "outbound" else None)
         packets = lost = None
         fraction = jitter = rtt = None
         octets = None
@@ -87,7 +93,6 @@ class RtcStatsSampler:
                 return
             packets, lost = media.received, max(media.expected - media.received, 0)
             jitter = media.jitter / clock_rate * 1000
-            key = (stream.participant, stream.track, stream.direction)
             before_expected, before_received = self._last_counts.get(key, (0, 0))
             self._last_counts[key] = (media.expected, media.received)
             interval_expected = media.expected - before_expected
@@ -98,7 +103,6 @@ class RtcStatsSampler:
                 octets = sender_report.bytesSent
                 octets_at_ns = int(sender_report.remoteTimestamp.timestamp() * 1e9)
         bitrate = None
-        key = (stream.participant, stream.track, stream.direction)
         if octets is not None:
             previous = self._last_bytes.get(key)
             # a sender report not renewed since the last sample says nothing new: no bitrate
@@ -122,7 +126,7 @@ class RtcStatsSampler:
             jitter,
             rtt,
             frames,
-            None,
+            layer,
             self.source,
         )
 

@@ -224,8 +224,9 @@ class TwilioSession(ParticipantConnection):
         return PlainOutlet(channel, counters, DropNotice(self, track_sid))
 
     # media -------------------------------------------------------------------------------------
-    def receive_media(self, kind: str, track_sid: str) -> None:
-        """Nothing to add: the SDK's own offer carries the m-line of every track it publishes."""
+    def receive_media(self, kind: str, track_sid: str, layers: tuple[str, ...] = ()) -> None:
+        """Nothing to add: the SDK's own offer carries the m-line of every track it publishes (its
+        publications have no roomlab layers)."""
 
     def publishing_slot(self, transceiver: RTCRtpTransceiver) -> MediaSlot | None:
         """The slot of a client m-line, found by the track id the SDK wrote in its `a=msid` (the SDK
@@ -445,6 +446,10 @@ class TwilioSession(ParticipantConnection):
     def report_track_warning(self, track_sid: str, name: str, message: str, cleared: bool) -> None:
         """RSP's `warning` carries recording states only: the warning shows in the server's events."""
         log.debug("participant %s: track %s %s: %s", self.sid, track_sid, name, "cleared" if cleared else message)
+
+    def report_layer(self, track_sid: str, layer: str | None) -> None:
+        """The SDK has no message for the layer it receives (it sees the picture size change)."""
+        log.debug("participant %s: track %s: layer %s", self.sid, track_sid, layer)
 
     def report_error(self, error: RoomError, **context: Any) -> None:
         """RSP's `error` ends the SDK's session, so a non-fatal one is only logged."""
