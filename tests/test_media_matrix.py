@@ -98,12 +98,27 @@ async def test_four_talkers_in_a_worker_all_hear_each_other(server):
     assert set(uplinks[uplinks["packets"] > 80]["track"]) == {p.sid for p in published}
 
 
-async def test_three_cameras_in_process_all_see_each_other(server):
+async def test_three_cameras_and_two_viewers_all_see_every_camera(server):
     sim = roomlab.Simulation(server, room="cameras", workers=0, seed=2)
     sim.add(3, identity="cam-{i}", video=Camera())
-    published = await run_and_list(sim, server, tracks=9, media_seconds=3)
-    assert len(published) == 3 * len(Camera().layers)
-    assert missing_pairs(sim.frame("rtc_stats"), published, sim.identities, {"video": 30}) == []
+    sim.add(2, identity="viewer-{i}")
+    published = await run_and_list(sim, server, tracks=3, media_seconds=3)
+    # one layered publication per camera
+    assert sorted((p.identity, p.kind, p.name) for p in published) == [
+        (f"cam-{i}", "video", "camera") for i in range(3)
+    ]
+    stats = sim.frame("rtc_stats")
+    assert missing_pairs(stats, published, sim.identities, {"video": 30}) == []
+    # every subscriber, from its own rows, receives one layer of each camera: the highest, with no limit
+    inbound = stats[(stats["source"] == "client") & (stats["direction"] == "inbound") & (stats["kind"] == "video")]
+    last = inbound.sort_values("time").groupby(["participant", "track"], observed=True)["layer"].last()
+    assert len(last) == 3 * 4 and set(last) == {"high"}
+    # and the server receives the three layers of every camera
+    uplinks = server.frame("rtc_stats").query("source == 'server' and direction == 'outbound' and packets > 20")
+    received = uplinks.groupby("track", observed=True)["layer"].unique()
+    assert {sid: sorted(layers) for sid, layers in received.items()} == {
+        p.sid: ["high", "low", "standard"] for p in published
+    }
 
 
 async def test_late_joiners_and_plain_clients_hear_and_see_everyone(server):

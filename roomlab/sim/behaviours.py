@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client.data_track import LocalDataTrack
-from ..client.media_track import LocalAudioTrack, LocalVideoTrack
+from ..client.media_track import LocalAudioTrack
+from ..client.participant import PRIORITIES
 from ..client.room import Room
-from ..net.rtp import route_keyframe_requests, set_audio_level
-from .media import LAYERS, ReplayTrack, camera_clip, speech_clip
+from ..net.rtp import set_audio_level
+from .media import LAYERS, ReplayTrack, camera_track, speech_clip
 
 
 class Pacer:
@@ -114,40 +115,41 @@ class Talker(Behaviour):
 
 @dataclass
 class Camera(Behaviour):
-    """Pre-encoded VP8, one video track per quality layer (low, standard, high), so that
-    allocation can choose among them; keyframe requests jump to the clip's next keyframe."""
+    """Pre-encoded VP8 in quality layers (low, standard, high), published as one layered video
+    track: the server forwards one layer of it to each subscriber. The layers share one timeline
+    with keyframes every half second at the same frames; a keyframe request jumps every layer to
+    the next keyframe."""
 
     layers: tuple[str, ...] = ("low", "standard", "high")
     """Which layers to publish."""
     fps: int = 15
     """Frames per second."""
     name: str = "camera"
-    """Track names are `<name>-<layer>`."""
-    _tracks: list[Any] = field(default_factory=list, init=False, repr=False)
+    """Track name."""
+    priority: str = "standard"
+    """Publish priority (`low`, `standard`, `high`), for the subscribers' bandwidth allocation."""
+    _sources: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         unknown = [layer for layer in self.layers if layer not in LAYERS]
-        if unknown or not self.layers:
-            raise ValueError(f"layers must be among {', '.join(LAYERS)}, got {list(self.layers)}")
+        if unknown or not self.layers or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must be distinct names among {', '.join(LAYERS)}, got {list(self.layers)}")
         if not 1 <= self.fps <= 30:
             raise ValueError(f"fps must be between 1 and 30, got {self.fps}")
+        if self.priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {self.priority!r}")
 
     def tracks(self) -> list[Any]:
-        tracks = []
-        for layer in self.layers:
-            replay = ReplayTrack(camera_clip(layer, self.fps))
-            track = LocalVideoTrack(replay, f"{self.name}-{layer}")
-            track.on_sender = lambda sender, r=replay: route_keyframe_requests(sender, r.request_keyframe)
-            self._tracks.append(replay)
-            tracks.append(track)
-        return tracks
+        track = camera_track(tuple(self.layers), self.fps, self.name)
+        self._sources = list(track.sources().values())
+        return [track]
 
     @property
     def lateness(self) -> float:
-        return max((t.max_lateness for t in self._tracks), default=0.0)
+        return max((t.max_lateness for t in self._sources), default=0.0)
 
     def reset_lateness(self) -> None:
-        for track in self._tracks:
+        for track in self._sources:
             track.max_lateness = 0.0
 
 

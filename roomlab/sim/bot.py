@@ -67,20 +67,23 @@ class Bot:
             if self._stop.is_set():  # stopped before its time to join: it never does
                 return
             self.state = "joining"
-            tracks = [track for behaviour in self.spec.behaviours for track in behaviour.tracks()]
+            tracks = [(track, behaviour) for behaviour in self.spec.behaviours for track in behaviour.tracks()]
             if self.link is None and self.spec.link:
                 self.link = Link(**self.spec.link)
             self.room = await connect(
                 self.url,
                 self.spec.token,
                 name=self.room_name,
-                tracks=tracks,
                 decode_media=False,
                 link=self.link,
                 automatic_subscription=self.spec.subscribe,
                 network_quality=self.spec.network_quality,
                 dominant_speaker=self.spec.dominant_speaker,
             )
+            assert self.room.local_participant is not None
+            for track, behaviour in tracks:  # as connect(tracks=...) would, with each behaviour's priority
+                priority = getattr(behaviour, "priority", "standard")
+                await self.room.local_participant.publish_track(track, priority=priority)
             self.state = "joined"
             tasks = [asyncio.ensure_future(b.run(self.room, self._stop)) for b in self.spec.behaviours]
             with contextlib.suppress(TimeoutError):

@@ -1,0 +1,306 @@
+"""Layered (simulcast) video: one publication whose layers travel as RTP streams of their own, of
+which the server forwards one to each subscriber, switching at keyframes with one continuous stream
+for the subscriber. Real server, real aiortc clients; layers chosen through the forwarder's API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+
+import pytest
+
+import roomlab
+from roomlab.net.rtp import is_keyframe
+from roomlab.protocol.layers import LayerSpec
+from roomlab.server.simulcast import LayerSelector, RtpTimeline
+from roomlab.sim import Camera, camera_track
+from roomlab.sim.media import LAYERS, camera_clip, keyframe_interval
+
+from .conftest import eventually
+
+#: One frame at 15 fps, in RTP ticks (90 kHz).
+FRAME_TICKS = 6000
+SIZES = {name: (width, height) for name, (width, height, _) in LAYERS.items()}
+
+
+def video_track(room: roomlab.Room) -> roomlab.RemoteVideoTrack | None:
+    return next(
+        (p.track for x in room.participants.values() for p in x.tracks.values() if p.kind == "video" and p.track),
+        None,
+    )
+
+
+def named_track(room: roomlab.Room, name: str) -> roomlab.RemoteVideoTrack | None:
+    return next(
+        (p.track for x in room.participants.values() for p in x.tracks.values() if p.track_name == name and p.track),
+        None,
+    )
+
+
+async def select(server: roomlab.Server, track_sid: str, subscriber: roomlab.Room, layer: str | None) -> None:
+    """Ask the server's forwarder to give `subscriber` this layer (what the allocator will do)."""
+    forwarder = server.sfu.forwarders[track_sid]
+    await asyncio.to_thread(server.call, forwarder.select_layer, subscriber.local_participant.sid, layer)
+
+
+class Frames:
+    """Every decoded frame a subscriber's track delivers: (arrival, pts, width, height)."""
+
+    def __init__(self, track: roomlab.RemoteVideoTrack) -> None:
+        self.seen: list[tuple[float, int, int, int]] = []
+        self._task = asyncio.ensure_future(self._collect(track))
+
+    async def _collect(self, track: roomlab.RemoteVideoTrack) -> None:
+        while True:
+            frame = await track.recv()
+            self.seen.append((time.monotonic(), frame.pts, frame.width, frame.height))
+
+    def sizes_since(self, moment: float) -> set[tuple[int, int]]:
+        return {(w, h) for at, _, w, h in self.seen if at > moment}
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+# --- on the wire and in the SDK -------------------------------------------------------------------
+
+
+def test_layered_tracks_refuse_what_is_not_a_layer():
+    source = roomlab.LocalVideoTrack.pattern().media
+    with pytest.raises(ValueError, match="low, standard, high"):
+        roomlab.LocalVideoTrack(layers={"medium": roomlab.VideoLayer(source, 320, 180, 500_000)})
+    with pytest.raises(ValueError, match="not both"):
+        roomlab.LocalVideoTrack(source, layers={"low": roomlab.VideoLayer(source, 160, 90, 150_000)})
+    with pytest.raises(ValueError, match="a source of its own"):
+        roomlab.LocalVideoTrack(
+            layers={"low": roomlab.VideoLayer(source, 160, 90, 1), "high": roomlab.VideoLayer(source, 640, 360, 2)}
+        )
+    with pytest.raises(ValueError, match="VideoLayer"):
+        roomlab.LocalVideoTrack(layers={"low": source})
+    with pytest.raises(ValueError, match="width must be an integer from 1"):
+        roomlab.LocalVideoTrack(layers={"low": roomlab.VideoLayer(source, 0, 90, 150_000)})
+    with pytest.raises(ValueError, match="at least one layer"):
+        roomlab.LocalVideoTrack(layers={})
+    with pytest.raises(ValueError, match="a source"):
+        roomlab.LocalVideoTrack()
+    with pytest.raises(ValueError, match="exactly the fields"):
+        LayerSpec.from_wire({"name": "low", "width": 160})
+    with pytest.raises(ValueError, match="priority must be one of low, standard, high"):
+        Camera(priority="urgent")
+    with pytest.raises(ValueError, match="layers must be distinct names among low, standard, high"):
+        Camera(layers=("low", "low"))
+    # a plain track has no layers; a layered one lists them lowest first
+    assert roomlab.LocalVideoTrack.pattern().layers == {}
+    assert list(camera_track(("high", "low")).layers) == ["low", "high"]
+
+
+def test_camera_layers_have_aligned_keyframes_every_half_second_and_their_bitrates():
+    clips = {layer: camera_clip(layer) for layer in ("low", "standard", "high")}
+    interval = keyframe_interval(15)
+    assert interval == 8  # 0.53 s at 15 fps
+    for layer, clip in clips.items():
+        assert len(clip.packets) == len(clips["low"].packets) and len(clip.packets) % interval == 0
+        flags = [is_keyframe("video/VP8", packet) for packet in clip.packets]
+        assert [i for i, key in enumerate(flags) if key] == list(range(0, len(clip.packets), interval)), layer
+    kbps = {layer: clip.bitrate_bps / 1000 for layer, clip in clips.items()}
+    assert 130 < kbps["low"] < 210 and 440 < kbps["standard"] < 660 and 950 < kbps["high"] < 1450, kbps
+
+
+def test_a_selector_switches_at_the_target_keyframe_and_keeps_time_rising():
+    selector = LayerSelector("high", now=0.0)
+    timeline = RtpTimeline()
+    assert timeline.unwrap(2**32 - FRAME_TICKS) == 2**32 - FRAME_TICKS
+    assert timeline.unwrap(0) == 2**32  # past the 32-bit wrap the pts keeps rising
+    # a new subscriber starts at a keyframe of its layer; other layers never reach it
+    assert [selector.accept(*frame, now=0.1) for frame in [("high", False), ("low", True), ("high", True)]] == [
+        False,
+        False,
+        True,
+    ]
+    selector.select("low", now=1.0)
+    # until low's keyframe the subscriber keeps getting high; then only low
+    frames = [("high", False), ("low", False), ("high", False), ("low", True), ("high", False), ("low", False)]
+    assert [selector.accept(*frame, now=1.2) for frame in frames] == [True, False, True, True, False, True]
+    assert selector.selection().current == "low" and selector.selection().switch_s == pytest.approx(0.2)
+    # the new layer's frame of the instant the old layer already sent goes one tick later
+    assert [selector.next_pts(p) for p in (0, FRAME_TICKS, FRAME_TICKS, 2 * FRAME_TICKS)] == [
+        0,
+        FRAME_TICKS,
+        FRAME_TICKS + 1,
+        2 * FRAME_TICKS,
+    ]
+    assert selector.select(None, now=2.0) is True  # switched off at once
+    assert not selector.accept("low", True, now=2.1) and selector.selection().current is None
+
+
+# --- through a real server --------------------------------------------------------------------------
+
+
+async def test_a_camera_is_one_publication_with_a_layer(server, join):
+    sim = roomlab.Simulation(server, room="simulcast", workers=0, seed=1)
+    sim.add(identity="cam", video=Camera(priority="high"))
+    run = asyncio.ensure_future(sim.run(30, progress=False))
+    try:
+        viewer = await join("viewer", room="simulcast")
+        track = await eventually(lambda: video_track(viewer), timeout=10)
+        assert isinstance(track, roomlab.RemoteVideoTrack)
+        assert await eventually(lambda: track.layer, timeout=5) == "high"  # the highest layer, with no limit
+        (publication,) = [p for x in viewer.participants.values() for p in x.tracks.values()]
+        assert (publication.track_name, publication.kind, publication.publish_priority) == ("camera", "video", "high")
+        assert [(layer.name, layer.width, layer.height) for layer in publication.layers] == [
+            ("low", 160, 90),
+            ("standard", 320, 180),
+            ("high", 640, 360),
+        ]
+        # REST lists one video track for the camera
+        client = server.twilio_client()
+        listed = await asyncio.to_thread(
+            lambda: client.video.v1.rooms("simulcast").participants("cam").published_tracks.list()
+        )
+        assert [(t.name, t.kind, t.sid) for t in listed] == [("camera", "video", publication.track_sid)]
+        frame = await asyncio.wait_for(track.recv(), 5)
+        assert (frame.width, frame.height) == (640, 360)
+        # the server measures each layer it receives
+        forwarder = server.sfu.forwarders[publication.track_sid]
+        measured = {layer.name: layer.bitrate_bps for layer in await asyncio.to_thread(server.call, forwarder.layers)}
+        assert list(measured) == ["low", "standard", "high"]
+        assert measured["low"] < measured["standard"] < measured["high"]
+        # rtc_stats: the viewer receives the high layer; the server receives three layers of one track
+        inbound = "direction == 'inbound' and kind == 'video' and packets > 20"
+        assert await eventually(lambda: len(viewer.frame("rtc_stats").query(inbound)) > 0, timeout=3)
+        assert set(viewer.frame("rtc_stats").query(inbound)["layer"]) == {"high"}
+        uplink = "participant == 'cam' and source == 'server' and packets > 20"
+        assert await eventually(lambda: len(set(server.frame("rtc_stats").query(uplink)["layer"])) == 3, timeout=3)
+        assert set(server.frame("rtc_stats").query(uplink)["track"]) == {publication.track_sid}
+    finally:
+        sim.stop()
+        await run
+
+
+async def test_the_server_switches_a_decoding_subscriber_between_layers(server, join, caplog):
+    caplog.set_level(logging.WARNING, logger="aiortc")
+    await join("cam", room="switch", tracks=[camera_track()], decode_media=False)
+    viewer = await join("viewer", room="switch")
+    track = await eventually(lambda: video_track(viewer), timeout=5)
+    assert await eventually(lambda: track.layer, timeout=5) == "high"
+    frames = Frames(track)
+    changes: list[str | None] = []
+    track.on("layer_changed", changes.append)
+    room_changes: list[str | None] = []
+    viewer.on("track_layer_changed", lambda t, publication, participant: room_changes.append(t.layer))
+    switch_times = {}
+    try:
+        for layer in ("low", "standard", "high", "low"):
+            asked = time.monotonic()
+            before = track.frames_received
+            await select(server, track.sid, viewer, layer)
+            assert await eventually(lambda layer=layer: track.layer == layer, timeout=2)
+            switch_times[layer] = time.monotonic() - asked
+            # decoding goes on, at the new layer's size
+            assert await eventually(lambda n=before: track.frames_received >= n + 5, timeout=3)
+            assert await eventually(lambda at=asked, size=SIZES[layer]: size in frames.sizes_since(at), timeout=2)
+            settled = time.monotonic()
+            await asyncio.sleep(0.3)
+            assert frames.sizes_since(settled) == {SIZES[layer]}
+    finally:
+        frames.stop()
+    assert all(seconds < 1.0 for seconds in switch_times.values()), switch_times
+    assert changes == ["low", "standard", "high", "low"] and room_changes == changes
+    # one stream for the subscriber: times rising, every frame on the publisher's 15 fps grid (a new
+    # layer's first frames go a tick after the old layer's of the same instant when they come later)
+    pts = [p for _, p, _, _ in frames.seen]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    grid = Counter(p % FRAME_TICKS for p in pts).most_common(1)[0][0]
+    assert max((p - grid) % FRAME_TICKS for p in pts) < 10
+    assert [r.message for r in caplog.records if "decode" in r.message] == []
+    # the subscriber's own telemetry shows the layers it received
+    await asyncio.sleep(1.2)
+    rows = viewer.frame("rtc_stats").query("direction == 'inbound' and kind == 'video'")
+    sampled = rows.sort_values("time")["layer"].dropna().tolist()
+    assert sampled[-1] == "low" and len(set(sampled)) >= 2 and set(sampled) <= set(LAYERS), sampled
+
+
+async def test_a_switch_waits_at_most_for_the_next_aligned_keyframe(server, join):
+    camera = camera_track()
+    camera.on_sender = None  # a publisher that cannot make a keyframe on request: only the clips' own ones
+    await join("cam", room="gop", tracks=[camera], decode_media=False)
+    viewer = await join("viewer", room="gop", decode_media=False)
+    track = await eventually(lambda: video_track(viewer), timeout=5)
+    assert await eventually(lambda: track.layer, timeout=5) == "high"
+    forwarder = server.sfu.forwarders[track.sid]
+    for layer in ("low", "standard", "low", "high"):
+        await select(server, track.sid, viewer, layer)
+        assert await eventually(lambda layer=layer: track.layer == layer, timeout=2)
+        selection = (await asyncio.to_thread(server.call, forwarder.receiving))[viewer.local_participant.sid]
+        assert selection.current == selection.target == layer
+        # keyframes every 8 frames (0.53 s) in every layer bound the wait, with room for a loaded machine
+        assert 0 <= selection.switch_s < 0.9, (layer, selection)
+
+
+async def test_a_subscriber_switched_off_gets_nothing_until_switched_on(server, join):
+    await join("cam", room="off", tracks=[camera_track(("low", "standard"))], decode_media=False)
+    viewer = await join("viewer", room="off", decode_media=False)
+    track = await eventually(lambda: video_track(viewer), timeout=5)
+    assert await eventually(lambda: track.layer, timeout=5) == "standard"
+    assert await eventually(lambda: track.frames_received >= 5, timeout=3)
+    await select(server, track.sid, viewer, None)
+    assert await eventually(lambda: track.layer is None, timeout=2)
+    await asyncio.sleep(0.3)  # what was on its way has arrived
+    stopped = track.frames_received
+    await asyncio.sleep(0.6)
+    assert track.frames_received == stopped
+    await select(server, track.sid, viewer, "low")
+    assert await eventually(lambda: track.layer == "low", timeout=2)
+    assert await eventually(lambda: track.frames_received >= stopped + 5, timeout=3)
+    # the same slot carries it: still one video transceiver that receives
+    receiving = [t for t in viewer.pc.getTransceivers() if t.kind == "video" and t.currentDirection == "recvonly"]
+    assert len(receiving) == 1
+
+
+async def test_layers_are_chosen_per_subscriber_and_checked(server, join):
+    await join("cam", room="pairs", tracks=[camera_track()], decode_media=False)
+    plain = roomlab.LocalVideoTrack.pattern(160, 90)
+    screen = await join("screen", room="pairs", tracks=[plain])
+    ann = await join("ann", room="pairs", decode_media=False)
+    bob = await join("bob", room="pairs", decode_media=False)
+    tracks = {viewer: await eventually(lambda v=viewer: named_track(v, "camera"), timeout=5) for viewer in (ann, bob)}
+    camera_sid = tracks[ann].sid
+    await select(server, camera_sid, ann, "low")
+    assert await eventually(lambda: tracks[ann].layer == "low", timeout=2)
+    await asyncio.sleep(0.3)
+    assert tracks[bob].layer == "high"  # bob's choice is his own
+    forwarder = server.sfu.forwarders[camera_sid]
+    receiving = await asyncio.to_thread(server.call, forwarder.receiving)
+    assert {sid: (s.current, s.target) for sid, s in receiving.items()} == {
+        ann.local_participant.sid: ("low", "low"),
+        bob.local_participant.sid: ("high", "high"),
+        screen.local_participant.sid: ("high", "high"),
+    }
+    with pytest.raises(ValueError, match="low, standard, high or None"):
+        await select(server, camera_sid, ann, "medium")
+    with pytest.raises(ValueError, match="not subscribed"):
+        await asyncio.to_thread(server.call, forwarder.select_layer, "PA" + "0" * 32, "low")
+    pattern_sid = next(sid for sid, f in server.sfu.forwarders.items() if f.track.name == plain.name)
+    with pytest.raises(ValueError, match="no layers"):
+        await select(server, pattern_sid, ann, "low")
+    # the plain track is unchanged: one stream, no layer
+    pattern = await eventually(lambda: named_track(bob, plain.name), timeout=5)
+    assert pattern.layer is None and await eventually(lambda: pattern.frames_received >= 5, timeout=5)
+
+
+async def test_the_server_refuses_bad_layers_in_a_publication(join):
+    room = await join("alice", room="bad-layers")
+    for layers, reason in (
+        ([{"name": "ultra", "width": 1, "height": 1, "bitrate_bps": 1}], "low, standard, high"),
+        ("high", "a list"),
+        ([], "at least one layer"),
+    ):
+        with pytest.raises(roomlab.RoomError, match=reason) as refused:
+            await room._request(
+                {"type": "publish", "name": f"cam-{reason}", "kind": "video", "options": {"layers": layers}}
+            )
+        assert refused.value.code == 53300
+    with pytest.raises(roomlab.RoomError, match="unknown option"):
+        await room._request({"type": "publish", "name": "mic", "kind": "audio", "options": {"layers": []}})
