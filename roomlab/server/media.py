@@ -115,7 +115,7 @@ class MediaForwarder:
     A layered video track (`layers`, lowest first) arrives as one stream per layer; each
     subscriber gets one of them through its one outgoing track, chosen with `select_layer` (by
     default the highest: what a subscriber gets with no bandwidth limit). On the transcode path a
-    layered track is decoded from its highest layer only.
+    layered track is decoded from its highest layer only, and the others are dropped.
     """
 
     def __init__(self, track_sid: str, kind: str, path: str = "forward", layers: tuple[str, ...] = ()) -> None:
@@ -163,14 +163,12 @@ class MediaForwarder:
             if level is not None:
                 observe_audio_levels(receiver, level)
             self._reader = asyncio.get_running_loop().create_task(self._read_decoded(track))
-        else:  # the lower layers of a transcoded track are only measured, never decoded
-            tap_receiver(receiver, self.kind, lambda codec, frame: stream.meter.add(time.monotonic(), len(frame.data)))
+        else:  # the lower layers of a transcoded track are dropped, never decoded
+            tap_receiver(receiver, self.kind, lambda codec, frame: None)
 
     def _on_encoded_frame(self, stream: LayerStream, codec: Any, frame: Any) -> None:
         self.codec = codec
-        now = time.monotonic()
         stream.frames += 1
-        stream.meter.add(now, len(frame.data))
         packet = av.Packet(frame.data)
         packet.time_base = fractions.Fraction(1, codec.clockRate)
         keyframe = self.kind == "audio" or is_keyframe(codec.mimeType, frame.data)
@@ -178,6 +176,8 @@ class MediaForwarder:
             packet.pts = frame.timestamp
             self._fan_out(packet, keyframe)
         else:
+            now = time.monotonic()
+            stream.meter.add(now, len(frame.data))
             packet.pts = self._timeline.unwrap(frame.timestamp)
             self._fan_out_layer(stream.layer, packet, keyframe, now)
 

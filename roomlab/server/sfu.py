@@ -168,7 +168,8 @@ class MediaTrackForwarder:
     # simulcast: the allocator's handles -------------------------------------------------------
     def layers(self, now: float | None = None) -> list[Layer]:
         """The layers the server receives now (a frame within the last 2 s), lowest first, with the
-        bitrate measured over that window; empty for a track without layers."""
+        bitrate measured over that window; empty for a track without layers, and on the transcode
+        path (where nothing is selected)."""
         now = time.monotonic() if now is None else now
         found = []
         for spec in self.specs:
