@@ -16,7 +16,7 @@ from roomlab.net.rtp import is_keyframe
 from roomlab.protocol.layers import LayerSpec
 from roomlab.server.simulcast import LayerSelector, RtpTimeline
 from roomlab.sim import Camera, camera_track
-from roomlab.sim.media import LAYERS, camera_clip, keyframe_interval
+from roomlab.sim.media import LAYERS, Playhead, camera_clip, keyframe_interval
 
 from .conftest import eventually
 
@@ -133,6 +133,18 @@ def test_a_selector_switches_at_the_target_keyframe_and_keeps_time_rising():
     ]
     assert selector.select(None, now=2.0) is True  # switched off at once
     assert not selector.accept("low", True, now=2.1) and selector.selection().current is None
+
+
+def test_a_keyframe_request_moves_every_layer_to_the_same_next_keyframe():
+    playhead = Playhead(frames=32, keyframes=(0, 8, 16, 24))
+    low = [playhead.index(n) for n in range(3)]  # the low layer has read frames 0-2
+    playhead.jump_to_keyframe()  # a subscriber asks for a keyframe
+    high = [playhead.index(n) for n in range(5)]  # the high layer, a little behind, reads 0-4
+    low += [playhead.index(n) for n in range(3, 5)]
+    # every layer sends the same clip frame for each frame number; the next one is a keyframe
+    assert low == high == [0, 1, 2, 8, 9]
+    playhead.jump_to_keyframe()
+    assert playhead.index(5) == 16 and playhead.index(35) == 14  # past the clip's end it loops
 
 
 # --- through a real server --------------------------------------------------------------------------
@@ -288,6 +300,23 @@ async def test_layers_are_chosen_per_subscriber_and_checked(server, join):
     # the plain track is unchanged: one stream, no layer
     pattern = await eventually(lambda: named_track(bob, plain.name), timeout=5)
     assert pattern.layer is None and await eventually(lambda: pattern.frames_received >= 5, timeout=5)
+
+
+async def test_the_transcode_path_decodes_the_highest_layer_only(rooms_to_close):
+    with roomlab.serve(media_path="transcode") as server:
+        camera = await roomlab.connect(server.url, server.token("cam"), name="t", tracks=[camera_track()])
+        viewer = await roomlab.connect(server.url, server.token("viewer"), name="t")
+        rooms_to_close.extend([camera, viewer])
+        track = await eventually(lambda: video_track(viewer), timeout=5)
+        frame = await asyncio.wait_for(track.recv(), 10)
+        assert (frame.width, frame.height) == (640, 360) and track.layer is None  # no switching on this path
+        assert await eventually(lambda: track.frames_received >= 10, timeout=5)
+        forwarder = server.sfu.forwarders[track.sid]
+        assert await asyncio.to_thread(server.call, forwarder.layers) == []  # nothing to choose from here
+        with pytest.raises(ValueError, match="no layers to select on the transcode path"):
+            await select(server, track.sid, viewer, "low")
+        await viewer.disconnect()
+        await camera.disconnect()
 
 
 async def test_the_server_refuses_bad_layers_in_a_publication(join):

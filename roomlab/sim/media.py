@@ -249,7 +249,11 @@ class ReplayTrack(MediaStreamTrack):
                     continue  # DTX: nothing this frame
                 data = comfort_noise_packet()
             elif self.playhead is not None:
-                data = self.clip.packets[self.playhead.index(frame_number)]
+                index = self.playhead.index(frame_number)
+                if not self.frames_sent and self.clip.keyframes and index not in self.clip.keyframes:
+                    loop_time = time.monotonic()
+                    continue  # a stream starts with a keyframe: a layer that starts late waits for the next
+                data = self.clip.packets[index]
             else:
                 data = self.clip.packets[self._index]
                 self._index = (self._index + 1) % len(self.clip.packets)
