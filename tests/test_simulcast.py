@@ -9,9 +9,11 @@ import logging
 import time
 from collections import Counter
 
+import pandas as pd
 import pytest
 
 import roomlab
+from roomlab import frames
 from roomlab.net.rtp import is_keyframe
 from roomlab.protocol.layers import LayerSpec
 from roomlab.server.simulcast import LayerSelector, RtpTimeline
@@ -145,6 +147,29 @@ def test_a_keyframe_request_moves_every_layer_to_the_same_next_keyframe():
     assert low == high == [0, 1, 2, 8, 9]
     playhead.jump_to_keyframe()
     assert playhead.index(5) == 16 and playhead.index(35) == 14  # past the clip's end it loops
+
+
+def test_media_loss_sums_the_layers_of_a_layered_uplink():
+    base = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = []
+    for second in range(4):
+        time_ = base + pd.Timedelta(second, "s")
+        # the server receives three layers of one camera: 10, 20 and 70 packets a second, high loses 7 a second
+        for layer, rate, lost in (("low", 10, 0), ("standard", 20, 0), ("high", 70, 7)):
+            rows.append((time_, "server", "cam", "outbound", layer, rate * second, lost * second))
+        # a subscriber receives one stream, 50 packets a second, whose layer changes; it loses none
+        rows.append((time_, "client", "viewer", "inbound", "high" if second < 2 else "low", 50 * second, 0))
+    stats = pd.DataFrame(
+        rows, columns=["time", "source", "participant", "direction", "layer", "packets", "packets_lost"]
+    )
+    stats["track"] = "MT1"
+    stats["time"] = stats["time"].astype("datetime64[ns, UTC]")  # as telemetry frames have it
+    loss = frames.media_loss(stats)
+    uplink = loss[loss["hop"] == "uplink"]
+    assert uplink["packets_expected"].tolist() == [107.0, 107.0, 107.0]  # 10 + 20 + 77, one row per second
+    assert uplink["loss_fraction"].tolist() == pytest.approx([7 / 107] * 3)
+    downlink = loss[loss["hop"] == "downlink"]
+    assert downlink["packets_expected"].tolist() == [50.0, 50.0, 50.0]  # across the change of layer
 
 
 # --- through a real server --------------------------------------------------------------------------

@@ -188,7 +188,10 @@ def media_loss(rtc_stats: pd.DataFrame, freq: str = "1s", origin: Any = None) ->
         rows = rows.dropna(subset=["packets", "packets_lost"])
         if rows.empty:
             continue
-        for (participant, track), stream in rows.groupby(["participant", "track"], observed=True, sort=True):
+        # a layered track's publisher sends one stream per layer (a subscriber's one stream changes layer)
+        keys = ["participant", "track", *(["layer"] if hop == "uplink" and "layer" in rows.columns else [])]
+        for key, stream in rows.groupby(keys, observed=True, sort=True, dropna=False):
+            participant, track = key[0], key[1]
             binned = _interval_counts(stream.sort_values("time", kind="stable"), step, offset)
             if binned is None:
                 continue
@@ -202,7 +205,20 @@ def media_loss(rtc_stats: pd.DataFrame, freq: str = "1s", origin: Any = None) ->
             parts.append(binned)
     if not parts:
         return _typed_loss(pd.DataFrame(columns=MEDIA_LOSS_COLUMNS))
-    return _typed_loss(pd.concat(parts, ignore_index=True)[MEDIA_LOSS_COLUMNS])
+    return _typed_loss(_sum_layers(pd.concat(parts, ignore_index=True)[MEDIA_LOSS_COLUMNS]))
+
+
+def _sum_layers(loss: pd.DataFrame) -> pd.DataFrame:
+    """One uplink row per track and interval: the layers of a layered track summed."""
+    keys = ["time", "hop", "publisher", "subscriber", "track", "track_name", "kind"]
+    if not loss.duplicated(keys).any():
+        return loss
+    summed = loss.groupby(keys, sort=False, dropna=False, as_index=False)[["packets_expected", "packets_lost"]].sum()
+    expected = summed["packets_expected"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.clip(summed["packets_lost"].to_numpy(dtype=float) / expected, 0.0, 1.0)
+    summed["loss_fraction"] = np.where(expected > 0, ratio, np.nan)
+    return summed[MEDIA_LOSS_COLUMNS]
 
 
 def _first(stream: pd.DataFrame, column: str) -> str | None:
