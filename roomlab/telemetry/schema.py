@@ -66,7 +66,8 @@ RTC_STATS = (
         "fraction_lost",
         "float",
         "0-1",
-        "fraction lost in the last interval: since the previous sample (inbound), in the far end's last report (outbound)",
+        "fraction lost in the last interval: since the previous sample (inbound), "
+        "in the far end's last report (outbound)",
     ),
     Column("jitter_ms", "float", "ms", "interarrival jitter"),
     Column("rtt_ms", "float", "ms", "round-trip time from RTCP"),
