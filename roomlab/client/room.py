@@ -14,7 +14,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from ..errors import RoomError
-from ..net import bundle, sctp
+from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
 from ..net.rtp import tap_receiver
@@ -33,12 +33,15 @@ from .publication import RemoteTrackPublication
 log = logging.getLogger(__name__)
 sctp.install()
 bundle.install()
+closing.install()
 
 RELIABLE_CHANNEL = "_reliable"
 LOSSY_CHANNEL = "_lossy"
 TRACK_CHANNEL_PROTOCOL = "roomlab-track"
 #: Seconds `connect()` waits for the server (signaling, first negotiation, data channels open).
 CONNECT_TIMEOUT = 20.0
+#: Seconds a client leaving waits for the server to take its goodbye and close the WebSocket.
+LEAVE_TIMEOUT = 1.0
 
 
 def signaling_url(url: str) -> str:
@@ -48,6 +51,13 @@ def signaling_url(url: str) -> str:
     if scheme is None or not parts.netloc:
         raise ValueError(f"url must be the server's http(s):// or ws(s):// address, got {url!r}")
     return urlunsplit((scheme, parts.netloc, signaling.PATH, "", ""))
+
+
+def _sent(task: asyncio.Task[None]) -> None:
+    """A message that could not be sent because the socket just closed is no error of its own:
+    the reader sees the socket close and acts on that."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("signaling message not sent: %r", task.exception())
 
 
 class Room(EventEmitter):
@@ -105,7 +115,10 @@ class Room(EventEmitter):
         self._http = aiohttp.ClientSession()
         try:
             self._ws = await self._http.ws_connect(
-                signaling_url(self.url), heartbeat=5.0, max_msg_size=signaling.MAX_MESSAGE_BYTES * 4
+                signaling_url(self.url),
+                heartbeat=5.0,
+                max_msg_size=signaling.MAX_MESSAGE_BYTES * 4,
+                timeout=aiohttp.ClientWSTimeout(ws_close=LEAVE_TIMEOUT),
             )
         except aiohttp.ClientError as exc:
             await self._http.close()
@@ -174,7 +187,8 @@ class Room(EventEmitter):
     def _send(self, message: dict[str, Any]) -> None:
         if self._ws is None or self._ws.closed:
             raise RoomError(53001, "Signaling connection disconnected")
-        asyncio.get_running_loop().create_task(self._ws.send_str(signaling.encode(message)))
+        task = asyncio.get_running_loop().create_task(self._ws.send_str(signaling.encode(message)))
+        task.add_done_callback(_sent)
 
     async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         ref = next(self._refs)
@@ -204,14 +218,22 @@ class Room(EventEmitter):
                     if self.state == "disconnected":  # torn down while handling: nothing left to do
                         break
                     log.exception("room %s: failed to handle %s", self.sid, message.get("type"))
-        finally:
+        except asyncio.CancelledError:
+            # the program is ending (asyncio.run() cancels every task, also on Ctrl-C): leave, promptly
             if self.state != "disconnected":
-                await self._teardown()
-                self.emit("disconnected", self, error)
+                await self._teardown(leave=True)
+                self.emit("disconnected", self, None)
+            raise
+        if self.state != "disconnected":
+            await self._teardown()
+            self.emit("disconnected", self, error)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "offer":
+            if self.pc.signalingState == "closed":  # the connection ended under it; what follows says why
+                log.debug("room %s: offer for a closed peer connection ignored", self.sid)
+                return
             await self._on_offer(message["sdp"], message.get("mids") or {})
         elif kind == "published":
             future = self._pending.get(message.get("ref", -1))
@@ -584,33 +606,50 @@ class Room(EventEmitter):
         return await self.pc.getStats()
 
     async def disconnect(self) -> None:
-        """Leave the room."""
+        """Leave the room (promptly: every step of leaving is bounded)."""
         if self.state == "disconnected":
             return
-        if self._ws is not None and not self._ws.closed:
-            try:
-                await self._ws.send_str(signaling.encode({"type": "leave"}))
-            except ConnectionError:
-                pass
-        await self._teardown()
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
+        await self._teardown(leave=True)
         self.emit("disconnected", self, None)
 
-    async def _teardown(self) -> None:
+    async def _teardown(self, leave: bool = False) -> None:
+        """Close signaling and the peer connection, once. Safe to run while the task running it,
+        and every task around it, is being cancelled: each step is bounded and none waits for
+        another task, so a program that ends (exception, cancellation, Ctrl-C) ends promptly."""
+        if self.state == "disconnected":
+            return
         self.state = "disconnected"
         if self._sampler is not None:
             self._sampler.cancel()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
         for tap in self._taps.values():
             tap.stop()
         for future in [*self._pending.values(), *self._media_waiters.values()]:
             if not future.done():
                 future.set_exception(RoomError(53001, "Signaling connection disconnected"))
-        if self._ws is not None:
-            await self._ws.close()
-        if self._http is not None:
-            await self._http.close()
-        await self.pc.close()
+        cancelled = False
+        for step in (self._close_signaling(leave), closing.close_peer_connection(self.pc)):
+            try:
+                await step
+            except asyncio.CancelledError:
+                cancelled = True  # close the rest first: a half-closed room leaks sockets and threads
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _close_signaling(self, leave: bool) -> None:
+        ws, http = self._ws, self._http
+        try:
+            if ws is not None and not ws.closed:
+                if leave:
+                    try:
+                        await asyncio.wait_for(ws.send_str(signaling.encode({"type": "leave"})), LEAVE_TIMEOUT)
+                    except (ConnectionError, TimeoutError):
+                        pass
+                await ws.close()  # bounded by LEAVE_TIMEOUT (the ws_close timeout)
+        finally:
+            if http is not None:
+                await http.close()
 
     async def __aenter__(self) -> Room:
         return self

@@ -19,7 +19,7 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 
 from ..errors import RoomError
-from ..net import bundle, sctp
+from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol.batching import Batcher
@@ -30,6 +30,7 @@ from .rooms import LiveRoom
 
 sctp.install()
 bundle.install()
+closing.install()
 
 #: Roles of a media slot: "publish" carries a track from the client, "subscribe" one to it, and
 #: "retired" is a publisher's slot whose track is gone (roomlab's client never sends on it again;

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..errors import RoomError
+from ..net import closing
 from ..net.renegotiation import transport_ready
 from ..policy.quality import NetworkQualityStats
 from ..protocol import signaling
@@ -231,5 +232,5 @@ class Session(ParticipantConnection):
             self._negotiating.cancel()
         if self._answer is not None and not self._answer.done():
             self._answer.cancel()
-        await self.ws.close()
-        await self.pc.close()
+        await self.ws.close()  # bounded by the socket's close timeout (signaling.CLOSE_TIMEOUT)
+        await closing.close_peer_connection(self.pc)

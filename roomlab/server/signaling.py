@@ -7,7 +7,6 @@ flood, or a socket that goes silent, ends it. Nothing one connection sends reach
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -29,6 +28,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 #: WebSocket ping interval; a client that misses a pong for half of it is gone.
 HEARTBEAT = 5.0
+#: Seconds the server waits for a client to answer its closing handshake.
+CLOSE_TIMEOUT = 1.0
 #: Messages per second a client may send on average, and in one burst.
 RATE, BURST = 50.0, 200.0
 #: Largest WebSocket frame read at all; frames between signaling.MAX_MESSAGE_BYTES and this get
@@ -103,7 +104,7 @@ class SignalingEndpoint:
         self.credentials = credentials
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=WS_FRAME_LIMIT)
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=WS_FRAME_LIMIT, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
         try:
             session = await self._join(ws)
@@ -243,4 +244,4 @@ class SignalingEndpoint:
             self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
         else:
             self.sfu.remove_session(session)
-            asyncio.get_running_loop().create_task(session.close(code))
+            self.sfu.close_session(session, code)
