@@ -178,7 +178,8 @@ class Server:
             self._speaker_task.cancel()
         if self.rooms is not None:
             self.rooms.close()
-        await asyncio.sleep(0)  # let sessions flush their goodbyes before the sockets close
+        if self.sfu is not None:
+            await self.sfu.close()  # every session says goodbye and closes, each step bounded
         if self._callbacks is not None:
             await self._callbacks.stop()
         if self._runner is not None:

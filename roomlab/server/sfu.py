@@ -182,6 +182,8 @@ class Sfu:
         self.counters = ChannelCounters()
         #: server-sent (SendData) sequence numbers: room sid -> destination (None = everyone) -> seq
         self._server_seq: dict[str, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
+        #: sessions being closed (their goodbyes and connections), awaited when the server stops
+        self._closing: set[asyncio.Task[None]] = set()
         rooms.on_event(self._on_event)
 
     # sessions -------------------------------------------------------------------------------
@@ -233,6 +235,17 @@ class Sfu:
         for forwarder in self.forwarders.values():
             forwarder.remove_subscriber(session)
 
+    def close_session(self, session: ParticipantConnection, code: int | None, reason: str | None = None) -> None:
+        """Close a session in a task of its own; `close()` waits for every such task."""
+        task = asyncio.get_running_loop().create_task(session.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Wait for the sessions being closed (each step of a close is bounded)."""
+        if self._closing:
+            await asyncio.wait(set(self._closing))
+
     def room_sessions(self, room_sid: str, except_sid: str | None = None) -> list[ParticipantConnection]:
         return [s for s in self.sessions.values() if s.live.room.sid == room_sid and s.sid != except_sid]
 
@@ -247,7 +260,7 @@ class Sfu:
             if own is not None:
                 self.remove_session(own)
                 reason = REMOVED_BY_REST_MESSAGE if event.code == REMOVED_BY_REST else None
-                asyncio.get_running_loop().create_task(own.close(event.code, reason))
+                self.close_session(own, event.code, reason)
         elif name == "track-added" and track is not None and participant is not None:
             publisher = self.sessions.get(participant.sid)
             if track.kind == "data":
