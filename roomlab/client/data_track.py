@@ -7,14 +7,16 @@ only the payload in `message` events, and the framing feeds telemetry.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCDataChannel
 
 from ..errors import RoomError
 from ..protocol import framing
-from ..protocol.batching import Batcher
+from ..protocol.batching import RELIABLE_BUFFER_BOUND, Batcher
 from ..telemetry.sampling import ChannelCounters
 from .events import EventEmitter
 
@@ -24,6 +26,59 @@ if TYPE_CHECKING:
 UINT16_MAX = 65_535
 #: Twilio's recommended largest payload; larger ones work up to the negotiated maximum.
 RECOMMENDED_MAX_PAYLOAD = 16 * 1024
+#: `drain()` waits while more than the high-water mark is queued to send, until no more than the
+#: low-water mark is (as asyncio's StreamWriter.drain()). A sender that drains after each send
+#: never has more than the high mark and one message queued: far from the 4 MiB refusal.
+DRAIN_HIGH_WATER = 1024 * 1024
+DRAIN_LOW_WATER = 256 * 1024
+
+
+def check_write_buffer_limits(high: int, low: int) -> tuple[int, int]:
+    for name, value in (("high", high), ("low", low)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= RELIABLE_BUFFER_BOUND:
+            raise ValueError(f"{name} must be a number of bytes from 0 to {RELIABLE_BUFFER_BOUND}, got {value!r}")
+    if low > high:
+        raise ValueError(f"low ({low}) must not be above high ({high})")
+    return high, low
+
+
+async def drain(
+    outlet: Callable[[], tuple[RTCDataChannel, Batcher] | None],
+    high: int,
+    low: int,
+    ended: asyncio.Future[RoomError],
+) -> None:
+    """Wait, if more than `high` bytes are queued on the channel `outlet()` gives, until no more
+    than `low` are; raise the room's RoomError if it disconnects meanwhile."""
+    current = outlet()
+    if current is not None and current[0].bufferedAmount + current[1].queued <= high:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        if ended.done():
+            raise ended.result()
+        current = outlet()
+        if current is not None:
+            channel, batcher = current
+            batcher.flush()  # what this turn added counts too
+            if channel.bufferedAmount <= low:
+                return
+            channel.bufferedAmountLowThreshold = low
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake(*_: Any, woken: asyncio.Future[None] = woken) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        if current is not None:
+            current[0].on("bufferedamountlow", wake)
+            current[0].on("close", wake)
+        try:
+            await asyncio.wait({woken, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if current is not None:
+                current[0].remove_listener("bufferedamountlow", wake)
+                current[0].remove_listener("close", wake)
 
 
 def _check_limit(name: str, value: int | None) -> int | None:
@@ -71,6 +126,9 @@ class LocalDataTrack:
         self.sid: str | None = None
         self._channel: RTCDataChannel | None = None
         self._batcher: Batcher | None = None
+        #: set when the room this track is published in disconnects (with the reason)
+        self._ended: asyncio.Future[RoomError] | None = None
+        self._high_water, self._low_water = DRAIN_HIGH_WATER, DRAIN_LOW_WATER
         self._seq = 0
         self.messages_sent = 0
         self.bytes_sent = 0
@@ -89,8 +147,28 @@ class LocalDataTrack:
 
     @property
     def buffered_amount(self) -> int:
-        """Bytes queued on the way to the server (pace a fast sender on this)."""
-        return self._channel.bufferedAmount if self._channel is not None else 0
+        """Bytes queued on the way to the server (pace a fast sender on this, or `await drain()`)."""
+        if self._channel is None or self._batcher is None:
+            return 0
+        return self._channel.bufferedAmount + self._batcher.queued
+
+    def set_write_buffer_limits(self, high: int = DRAIN_HIGH_WATER, low: int = DRAIN_LOW_WATER) -> None:
+        """The marks `drain()` uses, in bytes (asyncio transports' method of the same name)."""
+        self._high_water, self._low_water = check_write_buffer_limits(high, low)
+
+    async def drain(self) -> None:
+        """Wait until the queue is low enough to send more, as `asyncio.StreamWriter.drain()`:
+        at once when no more than the high-water mark (1 MiB) is queued, otherwise until no more
+        than the low-water mark (256 KiB) is. `send(); await drain()` in a loop paces a fast
+        sender to the network without polling. Raises RoomError if the room disconnects."""
+        if self._ended is None:
+            raise RuntimeError(f"data track {self.name!r} is not published in a connected room")
+        await drain(self._outlet, self._high_water, self._low_water, self._ended)
+
+    def _outlet(self) -> tuple[RTCDataChannel, Batcher] | None:
+        if self._channel is None or self._batcher is None or self._channel.readyState != "open":
+            return None
+        return self._channel, self._batcher
 
     def send(self, data: str | bytes) -> None:
         """Send one message to every subscriber.
@@ -120,9 +198,16 @@ class LocalDataTrack:
         self.messages_sent += 1
         self.bytes_sent += len(frame)
 
-    def _bind(self, sid: str | None, channel: RTCDataChannel | None, counters: ChannelCounters | None = None) -> None:
+    def _bind(
+        self,
+        sid: str | None,
+        channel: RTCDataChannel | None,
+        counters: ChannelCounters | None = None,
+        ended: asyncio.Future[RoomError] | None = None,
+    ) -> None:
         self.sid = sid
         self._channel = channel
+        self._ended = ended
         self._batcher = None
         if channel is not None:
             on_sent = (lambda size, frames: counters.sent(channel, size)) if counters is not None else None

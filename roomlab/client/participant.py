@@ -10,7 +10,14 @@ from ..errors import RoomError
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol import framing
 from ..protocol.batching import Batcher
-from .data_track import LocalDataTrack, check_payload_size
+from .data_track import (
+    DRAIN_HIGH_WATER,
+    DRAIN_LOW_WATER,
+    LocalDataTrack,
+    check_payload_size,
+    check_write_buffer_limits,
+    drain,
+)
 from .events import EventEmitter
 from .media_track import LocalMediaTrack
 from .publication import LocalTrackPublication, RemoteTrackPublication
@@ -53,6 +60,7 @@ class LocalParticipant(NetworkQualityMixin):
         self.network_quality_stats = None
         #: publish_data sequence numbers: (reliable, destination identity or None) -> last seq
         self._data_seq: dict[tuple[bool, str | None], int] = defaultdict(int)
+        self._high_water, self._low_water = DRAIN_HIGH_WATER, DRAIN_LOW_WATER
 
     async def publish_track(
         self, track: LocalDataTrack | LocalMediaTrack, priority: str = "standard"
@@ -75,7 +83,7 @@ class LocalParticipant(NetworkQualityMixin):
         sid = reply["track"]["sid"]
         if isinstance(track, LocalDataTrack):
             channel = await self._room._open_track_channel(sid, track)
-            track._bind(sid, channel, self._room._counters)
+            track._bind(sid, channel, self._room._counters, self._room._ended)
         else:
             track.sid = sid
             await asyncio.wait_for(self._room._media_published(sid, track), PUBLISH_TIMEOUT)
@@ -144,6 +152,17 @@ class LocalParticipant(NetworkQualityMixin):
             check_payload_size(frame, channel)
             self._queue(batcher, frame, reliable)
             self._data_seq[(reliable, None)] = seq
+
+    def set_write_buffer_limits(self, high: int = DRAIN_HIGH_WATER, low: int = DRAIN_LOW_WATER) -> None:
+        """The marks `drain_data()` uses, in bytes (see `LocalDataTrack.set_write_buffer_limits`)."""
+        self._high_water, self._low_water = check_write_buffer_limits(high, low)
+
+    async def drain_data(self, reliable: bool = True) -> None:
+        """`publish_data`'s `LocalDataTrack.drain()`: wait until the reliable (or lossy) messages
+        queued are few enough to send more; raises RoomError if the room disconnects."""
+        room = self._room
+        label = room._data_label(reliable)
+        await drain(lambda: room._data_outlet(label), self._high_water, self._low_water, room._ended)
 
     @staticmethod
     def _queue(batcher: Batcher, frame: bytes, reliable: bool) -> None:

@@ -92,6 +92,8 @@ class Room(EventEmitter):
         self._packet_recorders: dict[tuple[str, str, str | None], Any] = {}
         self._pending_track_channels: dict[str, RTCDataChannel] = {}
         self._negotiated = asyncio.Event()
+        #: the reason this room disconnected, once it has (data-track drains end with it)
+        self._ended: asyncio.Future[RoomError] = asyncio.get_running_loop().create_future()
         #: mid -> tap on the receiver, and mid -> track SID it currently carries
         self._taps: dict[str, FrameTap | EncodedTap] = {}
         self._mid_tracks: dict[str, str] = {}
@@ -225,7 +227,7 @@ class Room(EventEmitter):
                 self.emit("disconnected", self, None)
             raise
         if self.state != "disconnected":
-            await self._teardown()
+            await self._teardown(error=error)
             self.emit("disconnected", self, error)
 
     async def _handle(self, message: dict[str, Any]) -> None:
@@ -478,6 +480,17 @@ class Room(EventEmitter):
                 participant.emit("data_received", frame.payload, frame.topic)
             self.emit("data_received", frame.payload, participant, frame.topic)
 
+    @staticmethod
+    def _data_label(reliable: bool) -> str:
+        return RELIABLE_CHANNEL if reliable else LOSSY_CHANNEL
+
+    def _data_outlet(self, label: str) -> tuple[RTCDataChannel, Batcher] | None:
+        """publish_data's channel and batcher of this kind, while open."""
+        channel = self._channels.get(label)
+        if channel is None or channel.readyState != "open" or label not in self._batchers:
+            return None
+        return channel, self._batchers[label]
+
     def _data_channel(self, reliable: bool) -> RTCDataChannel:
         channel = self._channels.get(RELIABLE_CHANNEL if reliable else LOSSY_CHANNEL)
         if channel is None or channel.readyState != "open" or self.state != "connected":
@@ -612,13 +625,15 @@ class Room(EventEmitter):
         await self._teardown(leave=True)
         self.emit("disconnected", self, None)
 
-    async def _teardown(self, leave: bool = False) -> None:
+    async def _teardown(self, leave: bool = False, error: RoomError | None = None) -> None:
         """Close signaling and the peer connection, once. Safe to run while the task running it,
         and every task around it, is being cancelled: each step is bounded and none waits for
         another task, so a program that ends (exception, cancellation, Ctrl-C) ends promptly."""
         if self.state == "disconnected":
             return
         self.state = "disconnected"
+        if not self._ended.done():
+            self._ended.set_result(error or RoomError(53001, "Disconnected: the participant left the room"))
         if self._sampler is not None:
             self._sampler.cancel()
         if self._reader is not None and self._reader is not asyncio.current_task():

@@ -93,6 +93,11 @@ class Batcher:
             asyncio.get_running_loop().call_soon(self.flush)
         return True
 
+    @property
+    def queued(self) -> int:
+        """Bytes added in this event-loop turn, not yet handed to the channel."""
+        return self._size
+
     def flush(self) -> None:
         self._scheduled = False
         if not self._parts:
