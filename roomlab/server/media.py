@@ -110,8 +110,15 @@ class MediaForwarder:
         self, receiver: RTCRtpReceiver, track: MediaStreamTrack, audio_level: Callable[[int], None] | None = None
     ) -> None:
         """Start taking frames from the publisher (called from the peer connection's `track`);
-        `audio_level` gets the RFC 6464 level of every audio packet, read without decoding."""
+        `audio_level` gets the RFC 6464 level of every audio packet, read without decoding; again
+        on the new connection of a publisher that reconnected."""
+        again = self._receiver is not None
+        if self._reader is not None:
+            self._reader.cancel()
         self._receiver = receiver
+        if again:
+            for outlet in self.outlets:  # a new stream: subscribers' decoders restart at a keyframe
+                outlet.awaiting_keyframe = self.kind == "video" and self.path == "forward"
         if self.path == "forward":
             tap_receiver(receiver, self.kind, self._on_encoded_frame, audio_level if self.kind == "audio" else None)
         else:

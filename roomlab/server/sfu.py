@@ -185,6 +185,15 @@ class Sfu:
         #: sessions being closed (their goodbyes and connections), awaited when the server stops
         self._closing: set[asyncio.Task[None]] = set()
         rooms.on_event(self._on_event)
+        for live in rooms.live.values():  # tracks kept across a restart, for publishers to resume
+            for track in live.tracks.values():
+                self.forwarders[track.sid] = self._forwarder(track, None)
+
+    def _forwarder(self, track: PublishedTrack, publisher: ParticipantConnection | None) -> Forwarder:
+        if track.kind == "data":
+            return DataTrackForwarder(track, publisher, self.counters)
+        levels = self.speakers.observer(track) if self.speakers is not None and track.kind == "audio" else None
+        return MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
 
     # sessions -------------------------------------------------------------------------------
     def add_session(self, session: ParticipantConnection) -> None:
@@ -228,6 +237,13 @@ class Sfu:
             current = self.speakers.dominant(session.live.room.sid)
             if current is not None:
                 session.report_dominant_speaker(current)
+        # a participant resuming on a new connection publishes its tracks again, under their SIDs
+        for track in [t for t in session.live.tracks.values() if t.participant_sid == session.sid]:
+            forwarder = self.forwarders.get(track.sid)
+            if isinstance(forwarder, DataTrackForwarder):
+                forwarder.publisher, forwarder.source = session, None
+            elif isinstance(forwarder, MediaTrackForwarder):
+                session.receive_media(track.kind, track.sid)
 
     def remove_session(self, session: ParticipantConnection) -> None:
         if self.sessions.get(session.sid) is session:
@@ -242,7 +258,12 @@ class Sfu:
         task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
-        """Wait for the sessions being closed (each step of a close is bounded)."""
+        """The server is stopping: close every session still open without a goodbye (their
+        participants are reconnecting, for a restarted server to take back), and wait for every
+        close under way (each of their steps is bounded)."""
+        for session in list(self.sessions.values()):
+            self.remove_session(session)
+            self.close_session(session, None)
         if self._closing:
             await asyncio.wait(set(self._closing))
 
@@ -263,13 +284,9 @@ class Sfu:
                 self.close_session(own, event.code, reason)
         elif name == "track-added" and track is not None and participant is not None:
             publisher = self.sessions.get(participant.sid)
-            if track.kind == "data":
-                self.forwarders[track.sid] = DataTrackForwarder(track, publisher, self.counters)
-            else:
-                levels = self.speakers.observer(track) if self.speakers is not None and track.kind == "audio" else None
-                self.forwarders[track.sid] = MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
-                if publisher is not None:
-                    publisher.receive_media(track.kind, track.sid)
+            self.forwarders[track.sid] = self._forwarder(track, publisher)
+            if track.kind != "data" and publisher is not None:
+                publisher.receive_media(track.kind, track.sid)
         elif name == "track-removed" and track is not None and participant is not None:
             forwarder = self.forwarders.pop(track.sid, None)
             if forwarder is not None:
