@@ -22,6 +22,7 @@ from .events import EventEmitter
 
 if TYPE_CHECKING:
     from .participant import RemoteParticipant
+    from .room import Room
 
 UINT16_MAX = 65_535
 #: Twilio's recommended largest payload; larger ones work up to the negotiated maximum.
@@ -44,41 +45,47 @@ def check_write_buffer_limits(high: int, low: int) -> tuple[int, int]:
 
 async def drain(
     outlet: Callable[[], tuple[RTCDataChannel, Batcher] | None],
+    queued: Callable[[], int],
     high: int,
     low: int,
-    ended: asyncio.Future[RoomError],
+    room: Room,
 ) -> None:
-    """Wait, if more than `high` bytes are queued on the channel `outlet()` gives, until no more
-    than `low` are; raise the room's RoomError if it disconnects meanwhile."""
-    current = outlet()
-    if current is not None and current[0].bufferedAmount + current[1].queued <= high:
+    """Wait, if more than `high` bytes are `queued()`, until no more than `low` are on the channel
+    `outlet()` gives (None while the room reconnects: then until it is back); raise the room's
+    RoomError if it disconnects meanwhile."""
+    if queued() <= high:
         return
     loop = asyncio.get_running_loop()
     while True:
-        if ended.done():
-            raise ended.result()
+        if room._ended.done():
+            raise room._ended.result()
         current = outlet()
-        if current is not None:
-            channel, batcher = current
-            batcher.flush()  # what this turn added counts too
-            if channel.bufferedAmount <= low:
-                return
-            channel.bufferedAmountLowThreshold = low
-        woken: asyncio.Future[None] = loop.create_future()
+        woken: asyncio.Future[Any] = loop.create_future()
 
-        def wake(*_: Any, woken: asyncio.Future[None] = woken) -> None:
+        def wake(*_: Any, woken: asyncio.Future[Any] = woken) -> None:
             if not woken.done():
                 woken.set_result(None)
 
-        if current is not None:
-            current[0].on("bufferedamountlow", wake)
-            current[0].on("close", wake)
+        if current is None:
+            back = asyncio.ensure_future(room._restored.wait())
+            back.add_done_callback(wake)
+            try:
+                await asyncio.wait({woken, room._ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                back.cancel()
+            continue
+        channel, batcher = current
+        batcher.flush()  # what this turn added counts too
+        if channel.bufferedAmount <= low:
+            return
+        channel.bufferedAmountLowThreshold = low
+        channel.on("bufferedamountlow", wake)
+        channel.on("close", wake)
         try:
-            await asyncio.wait({woken, ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({woken, room._ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if current is not None:
-                current[0].remove_listener("bufferedamountlow", wake)
-                current[0].remove_listener("close", wake)
+            channel.remove_listener("bufferedamountlow", wake)
+            channel.remove_listener("close", wake)
 
 
 def _check_limit(name: str, value: int | None) -> int | None:
@@ -89,9 +96,14 @@ def _check_limit(name: str, value: int | None) -> int | None:
     return value
 
 
-def check_payload_size(frame: bytes, channel: RTCDataChannel) -> None:
+def message_limit(channel: RTCDataChannel) -> int | None:
+    """The largest message the far end of the channel accepts (aiortc: max-message-size from SDP)."""
+    return channel.transport._remote_max_message_size  # type: ignore[no-any-return]
+
+
+def check_payload_size(frame: bytes, channel: RTCDataChannel | int | None) -> None:
     """Refuse what the far end of the channel would not accept, before it is queued."""
-    limit = channel.transport._remote_max_message_size  # aiortc: the max-message-size from SDP
+    limit = message_limit(channel) if isinstance(channel, RTCDataChannel) else channel
     if limit and len(frame) > limit:
         overhead = len(frame) - limit
         raise ValueError(
@@ -126,8 +138,11 @@ class LocalDataTrack:
         self.sid: str | None = None
         self._channel: RTCDataChannel | None = None
         self._batcher: Batcher | None = None
-        #: set when the room this track is published in disconnects (with the reason)
-        self._ended: asyncio.Future[RoomError] | None = None
+        #: the room it is published in (None before and after)
+        self._room: Room | None = None
+        #: frames sent while the room reconnects with a new connection, sent once it is up
+        self._held: list[bytes] = []
+        self._limit: int | None = None
         self._high_water, self._low_water = DRAIN_HIGH_WATER, DRAIN_LOW_WATER
         self._seq = 0
         self.messages_sent = 0
@@ -148,9 +163,10 @@ class LocalDataTrack:
     @property
     def buffered_amount(self) -> int:
         """Bytes queued on the way to the server (pace a fast sender on this, or `await drain()`)."""
+        held = sum(map(len, self._held))
         if self._channel is None or self._batcher is None:
-            return 0
-        return self._channel.bufferedAmount + self._batcher.queued
+            return held
+        return self._channel.bufferedAmount + self._batcher.queued + held
 
     def set_write_buffer_limits(self, high: int = DRAIN_HIGH_WATER, low: int = DRAIN_LOW_WATER) -> None:
         """The marks `drain()` uses, in bytes (asyncio transports' method of the same name)."""
@@ -161,9 +177,9 @@ class LocalDataTrack:
         at once when no more than the high-water mark (1 MiB) is queued, otherwise until no more
         than the low-water mark (256 KiB) is. `send(); await drain()` in a loop paces a fast
         sender to the network without polling. Raises RoomError if the room disconnects."""
-        if self._ended is None:
+        if self._room is None:
             raise RuntimeError(f"data track {self.name!r} is not published in a connected room")
-        await drain(self._outlet, self._high_water, self._low_water, self._ended)
+        await drain(self._outlet, lambda: self.buffered_amount, self._high_water, self._low_water, self._room)
 
     def _outlet(self) -> tuple[RTCDataChannel, Batcher] | None:
         if self._channel is None or self._batcher is None or self._channel.readyState != "open":
@@ -177,20 +193,30 @@ class LocalDataTrack:
         Raises ValueError if the message is larger than the server accepts. When the sender is
         far ahead of the network (over 4 MiB queued on a reliable track) it raises RoomError
         rather than lose data; an unreliable track drops the message and counts it in
-        `messages_dropped`, as the network would. The track and the session carry on."""
+        `messages_dropped`, as the network would. The track and the session carry on.
+        While the room reconnects with a new connection, a reliable track keeps what it is given
+        (up to the same 4 MiB) and sends it, in order, once the connection is up."""
         channel, batcher = self._channel, self._batcher
-        if channel is None or batcher is None or channel.readyState != "open":
+        open_ = channel is not None and batcher is not None and channel.readyState == "open"
+        if not open_ and (self._room is None or self._room.state != "reconnecting"):
             raise RuntimeError(f"data track {self.name!r} is not published in a connected room")
         if not isinstance(data, str | bytes | bytearray | memoryview):
             raise TypeError(f"data must be str or bytes, got {type(data).__name__}")
         seq = self._seq + 1
         frame = framing.encode(data, seq)
-        check_payload_size(frame, channel)
-        if not batcher.add(frame):
+        check_payload_size(frame, self._limit)
+        if open_:
+            assert channel is not None and batcher is not None
+            kept = batcher.add(frame)
+        else:
+            kept = self.reliable and self.buffered_amount + len(frame) <= RELIABLE_BUFFER_BOUND
+            if kept:
+                self._held.append(frame)
+        if not kept:
             if self.reliable:
                 raise RoomError(
                     53300,
-                    f"data track {self.name!r}: {channel.bufferedAmount} bytes already queued; "
+                    f"data track {self.name!r}: {self.buffered_amount} bytes already queued; "
                     "wait for buffered_amount to fall before sending more",
                 )
             self.messages_dropped += 1
@@ -203,15 +229,28 @@ class LocalDataTrack:
         sid: str | None,
         channel: RTCDataChannel | None,
         counters: ChannelCounters | None = None,
-        ended: asyncio.Future[RoomError] | None = None,
+        room: Room | None = None,
     ) -> None:
+        """Published on `channel` (again, after the room reconnected: then what was held leaves
+        first); `_bind(None, None)` when unpublished."""
         self.sid = sid
         self._channel = channel
-        self._ended = ended
+        self._room = room
         self._batcher = None
         if channel is not None:
             on_sent = (lambda size, frames: counters.sent(channel, size)) if counters is not None else None
             self._batcher = Batcher(channel, on_sent=on_sent)
+            self._limit = message_limit(channel)
+            held, self._held = self._held, []
+            for frame in held:
+                self._batcher.add(frame)
+        else:
+            self._held.clear()
+
+    def _unbind_channel(self) -> None:
+        """The room's connection is being replaced: hold what is sent until `_bind` again."""
+        self._channel = None
+        self._batcher = None
 
     def __repr__(self) -> str:
         return f"<LocalDataTrack {self.name!r} sid={self.sid} ordered={self.ordered} reliable={self.reliable}>"

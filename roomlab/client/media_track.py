@@ -264,7 +264,21 @@ class RemoteMediaTrack:
     async def recv(self) -> Any:
         """The next frame: decoded (av.AudioFrame / av.VideoFrame), or its encoded bytes when the
         room was joined with `decode_media=False`."""
-        return await self._tap.recv()
+        while True:
+            tap = self._tap
+            try:
+                return await tap.recv()
+            except MediaStreamError:
+                if self._tap is tap:
+                    raise
+                # the room reconnected with a new connection: go on with its receiver
+
+    def _retap(self, tap: FrameTap | EncodedTap) -> None:
+        """The subscription continues on the receiver of a new connection (after a break)."""
+        received, old = self.frames_received, self._tap
+        self._tap = tap
+        self._frames_at_start = tap.frames - received
+        old.stop()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} sid={self.sid} from {self.participant.identity!r}>"

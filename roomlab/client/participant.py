@@ -6,18 +6,9 @@ import asyncio
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RoomError
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol import framing
-from ..protocol.batching import Batcher
-from .data_track import (
-    DRAIN_HIGH_WATER,
-    DRAIN_LOW_WATER,
-    LocalDataTrack,
-    check_payload_size,
-    check_write_buffer_limits,
-    drain,
-)
+from .data_track import DRAIN_HIGH_WATER, DRAIN_LOW_WATER, LocalDataTrack, check_write_buffer_limits, drain
 from .events import EventEmitter
 from .media_track import LocalMediaTrack
 from .publication import LocalTrackPublication, RemoteTrackPublication
@@ -83,7 +74,7 @@ class LocalParticipant(NetworkQualityMixin):
         sid = reply["track"]["sid"]
         if isinstance(track, LocalDataTrack):
             channel = await self._room._open_track_channel(sid, track)
-            track._bind(sid, channel, self._room._counters, self._room._ended)
+            track._bind(sid, channel, self._room._counters, self._room)
         else:
             track.sid = sid
             await asyncio.wait_for(self._room._media_published(sid, track), PUBLISH_TIMEOUT)
@@ -134,23 +125,20 @@ class LocalParticipant(NetworkQualityMixin):
         Reliable messages arrive in order; unreliable ones may be lost, like the link."""
         if isinstance(destination_identities, str):
             raise ValueError("destination_identities must be a list of identities, not one string")
-        channel = self._room._data_channel(reliable)
-        batcher = self._room._batchers[channel.label]
+        room = self._room
         if destination_identities:
             destinations = []
             for identity in dict.fromkeys(destination_identities):
                 key = (reliable, identity)
                 destinations.append((identity, self._data_seq[key] + 1))
             frame = framing.encode(payload, 0, topic=topic, destinations=tuple(destinations))
-            check_payload_size(frame, channel)
-            self._queue(batcher, frame, reliable)
+            room._queue_data(frame, reliable)
             for identity, seq in destinations:
                 self._data_seq[(reliable, identity)] = seq
         else:
             seq = self._data_seq[(reliable, None)] + 1
             frame = framing.encode(payload, seq, topic=topic)
-            check_payload_size(frame, channel)
-            self._queue(batcher, frame, reliable)
+            room._queue_data(frame, reliable)
             self._data_seq[(reliable, None)] = seq
 
     def set_write_buffer_limits(self, high: int = DRAIN_HIGH_WATER, low: int = DRAIN_LOW_WATER) -> None:
@@ -162,16 +150,9 @@ class LocalParticipant(NetworkQualityMixin):
         queued are few enough to send more; raises RoomError if the room disconnects."""
         room = self._room
         label = room._data_label(reliable)
-        await drain(lambda: room._data_outlet(label), self._high_water, self._low_water, room._ended)
-
-    @staticmethod
-    def _queue(batcher: Batcher, frame: bytes, reliable: bool) -> None:
-        if not batcher.add(frame) and reliable:
-            raise RoomError(
-                53300,
-                f"{batcher.channel.bufferedAmount} bytes of reliable data already queued; "
-                "wait for the queue to drain before sending more",
-            )
+        await drain(
+            lambda: room._data_outlet(label), lambda: room._data_queued(label), self._high_water, self._low_water, room
+        )
 
     def __repr__(self) -> str:
         return f"<LocalParticipant {self.identity!r} {self.sid}>"

@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -19,16 +18,20 @@ from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
 from ..net.rtp import tap_receiver
 from ..policy.quality import NetworkQualityConfiguration
-from ..protocol import framing, signaling
-from ..protocol.batching import Batcher
+from ..protocol import framing
+from ..protocol.batching import RELIABLE_BUFFER_BOUND, Batcher
 from ..protocol.network_quality import stats_from_wire
+from ..protocol.signaling import PROTOCOL_VERSION
 from ..telemetry.recorder import Telemetry, now_ns
 from ..telemetry.sampling import ChannelCounters, RtcStatsSampler, RtpStream, sample_forever
-from .data_track import LocalDataTrack, RemoteDataTrack
+from .data_track import LocalDataTrack, RemoteDataTrack, check_payload_size, message_limit
 from .events import EventEmitter
 from .media_track import EncodedTap, FrameTap, LocalMediaTrack, RemoteAudioTrack, RemoteMediaTrack, RemoteVideoTrack
 from .participant import PUBLISH_TIMEOUT, LocalParticipant, RemoteParticipant
 from .publication import RemoteTrackPublication
+from .signaling import SignalingConnection, signaling_url
+
+__all__ = ["Room", "signaling_url"]
 
 log = logging.getLogger(__name__)
 sctp.install()
@@ -40,24 +43,11 @@ LOSSY_CHANNEL = "_lossy"
 TRACK_CHANNEL_PROTOCOL = "roomlab-track"
 #: Seconds `connect()` waits for the server (signaling, first negotiation, data channels open).
 CONNECT_TIMEOUT = 20.0
-#: Seconds a client leaving waits for the server to take its goodbye and close the WebSocket.
-LEAVE_TIMEOUT = 1.0
-
-
-def signaling_url(url: str) -> str:
-    """The server's WebSocket signaling address, from its http(s) or ws(s) URL."""
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"url must be the server's http(s):// or ws(s):// address, got {url!r}")
-    return urlunsplit((scheme, parts.netloc, signaling.PATH, "", ""))
-
-
-def _sent(task: asyncio.Task[None]) -> None:
-    """A message that could not be sent because the socket just closed is no error of its own:
-    the reader sees the socket close and acts on that."""
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("signaling message not sent: %r", task.exception())
+#: Seconds a client keeps trying to resume its session after a break, unless the server says
+#: otherwise when it connects (it does: its `reconnect_window`, 30 s by default, as Twilio).
+RECONNECT_WINDOW = 30.0
+#: Waits between attempts to reach the server again: the first, doubling up to the last.
+RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY = 0.25, 2.0
 
 
 class Room(EventEmitter):
@@ -81,10 +71,24 @@ class Room(EventEmitter):
         self._dominant_speaker_enabled = False
         #: what this client asked to hear of network quality (None: nothing)
         self._network_quality: NetworkQualityConfiguration | None = None
+        self._ice_servers = ice_servers
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
-        self._http: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._signaling: SignalingConnection | None = None
         self._reader: asyncio.Task[None] | None = None
+        #: what resuming the session after a break needs: the token, the key the server gave
+        self._token = ""
+        self._session_key = ""
+        self._reconnect_window = RECONNECT_WINDOW
+        #: why the connection broke, when the media path did (the socket is then closed on purpose)
+        self._broken: RoomError | None = None
+        #: set while connected: data sent while reconnecting waits for it
+        self._restored = asyncio.Event()
+        self._restoring: asyncio.Task[None] | None = None
+        #: publish_data frames sent while reconnecting with a new connection, by channel label
+        self._held: dict[str, list[bytes]] = {RELIABLE_CHANNEL: [], LOSSY_CHANNEL: []}
+        self._message_limit: int | None = None
+        self._old_taps: list[FrameTap | EncodedTap] = []
+        self._closing_pcs: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._channels: dict[str, RTCDataChannel] = {}
@@ -104,7 +108,11 @@ class Room(EventEmitter):
         self._counters = ChannelCounters()
         self._rtc_sampler = RtcStatsSampler(self.telemetry, "client")
         self._sampler: asyncio.Task[None] | None = None
-        self.pc.on("datachannel", self._on_datachannel)
+        self._watch(self.pc)
+
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
 
     # connecting -----------------------------------------------------------------------------
     async def _connect(
@@ -114,37 +122,22 @@ class Room(EventEmitter):
         automatic_subscription: bool,
         metadata: str,
     ) -> None:
-        self._http = aiohttp.ClientSession()
+        hello = {
+            "type": "connect",
+            "version": PROTOCOL_VERSION,
+            "token": token,
+            "room": name,
+            "automatic_subscription": automatic_subscription,
+            "metadata": metadata,
+            "options": self._connect_options(),
+        }
         try:
-            self._ws = await self._http.ws_connect(
-                signaling_url(self.url),
-                heartbeat=5.0,
-                max_msg_size=signaling.MAX_MESSAGE_BYTES * 4,
-                timeout=aiohttp.ClientWSTimeout(ws_close=LEAVE_TIMEOUT),
-            )
-        except aiohttp.ClientError as exc:
-            await self._http.close()
+            self._signaling, reply = await SignalingConnection.open(self.url, hello, CONNECT_TIMEOUT)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             raise RoomError(53000, f"Signaling connection error: cannot reach {self.url}: {exc}") from None
-        await self._ws.send_str(
-            signaling.encode(
-                {
-                    "type": "connect",
-                    "version": signaling.PROTOCOL_VERSION,
-                    "token": token,
-                    "room": name,
-                    "automatic_subscription": automatic_subscription,
-                    "metadata": metadata,
-                    "options": self._connect_options(),
-                }
-            )
-        )
-        first = await self._ws.receive(timeout=CONNECT_TIMEOUT)
-        reply = self._parse(first)
-        if reply is None or reply.get("type") != "connected":
-            await self._teardown()
-            if reply is not None and reply.get("type") == "error":
-                raise RoomError(int(reply["code"]), str(reply["message"]))
-            raise RoomError(53000, "Signaling connection error: the server closed the connection")
+        self._token = token
+        self._session_key = reply["session"]
+        self._reconnect_window = float(reply.get("reconnect_window", RECONNECT_WINDOW))
         self.sid = reply["room"]["sid"]
         self.name = reply["room"]["name"]
         self.local_participant = LocalParticipant(
@@ -158,6 +151,7 @@ class Room(EventEmitter):
             await asyncio.wait_for(self._channel_open(label), CONNECT_TIMEOUT)
         self._sampler = asyncio.get_running_loop().create_task(sample_forever(self._sample))
         self.state = "connected"
+        self._restored.set()
 
     def _connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -175,22 +169,11 @@ class Room(EventEmitter):
             await asyncio.sleep(0.01)
         return channel
 
-    @staticmethod
-    def _parse(frame: aiohttp.WSMessage) -> dict[str, Any] | None:
-        if frame.type != aiohttp.WSMsgType.TEXT:
-            return None
-        try:
-            message = signaling.json.loads(frame.data)
-        except ValueError:
-            return None
-        return message if isinstance(message, dict) else None
-
     # signaling ------------------------------------------------------------------------------
     def _send(self, message: dict[str, Any]) -> None:
-        if self._ws is None or self._ws.closed:
+        if self._signaling is None or self._signaling.closed:
             raise RoomError(53001, "Signaling connection disconnected")
-        task = asyncio.get_running_loop().create_task(self._ws.send_str(signaling.encode(message)))
-        task.add_done_callback(_sent)
+        self._signaling.send(message)
 
     async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         ref = next(self._refs)
@@ -203,23 +186,16 @@ class Room(EventEmitter):
             self._pending.pop(ref, None)
 
     async def _read_forever(self) -> None:
-        assert self._ws is not None
-        error: RoomError | None = RoomError(53001, "Signaling connection disconnected")
+        """Signaling for the room's whole life: handle the server's messages; when the socket or
+        the media path breaks, reconnect; end with `disconnected`."""
         try:
-            async for frame in self._ws:
-                message = self._parse(frame)
-                if message is None:
-                    continue
-                if message.get("type") == "disconnected":
-                    code = message.get("code")
-                    error = RoomError(int(code), str(message.get("message") or "")) if code else None
+            while True:
+                ended, error = await self._read_socket()
+                if ended:
                     break
-                try:
-                    await self._handle(message)
-                except Exception:
-                    if self.state == "disconnected":  # torn down while handling: nothing left to do
-                        break
-                    log.exception("room %s: failed to handle %s", self.sid, message.get("type"))
+                error = await self._reconnect(error)
+                if error is not None:
+                    break
         except asyncio.CancelledError:
             # the program is ending (asyncio.run() cancels every task, also on Ctrl-C): leave, promptly
             if self.state != "disconnected":
@@ -230,11 +206,220 @@ class Room(EventEmitter):
             await self._teardown(error=error)
             self.emit("disconnected", self, error)
 
+    async def _read_socket(self) -> tuple[bool, RoomError | None]:
+        """Handle messages until the socket closes: (True, why) when the server ended the
+        session (None: no error), (False, why) when the connection broke."""
+        assert self._signaling is not None
+        async for message in self._signaling.messages():
+            if message.get("type") == "disconnected":
+                code = message.get("code")
+                return True, RoomError(int(code), str(message.get("message") or "")) if code else None
+            try:
+                await self._handle(message)
+            except Exception:
+                if self.state == "disconnected":  # torn down while handling: nothing left to do
+                    return True, None
+                log.exception("room %s: failed to handle %s", self.sid, message.get("type"))
+        return False, self._broken or RoomError(53001, "Signaling connection disconnected")
+
+    # reconnection ---------------------------------------------------------------------------
+    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
+        # aiortc goes from connected straight to closed when ICE consent expires, never "failed"
+        if pc is self.pc and self.state == "connected" and pc.connectionState in ("failed", "closed"):
+            log.debug("room %s: the media connection is %s", self.sid, pc.connectionState)
+            self._broken = RoomError(53405, "Media connection failed or media activity ceased")
+            self._close_signaling_soon()  # the reader then reconnects, with a new connection
+
+    def _close_signaling_soon(self) -> None:
+        if self._signaling is not None:
+            task = asyncio.get_running_loop().create_task(self._signaling.close())
+            self._closing_pcs.add(task)
+            task.add_done_callback(self._closing_pcs.discard)
+
+    async def _reconnect(self, cause: RoomError | None) -> RoomError | None:
+        """Resume the session within the reconnect window; None once back, else why not (the
+        server's refusal, such as 53204 when the session has ended, or 53000 when the window
+        closed without the server answering)."""
+        loop = asyncio.get_running_loop()
+        if self._restoring is not None:
+            self._restoring.cancel()  # broke again before the new connection was up
+        for future in self._pending.values():  # requests sent on the broken socket get no answer
+            if not future.done():
+                future.set_exception(RoomError(53001, "Signaling connection disconnected"))
+        if self.state == "connected":
+            self.state = "reconnecting"
+            self._restored.clear()
+            log.info("room %s: reconnecting (%s)", self.name, cause)
+            self.emit("reconnecting", cause)
+        window_closes = loop.time() + self._reconnect_window
+        delay = RECONNECT_FIRST_DELAY
+        while True:
+            remaining = window_closes - loop.time()
+            if remaining <= 0:
+                return RoomError(
+                    53000,
+                    f"Signaling connection error: reconnection attempts exhausted ({self._reconnect_window:g} s)",
+                )
+            try:
+                await asyncio.wait_for(self._resume(), remaining)
+                return None
+            except RoomError as refusal:
+                return refusal
+            except (aiohttp.ClientError, ConnectionError, OSError, TimeoutError) as exc:
+                log.debug("room %s: cannot resume yet: %r", self.sid, exc)
+            await asyncio.sleep(max(0.0, min(delay, window_closes - loop.time())))
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+    async def _resume(self) -> None:
+        """One attempt: a new socket, `connect` with the session key; on success the room is as
+        the server has it (`reconnected` now, or once a new peer connection is up)."""
+        assert self.local_participant is not None
+        if self._signaling is not None:
+            old, self._signaling = self._signaling, None
+            await old.close()
+        keep = self._broken is None and self.pc.connectionState == "connected"
+        hello = {
+            "type": "connect",
+            "version": PROTOCOL_VERSION,
+            "token": self._token,
+            "options": self._connect_options(),
+            "resume": {
+                "participant_sid": self.local_participant.sid,
+                "session": self._session_key,
+                "peer_connection": "keep" if keep else "new",
+            },
+        }
+        self._signaling, reply = await SignalingConnection.open(self.url, hello, CONNECT_TIMEOUT)
+        self._broken = None
+        self._session_key = reply["session"]
+        self._reconnect_window = float(reply.get("reconnect_window", self._reconnect_window))
+        self._reconcile(reply)
+        if reply.get("peer_connection") == "new":
+            self._new_peer_connection()
+            self._restoring = asyncio.get_running_loop().create_task(self._restore())
+        else:
+            self._reconnected()
+
+    def _reconnected(self) -> None:
+        self.state = "connected"
+        self._restored.set()
+        log.info("room %s: reconnected", self.name)
+        self.emit("reconnected")
+
+    def _new_peer_connection(self) -> None:
+        """Replace the broken peer connection; subscriptions and publications keep their objects
+        and continue on the new one once the server has offered it."""
+        old = self.pc
+        for participant in self.participants.values():
+            for publication in participant.tracks.values():
+                if isinstance(publication.track, RemoteDataTrack):
+                    publication.track._channel = None  # the old channel's close is no unsubscription
+        self.pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
+        self._watch(self.pc)
+        if self.link is not None:
+            self.link.attach(self.pc)
+        self._channels, self._batchers, self._pending_track_channels = {}, {}, {}
+        assert self.local_participant is not None
+        for publication in self.local_participant.tracks.values():
+            if isinstance(publication.track, LocalDataTrack):
+                publication.track._unbind_channel()
+        self._negotiated = asyncio.Event()
+        self._old_taps.extend(self._taps.values())
+        self._taps, self._mid_tracks = {}, {}
+        for sid in self._published_media:
+            waiter = self._media_waiters.get(sid)
+            if waiter is None or waiter.done():
+                self._media_waiters[sid] = asyncio.get_running_loop().create_future()
+        task = asyncio.get_running_loop().create_task(closing.close_peer_connection(old))
+        self._closing_pcs.add(task)
+        task.add_done_callback(self._closing_pcs.discard)
+
+    async def _restore(self) -> None:
+        """Wait for the new connection: negotiated, its channels open, this participant's tracks
+        published again (same SIDs); then send what was held meanwhile and say `reconnected`."""
+        assert self.local_participant is not None
+        try:
+            await asyncio.wait_for(self._negotiated.wait(), CONNECT_TIMEOUT)
+            for label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
+                await asyncio.wait_for(self._channel_open(label), CONNECT_TIMEOUT)
+            for sid, publication in list(self.local_participant.tracks.items()):
+                track = publication.track
+                if isinstance(track, LocalDataTrack):
+                    channel = await self._open_track_channel(sid, track)
+                    track._bind(sid, channel, self._counters, self)
+                else:
+                    await asyncio.wait_for(self._media_published(sid, track), PUBLISH_TIMEOUT)
+        except (TimeoutError, RoomError) as exc:
+            log.debug("room %s: the new connection did not come up: %r", self.sid, exc)
+            self._broken = RoomError(53405, "Media connection failed: the new connection did not come up")
+            self._close_signaling_soon()
+            return
+        for label, held in self._held.items():
+            batcher = self._batchers[label]
+            for frame in held:
+                batcher.add(frame)
+            held.clear()
+        for tap in self._old_taps:  # receivers of the old connection: ended
+            tap.stop()
+        self._old_taps.clear()
+        self._reconnected()
+
+    def _hold(self, label: str, frame: bytes) -> bool:
+        """Keep a publish_data frame sent while reconnecting; False when it cannot be kept (an
+        unreliable one, or over the reliable bound)."""
+        held = self._held[label]
+        if label != RELIABLE_CHANNEL or sum(map(len, held)) + len(frame) > RELIABLE_BUFFER_BOUND:
+            return False
+        held.append(frame)
+        return True
+
+    def _reconcile(self, reply: dict[str, Any]) -> None:
+        """The room as the server has it after a break: who came, left, published, unpublished
+        or changed meanwhile, each with its event."""
+        listed = {info["sid"]: info for info in reply["participants"]}
+        for sid in [sid for sid in self.participants if sid not in listed]:
+            self._remove_participant(sid)
+        for sid, info in listed.items():
+            participant = self.participants.get(sid)
+            if participant is None:
+                participant = self._add_participant(info)
+                self.emit("participant_connected", participant)
+                continue
+            tracks = {track["sid"]: track for track in info.get("tracks", [])}
+            for track_sid in [t for t in participant.tracks if t not in tracks]:
+                self._remove_publication(participant, track_sid)
+            for track_sid, track in tracks.items():
+                if track_sid not in participant.tracks:
+                    publication = self._add_publication(participant, track)
+                    participant.emit("track_published", publication)
+                    self.emit("track_published", publication, participant)
+            if participant.metadata != info.get("metadata", ""):
+                participant.metadata = info.get("metadata", "")
+                participant.emit("metadata_changed", participant)
+            self._set_participant_state(participant, info.get("state", "connected"))
+        assert self.local_participant is not None
+        for track in reply.get("tracks", []):
+            if track["sid"] not in self.local_participant.tracks:  # published, but the reply was lost
+                self._send({"type": "unpublish", "sid": track["sid"]})
+
+    def _set_participant_state(self, participant: RemoteParticipant, state: str) -> None:
+        if state == participant.state or state not in ("connected", "reconnecting"):
+            return
+        participant.state = state
+        event = "reconnecting" if state == "reconnecting" else "reconnected"
+        participant.emit(event)
+        self.emit(f"participant_{event}", participant)
+
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "offer":
             if self.pc.signalingState == "closed":  # the connection ended under it; what follows says why
                 log.debug("room %s: offer for a closed peer connection ignored", self.sid)
+                return
+            remote, local = self.pc.remoteDescription, self.pc.localDescription
+            if self.pc.signalingState == "stable" and remote is not None and remote.sdp == message["sdp"]:
+                # sent again after a break: the answer was lost with the old socket
+                self._send({"type": "answer", "sdp": local.sdp})
                 return
             await self._on_offer(message["sdp"], message.get("mids") or {})
         elif kind == "published":
@@ -250,32 +435,25 @@ class Room(EventEmitter):
                 log.warning("room %s: %s", self.sid, error)
                 self.emit("error", error)
         elif kind == "participant_connected":
-            participant = self._add_participant(message["participant"])
-            self.emit("participant_connected", participant)
+            if message["participant"]["sid"] not in self.participants:  # (known already after a resume)
+                participant = self._add_participant(message["participant"])
+                self.emit("participant_connected", participant)
         elif kind == "participant_disconnected":
-            participant = self.participants.pop(message["participant_sid"], None)
-            if participant is not None:
-                for publication in participant.tracks.values():
-                    self._unsubscribe(participant, publication)
-                if participant is self.dominant_speaker:  # the server's change follows within 0.2 s
-                    self.dominant_speaker = None
-                    self.emit("dominant_speaker_changed", None)
-                participant.state = "disconnected"
-                participant.emit("disconnected", participant)
-                self.emit("participant_disconnected", participant)
-        elif kind == "track_published":
+            self._remove_participant(message["participant_sid"])
+        elif kind in ("participant_reconnecting", "participant_reconnected"):
             participant = self.participants.get(message["participant_sid"])
             if participant is not None:
+                self._set_participant_state(participant, "reconnecting" if kind.endswith("ing") else "connected")
+        elif kind == "track_published":
+            participant = self.participants.get(message["participant_sid"])
+            if participant is not None and message["track"]["sid"] not in participant.tracks:
                 publication = self._add_publication(participant, message["track"])
                 participant.emit("track_published", publication)
                 self.emit("track_published", publication, participant)
         elif kind == "track_unpublished":
             participant = self.participants.get(message["participant_sid"])
-            publication = participant.tracks.pop(message["track_sid"], None) if participant else None
-            if participant is not None and publication is not None:
-                self._unsubscribe(participant, publication)
-                participant.emit("track_unpublished", publication)
-                self.emit("track_unpublished", publication, participant)
+            if participant is not None:
+                self._remove_publication(participant, message["track_sid"])
         elif kind == "unsubscribed":
             for participant in self.participants.values():
                 publication = participant.tracks.get(message["track_sid"])
@@ -354,6 +532,7 @@ class Room(EventEmitter):
     # participants and tracks ----------------------------------------------------------------
     def _add_participant(self, info: dict[str, Any]) -> RemoteParticipant:
         participant = RemoteParticipant(info["sid"], info["identity"], info.get("metadata", ""))
+        participant.state = info.get("state", "connected")
         self.participants[participant.sid] = participant
         for track in info.get("tracks", []):
             self._add_publication(participant, track)
@@ -369,6 +548,25 @@ class Room(EventEmitter):
             self._subscribe_data(participant, publication, channel)
         return publication
 
+    def _remove_participant(self, sid: str) -> None:
+        participant = self.participants.pop(sid, None)
+        if participant is not None:
+            for publication in participant.tracks.values():
+                self._unsubscribe(participant, publication)
+            if participant is self.dominant_speaker:  # the server's change follows within 0.2 s
+                self.dominant_speaker = None
+                self.emit("dominant_speaker_changed", None)
+            participant.state = "disconnected"
+            participant.emit("disconnected", participant)
+            self.emit("participant_disconnected", participant)
+
+    def _remove_publication(self, participant: RemoteParticipant, track_sid: str) -> None:
+        publication = participant.tracks.pop(track_sid, None)
+        if publication is not None:
+            self._unsubscribe(participant, publication)
+            participant.emit("track_unpublished", publication)
+            self.emit("track_unpublished", publication, participant)
+
     def _find_publication(self, track_sid: str) -> tuple[RemoteParticipant, RemoteTrackPublication] | None:
         for participant in self.participants.values():
             if track_sid in participant.tracks:
@@ -378,7 +576,9 @@ class Room(EventEmitter):
     def _subscribe_data(
         self, participant: RemoteParticipant, publication: RemoteTrackPublication, channel: RTCDataChannel
     ) -> None:
-        track = RemoteDataTrack(publication.track_sid, publication.track_name, publication.options, participant)
+        kept = publication.track if isinstance(publication.track, RemoteDataTrack) else None
+        # a subscription that continues on a new connection keeps its track (and its handlers)
+        track = kept or RemoteDataTrack(publication.track_sid, publication.track_name, publication.options, participant)
         track._channel = channel
         me = self.local_participant.identity if self.local_participant else ""
         self._counters.watch(channel, me, track.name, participant.identity)
@@ -412,10 +612,17 @@ class Room(EventEmitter):
                 self.emit("track_message", frame.payload, track, participant)
 
         channel.on("message", on_message)
-        channel.on("close", lambda: self._unsubscribe(participant, publication, track))
-        publication.track = track
-        participant.emit("track_subscribed", track, publication)
-        self.emit("track_subscribed", track, publication, participant)
+
+        def on_close() -> None:
+            # the server closing this channel unsubscribes; the whole connection going down does not
+            if track._channel is channel and channel.transport.state != "closed":
+                self._unsubscribe(participant, publication, track)
+
+        channel.on("close", on_close)
+        if kept is None:
+            publication.track = track
+            participant.emit("track_subscribed", track, publication)
+            self.emit("track_subscribed", track, publication, participant)
 
     def _unsubscribe(
         self, participant: RemoteParticipant, publication: RemoteTrackPublication, only: Any = None
@@ -491,9 +698,34 @@ class Room(EventEmitter):
             return None
         return channel, self._batchers[label]
 
-    def _data_channel(self, reliable: bool) -> RTCDataChannel:
+    def _data_queued(self, label: str) -> int:
+        """publish_data's bytes of this kind not yet sent (held ones included)."""
+        held = sum(map(len, self._held[label]))
+        outlet = self._data_outlet(label)
+        return held + (outlet[0].bufferedAmount + outlet[1].queued if outlet is not None else 0)
+
+    def _queue_data(self, frame: bytes, reliable: bool) -> None:
+        """A publish_data frame: batched on its channel, or held while reconnecting; a reliable
+        one over the 4 MiB bound is refused (RoomError), an unreliable one dropped."""
+        channel = self._data_channel(reliable)
+        if channel is not None:
+            self._message_limit = message_limit(channel)
+        check_payload_size(frame, self._message_limit)
+        label = self._data_label(reliable)
+        kept = self._batchers[label].add(frame) if channel is not None else self._hold(label, frame)
+        if not kept and reliable:
+            raise RoomError(
+                53300,
+                f"{self._data_queued(label)} bytes of reliable data already queued; "
+                "wait for the queue to drain (drain_data()) before sending more",
+            )
+
+    def _data_channel(self, reliable: bool) -> RTCDataChannel | None:
+        """publish_data's open channel of this kind; None while reconnecting without one."""
         channel = self._channels.get(RELIABLE_CHANNEL if reliable else LOSSY_CHANNEL)
-        if channel is None or channel.readyState != "open" or self.state != "connected":
+        if self.state == "reconnecting" and (channel is None or channel.readyState != "open"):
+            return None
+        if channel is None or channel.readyState != "open" or self.state not in ("connected", "reconnecting"):
             raise RuntimeError("the room is not connected")
         return channel
 
@@ -577,6 +809,10 @@ class Room(EventEmitter):
             tap = self._taps.get(mid)
             if tap is None:
                 tap = self._taps[mid] = FrameTap(source)
+            if isinstance(publication.track, RemoteMediaTrack):  # the same subscription, a new connection
+                publication.track._retap(tap)
+                self._mid_tracks[mid] = wanted
+                continue
             remote_cls = RemoteAudioTrack if publication.kind == "audio" else RemoteVideoTrack
             remote: RemoteMediaTrack = remote_cls(publication.track_sid, publication.track_name, tap, participant)
             publication.track = remote
@@ -636,15 +872,22 @@ class Room(EventEmitter):
             self._ended.set_result(error or RoomError(53001, "Disconnected: the participant left the room"))
         if self._sampler is not None:
             self._sampler.cancel()
+        self._restored.clear()
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
-        for tap in self._taps.values():
+        if self._restoring is not None:
+            self._restoring.cancel()
+        for tap in [*self._taps.values(), *self._old_taps]:
             tap.stop()
+        for participant in self.participants.values():
+            for publication in participant.tracks.values():
+                if isinstance(publication.track, RemoteDataTrack):
+                    self._unsubscribe(participant, publication)
         for future in [*self._pending.values(), *self._media_waiters.values()]:
             if not future.done():
                 future.set_exception(RoomError(53001, "Signaling connection disconnected"))
         cancelled = False
-        for step in (self._close_signaling(leave), closing.close_peer_connection(self.pc)):
+        for step in (self._close_signaling(leave), closing.close_peer_connection(self.pc), self._closed_pcs()):
             try:
                 await step
             except asyncio.CancelledError:
@@ -653,18 +896,16 @@ class Room(EventEmitter):
             raise asyncio.CancelledError
 
     async def _close_signaling(self, leave: bool) -> None:
-        ws, http = self._ws, self._http
-        try:
-            if ws is not None and not ws.closed:
-                if leave:
-                    try:
-                        await asyncio.wait_for(ws.send_str(signaling.encode({"type": "leave"})), LEAVE_TIMEOUT)
-                    except (ConnectionError, TimeoutError):
-                        pass
-                await ws.close()  # bounded by LEAVE_TIMEOUT (the ws_close timeout)
-        finally:
-            if http is not None:
-                await http.close()
+        signaling, self._signaling = self._signaling, None
+        if signaling is not None:
+            if leave:
+                await signaling.leave()
+            await signaling.close()
+
+    async def _closed_pcs(self) -> None:
+        """Wait for the connections replaced after breaks to finish closing (each is bounded)."""
+        if self._closing_pcs:
+            await asyncio.wait(set(self._closing_pcs))
 
     async def __aenter__(self) -> Room:
         return self
