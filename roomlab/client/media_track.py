@@ -120,6 +120,22 @@ class PatternSource(MediaStreamTrack):
         return frame
 
 
+class _Outgoing(MediaStreamTrack):
+    """What one RTCRtpSender sends of a local track: the track's frames. aiortc stops the track of
+    a sender whose connection closes; this stops only itself, so that the local track lives on and
+    is sent on the room's next connection after a reconnection."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()
+
+
 class LocalMediaTrack:
     """An audio or video source to publish."""
 
@@ -132,8 +148,15 @@ class LocalMediaTrack:
         self.name = name or str(uuid.uuid4())
         self.sid: str | None = None
         self._player = player
-        #: called once with the RTCRtpSender that carries this track (for replayed media's hooks)
+        #: called with each RTCRtpSender that carries this track (for replayed media's hooks)
         self.on_sender: Callable[[Any], None] | None = None
+        self._outgoing: _Outgoing | None = None
+
+    def _sender_track(self) -> MediaStreamTrack:
+        """The track to give the sender of the room's current connection."""
+        if self._outgoing is None or self._outgoing.readyState != "live":
+            self._outgoing = _Outgoing(self.media)
+        return self._outgoing
 
     def stop(self) -> None:
         self.media.stop()
@@ -248,7 +271,14 @@ class RemoteMediaTrack:
 
     kind = ""
 
-    def __init__(self, sid: str, name: str, tap: FrameTap | EncodedTap, participant: RemoteParticipant) -> None:
+    def __init__(
+        self,
+        sid: str,
+        name: str,
+        tap: FrameTap | EncodedTap,
+        participant: RemoteParticipant,
+        reconnecting: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.sid = sid
         self.name = name
         self.participant = participant
@@ -256,6 +286,9 @@ class RemoteMediaTrack:
         self.is_switched_off = False
         self._tap = tap
         self._frames_at_start = tap.frames
+        #: whether the room is reconnecting (then an ended receiver is not the end of the track)
+        self._reconnecting = reconnecting
+        self._changed: asyncio.Future[None] | None = None
 
     @property
     def frames_received(self) -> int:
@@ -269,9 +302,13 @@ class RemoteMediaTrack:
             try:
                 return await tap.recv()
             except MediaStreamError:
-                if self._tap is tap:
+                if self._tap is not tap:
+                    continue  # the room reconnected with a new connection: go on with its receiver
+                if not self._reconnecting():
                     raise
-                # the room reconnected with a new connection: go on with its receiver
+                if self._changed is None or self._changed.done():
+                    self._changed = asyncio.get_running_loop().create_future()
+                await self._changed  # the old connection's receiver ended: wait for the new one
 
     def _retap(self, tap: FrameTap | EncodedTap) -> None:
         """The subscription continues on the receiver of a new connection (after a break)."""
@@ -279,6 +316,11 @@ class RemoteMediaTrack:
         self._tap = tap
         self._frames_at_start = tap.frames - received
         old.stop()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} sid={self.sid} from {self.participant.identity!r}>"

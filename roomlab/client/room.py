@@ -87,8 +87,8 @@ class Room(EventEmitter):
         #: publish_data frames sent while reconnecting with a new connection, by channel label
         self._held: dict[str, list[bytes]] = {RELIABLE_CHANNEL: [], LOSSY_CHANNEL: []}
         self._message_limit: int | None = None
-        self._old_taps: list[FrameTap | EncodedTap] = []
-        self._closing_pcs: set[asyncio.Task[None]] = set()
+        #: replaced peer connections and broken sockets being closed (teardown waits for them)
+        self._closing: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._channels: dict[str, RTCDataChannel] = {}
@@ -233,8 +233,8 @@ class Room(EventEmitter):
     def _close_signaling_soon(self) -> None:
         if self._signaling is not None:
             task = asyncio.get_running_loop().create_task(self._signaling.close())
-            self._closing_pcs.add(task)
-            task.add_done_callback(self._closing_pcs.discard)
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _reconnect(self, cause: RoomError | None) -> RoomError | None:
         """Resume the session within the reconnect window; None once back, else why not (the
@@ -324,15 +324,20 @@ class Room(EventEmitter):
             if isinstance(publication.track, LocalDataTrack):
                 publication.track._unbind_channel()
         self._negotiated = asyncio.Event()
-        self._old_taps.extend(self._taps.values())
+        for participant in self.participants.values():
+            for publication in participant.tracks.values():
+                if isinstance(publication.track, RemoteMediaTrack):  # waits for the new connection's receiver
+                    publication.track._retap(EncodedTap())
+        for tap in self._taps.values():  # receivers of the old connection: ended
+            tap.stop()
         self._taps, self._mid_tracks = {}, {}
         for sid in self._published_media:
             waiter = self._media_waiters.get(sid)
             if waiter is None or waiter.done():
                 self._media_waiters[sid] = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(closing.close_peer_connection(old))
-        self._closing_pcs.add(task)
-        task.add_done_callback(self._closing_pcs.discard)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _restore(self) -> None:
         """Wait for the new connection: negotiated, its channels open, this participant's tracks
@@ -359,9 +364,14 @@ class Room(EventEmitter):
             for frame in held:
                 batcher.add(frame)
             held.clear()
-        for tap in self._old_taps:  # receivers of the old connection: ended
-            tap.stop()
-        self._old_taps.clear()
+        carried = {id(tap) for tap in self._taps.values()}
+        for participant in self.participants.values():
+            for publication in list(participant.tracks.values()):
+                track = publication.track
+                if isinstance(track, RemoteMediaTrack) and id(track._tap) not in carried:
+                    self._unsubscribe(participant, publication)  # not offered again: no longer subscribed
+                    track._tap.stop()
+                    track._wake()
         self._reconnected()
 
     def _hold(self, label: str, frame: bytes) -> bool:
@@ -767,8 +777,9 @@ class Room(EventEmitter):
             info = mids.get(transceiver.mid or "")
             if info is not None and info["role"] == "publish" and info["track_sid"] in self._published_media:
                 local = self._published_media[info["track_sid"]]
-                if transceiver.sender.track is not local.media:
-                    transceiver.sender.replaceTrack(local.media)
+                outgoing = local._sender_track()
+                if transceiver.sender.track is not outgoing:
+                    transceiver.sender.replaceTrack(outgoing)
                     if local.on_sender is not None:
                         local.on_sender(transceiver.sender)
                 transceiver.direction = "sendonly"
@@ -814,7 +825,9 @@ class Room(EventEmitter):
                 self._mid_tracks[mid] = wanted
                 continue
             remote_cls = RemoteAudioTrack if publication.kind == "audio" else RemoteVideoTrack
-            remote: RemoteMediaTrack = remote_cls(publication.track_sid, publication.track_name, tap, participant)
+            remote: RemoteMediaTrack = remote_cls(
+                publication.track_sid, publication.track_name, tap, participant, lambda: self.state == "reconnecting"
+            )
             publication.track = remote
             self._mid_tracks[mid] = wanted
             participant.emit("track_subscribed", remote, publication)
@@ -826,7 +839,7 @@ class Room(EventEmitter):
         streams = []
         by_mid = {t.mid: t for t in self.pc.getTransceivers()}
         for sid, local in self._published_media.items():
-            sender = next((t.sender for t in by_mid.values() if t.sender.track is local.media), None)
+            sender = next((t.sender for t in by_mid.values() if t.sender.track is local._outgoing), None)
             if sender is not None:
                 streams.append(RtpStream(me, sid, local.kind, "outbound", sender, None, local.name, me))
         for mid, sid in self._mid_tracks.items():
@@ -877,12 +890,15 @@ class Room(EventEmitter):
             self._reader.cancel()
         if self._restoring is not None:
             self._restoring.cancel()
-        for tap in [*self._taps.values(), *self._old_taps]:
+        for tap in self._taps.values():
             tap.stop()
         for participant in self.participants.values():
             for publication in participant.tracks.values():
                 if isinstance(publication.track, RemoteDataTrack):
                     self._unsubscribe(participant, publication)
+                elif isinstance(publication.track, RemoteMediaTrack):
+                    publication.track._tap.stop()  # (one waiting for a new connection is no receiver's)
+                    publication.track._wake()
         for future in [*self._pending.values(), *self._media_waiters.values()]:
             if not future.done():
                 future.set_exception(RoomError(53001, "Signaling connection disconnected"))
@@ -903,9 +919,9 @@ class Room(EventEmitter):
             await signaling.close()
 
     async def _closed_pcs(self) -> None:
-        """Wait for the connections replaced after breaks to finish closing (each is bounded)."""
-        if self._closing_pcs:
-            await asyncio.wait(set(self._closing_pcs))
+        """Wait for the connections and sockets replaced after breaks to finish closing (each is bounded)."""
+        if self._closing:
+            await asyncio.wait(set(self._closing))
 
     async def __aenter__(self) -> Room:
         return self
