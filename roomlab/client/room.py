@@ -146,9 +146,9 @@ class Room(EventEmitter):
         for info in reply["participants"]:
             self._add_participant(info)
         self._reader = asyncio.get_running_loop().create_task(self._read_forever())
-        await asyncio.wait_for(self._negotiated.wait(), CONNECT_TIMEOUT)
+        await self._before_disconnect(self._negotiated.wait(), CONNECT_TIMEOUT)
         for label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
-            await asyncio.wait_for(self._channel_open(label), CONNECT_TIMEOUT)
+            await self._before_disconnect(self._channel_open(label), CONNECT_TIMEOUT)
         self._sampler = asyncio.get_running_loop().create_task(sample_forever(self._sample))
         self.state = "connected"
         self._restored.set()
@@ -160,6 +160,18 @@ class Room(EventEmitter):
         if self._dominant_speaker_enabled:
             options["dominant_speaker"] = True
         return options
+
+    async def _before_disconnect(self, awaitable: Any, timeout: float) -> Any:
+        """`awaitable`'s result within `timeout` (else TimeoutError), or the room's RoomError if it
+        disconnects first."""
+        task = asyncio.ensure_future(awaitable)
+        done, _ = await asyncio.wait({task, self._ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        if self._ended.done():
+            raise self._ended.result()
+        raise TimeoutError
 
     async def _channel_open(self, label: str) -> RTCDataChannel:
         while label not in self._channels:
@@ -191,7 +203,7 @@ class Room(EventEmitter):
         try:
             while True:
                 ended, error = await self._read_socket()
-                if ended:
+                if ended or self.state == "connecting":  # (a break while joining fails the join)
                     break
                 error = await self._reconnect(error)
                 if error is not None:

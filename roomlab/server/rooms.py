@@ -612,9 +612,10 @@ class Rooms:
             for participant in stale:
                 if participant.session_key_hash is None:
                     self._disconnect(live, participant, code=53000, ending=True)
+                elif participant.status == "reconnecting":  # since the stop: the window starts again
+                    live.reconnecting[participant.sid] = (self.clock() + self.reconnect_window, SIGNALING_BROKE)
                 else:
-                    participant.status = "connected"  # so that the break is recorded as one
-                    self.start_reconnecting(participant.sid, SIGNALING_BROKE)
+                    self.start_reconnecting(participant.sid, SIGNALING_BROKE)  # a crash: record the break
             if room.used and room.empty_since is None and not live.participants:
                 room.empty_since = self.clock()
                 self.store.save(room)

@@ -147,6 +147,10 @@ class MediaTrackForwarder:
             return False
         return None
 
+    def hold(self, now: float) -> None:
+        """Count the time until `now` as flowing (its publisher is reconnecting)."""
+        self._flowed_at = now
+
     def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack) -> None:
         self.media.attach(receiver, source, self.audio_level)
 
@@ -314,6 +318,10 @@ class Sfu:
         now = time.monotonic()
         for forwarder in list(self.forwarders.values()):
             if not isinstance(forwarder, MediaTrackForwarder):
+                continue
+            live = self.rooms.live.get(forwarder.track.room_sid)
+            if live is not None and forwarder.track.participant_sid in live.reconnecting:
+                forwarder.hold(now)  # its publisher sends nothing until it is back: not a stall
                 continue
             flowing = forwarder.check_flow(now)
             if flowing is None:
