@@ -80,6 +80,18 @@ async def test_a_script_with_connected_rooms_ends_promptly_with_its_traceback(se
         await assert_left(server, room)
 
 
+async def test_a_run_that_ends_normally_while_busy_prints_nothing():
+    """Offers in flight as a participant leaves, the server stopped with another still connected:
+    no teardown noise (no InvalidStateError for a closed connection's offer, no unretrieved task
+    exception), twice in a row."""
+    script = Path(__file__).parent / "clients" / "end_normally_while_busy.py"
+    for _ in range(2):
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, str(script)], capture_output=True, text=True, timeout=30
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "disconnected disconnected\n", "")
+
+
 NOTEBOOK_START = """
 import asyncio, roomlab
 server = roomlab.serve()
