@@ -95,8 +95,8 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Bytes added in this event-loop turn, not yet handed to the channel."""
-        return self._size
+        """Bytes not yet handed to the channel: added in this event-loop turn, or waiting for it to open."""
+        return self._size + self._waiting_bytes
 
     def flush(self) -> None:
         self._scheduled = False
