@@ -137,7 +137,7 @@ class Reconnection:
         for participant in self.participants.values():
             for publication in participant.tracks.values():
                 if isinstance(publication.track, RemoteDataTrack):
-                    publication.track._channel = None  # the old channel's close is no unsubscription
+                    publication.track._channel = None  # until the new connection's channel is there
         self.pc = RTCPeerConnection(rtc_configuration(self._ice_servers))
         self._watch(self.pc)
         if self.link is not None:

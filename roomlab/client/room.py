@@ -430,13 +430,8 @@ class Room(Reconnection, EventEmitter):
                 self.emit("track_message", frame.payload, track, participant)
 
         channel.on("message", on_message)
-
-        def on_close() -> None:
-            # the server closing this channel unsubscribes; the whole connection going down does not
-            if track._channel is channel and channel.transport.state != "closed":
-                self._unsubscribe(participant, publication, track)
-
-        channel.on("close", on_close)
+        # no unsubscription on the channel's close: the server says so (unsubscribed, track_unpublished),
+        # and a channel also closes when its connection is replaced after a break
         if kept is None:
             publication.track = track
             participant.emit("track_subscribed", track, publication)

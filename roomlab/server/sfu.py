@@ -265,11 +265,13 @@ class Sfu:
         """The server is stopping: close every session still open without a goodbye (their
         participants are reconnecting, for a restarted server to take back), and wait for every
         close under way (each of their steps is bounded)."""
-        for session in list(self.sessions.values()):
-            self.remove_session(session)
+        sessions = list(self.sessions.values())
+        for session in sessions:
             self.close_session(session, None)
         if self._closing:
             await asyncio.wait(set(self._closing))
+        for session in sessions:  # (after closing: nothing is renegotiated or reset on the way out)
+            self.remove_session(session)
 
     def room_sessions(self, room_sid: str, except_sid: str | None = None) -> list[ParticipantConnection]:
         return [s for s in self.sessions.values() if s.live.room.sid == room_sid and s.sid != except_sid]
