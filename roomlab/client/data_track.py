@@ -49,43 +49,58 @@ async def drain(
     high: int,
     low: int,
     room: Room,
+    uncongested: asyncio.Event | None = None,
 ) -> None:
-    """Wait, if more than `high` bytes are `queued()`, until no more than `low` are on the channel
-    `outlet()` gives (None while the room reconnects: then until it is back); raise the room's
+    """Wait, if more than `high` bytes are `queued()` (or the server says the track is congested:
+    `uncongested` clear), until no more than `low` are on the channel `outlet()` gives (None while
+    the room reconnects: then until it is back) and the track is not congested; raise the room's
     RoomError if it disconnects meanwhile."""
-    if queued() <= high:
+    if queued() <= high and (uncongested is None or uncongested.is_set()):
         return
-    loop = asyncio.get_running_loop()
     while True:
         if room._ended.done():
             raise room._ended.result()
         current = outlet()
-        woken: asyncio.Future[Any] = loop.create_future()
-
-        def wake(*_: Any, woken: asyncio.Future[Any] = woken) -> None:
-            if not woken.done():
-                woken.set_result(None)
-
         if current is None:
-            back = asyncio.ensure_future(room._restored.wait())
-            back.add_done_callback(wake)
-            try:
-                await asyncio.wait({woken, room._ended}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                back.cancel()
+            await _first(room._ended, room._restored.wait())
             continue
         channel, batcher = current
         batcher.flush()  # what this turn added counts too
-        if channel.bufferedAmount <= low:
+        if channel.bufferedAmount > low:
+            channel.bufferedAmountLowThreshold = low
+            await _first(room._ended, _event(channel, "bufferedamountlow", "close"))
+        elif uncongested is not None and not uncongested.is_set():
+            await _first(room._ended, uncongested.wait())
+        else:
             return
-        channel.bufferedAmountLowThreshold = low
-        channel.on("bufferedamountlow", wake)
-        channel.on("close", wake)
-        try:
-            await asyncio.wait({woken, room._ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            channel.remove_listener("bufferedamountlow", wake)
-            channel.remove_listener("close", wake)
+
+
+async def _event(channel: RTCDataChannel, *names: str) -> None:
+    """The next of these events of `channel`."""
+    happened = asyncio.get_running_loop().create_future()
+
+    def wake(*_: Any) -> None:
+        if not happened.done():
+            happened.set_result(None)
+
+    for name in names:
+        channel.on(name, wake)
+    try:
+        await happened
+    finally:
+        for name in names:
+            channel.remove_listener(name, wake)
+
+
+async def _first(*awaitables: Any) -> None:
+    """Wait until one of them is done (the others are cancelled, futures left alone)."""
+    waiting = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task, given in zip(waiting, awaitables, strict=True):
+            if task is not given:
+                task.cancel()
 
 
 def _check_limit(name: str, value: int | None) -> int | None:
@@ -143,6 +158,9 @@ class LocalDataTrack:
         #: frames sent while the room reconnects with a new connection, sent once it is up
         self._held: list[bytes] = []
         self._limit: int | None = None
+        #: clear while the server says it holds too much of this track for a subscriber
+        self._uncongested = asyncio.Event()
+        self._uncongested.set()
         self._high_water, self._low_water = DRAIN_HIGH_WATER, DRAIN_LOW_WATER
         self._seq = 0
         self.messages_sent = 0
@@ -175,11 +193,16 @@ class LocalDataTrack:
     async def drain(self) -> None:
         """Wait until the queue is low enough to send more, as `asyncio.StreamWriter.drain()`:
         at once when no more than the high-water mark (1 MiB) is queued, otherwise until no more
-        than the low-water mark (256 KiB) is. `send(); await drain()` in a loop paces a fast
-        sender to the network without polling. Raises RoomError if the room disconnects."""
+        than the low-water mark (256 KiB) is. A reliable track also waits while the server says it
+        holds too much of it for a subscriber that is receiving (see the README), so that
+        `send(); await drain()` in a loop paces a fast sender to its slowest subscriber without
+        polling, and nothing is dropped for one that keeps receiving. Raises RoomError if the
+        room disconnects."""
         if self._room is None:
             raise RuntimeError(f"data track {self.name!r} is not published in a connected room")
-        await drain(self._outlet, lambda: self.buffered_amount, self._high_water, self._low_water, self._room)
+        await drain(
+            self._outlet, lambda: self.buffered_amount, self._high_water, self._low_water, self._room, self._uncongested
+        )
 
     def _outlet(self) -> tuple[RTCDataChannel, Batcher] | None:
         if self._channel is None or self._batcher is None or self._channel.readyState != "open":
@@ -246,6 +269,7 @@ class LocalDataTrack:
                 self._batcher.add(frame)
         else:
             self._held.clear()
+            self._uncongested.set()
 
     def _unbind_channel(self) -> None:
         """The room's connection is being replaced: hold what is sent until `_bind` again."""

@@ -147,11 +147,17 @@ class LocalParticipant(NetworkQualityMixin):
 
     async def drain_data(self, reliable: bool = True) -> None:
         """`publish_data`'s `LocalDataTrack.drain()`: wait until the reliable (or lossy) messages
-        queued are few enough to send more; raises RoomError if the room disconnects."""
+        queued are few enough to send more (reliable ones: also while the server holds too many
+        of them for a participant that is receiving); raises RoomError if the room disconnects."""
         room = self._room
         label = room._data_label(reliable)
         await drain(
-            lambda: room._data_outlet(label), lambda: room._data_queued(label), self._high_water, self._low_water, room
+            lambda: room._data_outlet(label),
+            lambda: room._data_queued(label),
+            self._high_water,
+            self._low_water,
+            room,
+            room._data_uncongested if reliable else None,
         )
 
     def __repr__(self) -> str:

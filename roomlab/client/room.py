@@ -81,6 +81,9 @@ class Room(Reconnection, EventEmitter):
         #: publish_data frames sent while reconnecting with a new connection, by channel label
         self._held: dict[str, list[bytes]] = {RELIABLE_CHANNEL: [], LOSSY_CHANNEL: []}
         self._message_limit: int | None = None
+        #: clear while the server says it holds too much of this participant's reliable publish_data
+        self._data_uncongested = asyncio.Event()
+        self._data_uncongested.set()
         #: replaced peer connections and broken sockets being closed (teardown waits for them)
         self._closing: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(1)
@@ -298,6 +301,18 @@ class Room(Reconnection, EventEmitter):
                     message["messages"],
                     track.name,
                 )
+        elif kind == "data_congestion":
+            if message["congested"]:
+                self._data_uncongested.clear()
+            else:
+                self._data_uncongested.set()
+        elif kind == "track_congestion":
+            publication = self.local_participant.tracks.get(message["track_sid"]) if self.local_participant else None
+            if publication is not None and isinstance(publication.track, LocalDataTrack):
+                if message["congested"]:
+                    publication.track._uncongested.clear()
+                else:
+                    publication.track._uncongested.set()
         elif kind in ("track_warning", "track_warnings_cleared"):
             publication = self.local_participant.tracks.get(message["track_sid"]) if self.local_participant else None
             if publication is None:

@@ -17,7 +17,8 @@ Server to client:   connected, offer, published, participant_connected, particip
                     participant_reconnecting, participant_reconnected,
                     track_published, track_unpublished, track_enabled, track_disabled,
                     metadata_changed, unsubscribed, track_warning, track_warnings_cleared,
-                    network_quality, dominant_speaker_changed, error, disconnected, pong
+                    network_quality, dominant_speaker_changed, track_congestion, data_congestion,
+                    error, disconnected, pong
 
 In-room features a client asks for in `connect.options` (`CONNECT_OPTIONS`):
 - `network_quality: {"local": 0-3, "remote": 0-3}` (Twilio's NetworkQualityConfiguration; absent:

@@ -126,6 +126,12 @@ class Session(ParticipantConnection):
     def report_dominant_speaker(self, participant_sid: str | None) -> None:
         self.send({"type": "dominant_speaker_changed", "participant_sid": participant_sid})
 
+    def report_congestion(self, track_sid: str | None, congested: bool) -> None:
+        if track_sid is None:
+            self.send({"type": "data_congestion", "congested": congested})
+        else:
+            self.send({"type": "track_congestion", "track_sid": track_sid, "congested": congested})
+
     def notify(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:

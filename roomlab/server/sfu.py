@@ -23,6 +23,7 @@ from ..errors import RoomError
 from ..protocol import framing
 from ..protocol.batching import Batcher
 from ..telemetry.sampling import ChannelCounters, RtpStream
+from .congestion import Congestion, watch_outlet
 from .connection import ParticipantConnection
 from .dominant_speaker import DominantSpeakers
 from .media import MediaForwarder, OutgoingTrack
@@ -53,6 +54,11 @@ class DataTrackForwarder:
         self.source: RTCDataChannel | None = None
         self.outlets: dict[str, Batcher] = {}
         self._complaints = 0
+        self.reliable = (
+            track.options.get("max_packet_life_time") is None and track.options.get("max_retransmits") is None
+        )
+        #: end-to-end flow control of a reliable track (roomlab/server/congestion.py)
+        self.congestion = Congestion(self.outlets.items, self._tell_congestion) if self.reliable else None
 
     @property
     def publisher_identity(self) -> str | None:
@@ -81,6 +87,12 @@ class DataTrackForwarder:
         for batcher in self.outlets.values():
             if batcher.usable:
                 batcher.add(message, frames)  # type: ignore[arg-type]
+        if self.congestion is not None:
+            self.congestion.check()
+
+    def _tell_congestion(self, congested: bool) -> None:
+        if self.publisher is not None:
+            self.publisher.report_congestion(self.track.sid, congested)
 
     def _complain(self, reason: str) -> None:
         """Tell the publisher its message was dropped (at most a few times, not per message)."""
@@ -102,18 +114,24 @@ class DataTrackForwarder:
         self.outlets[session.sid] = session.data_outlet(
             channel, self.counters, self.track.sid, self.track.name, self.publisher_identity
         )
+        if self.congestion is not None:
+            watch_outlet(self.outlets[session.sid], self.congestion.relieve)
 
     def remove_subscriber(self, session: ParticipantConnection) -> None:
         batcher = self.outlets.pop(session.sid, None)
         if batcher is not None:
             batcher.flush()
             batcher.channel.close()
+            if self.congestion is not None:
+                self.congestion.relieve()
 
     def close(self) -> None:
         for batcher in self.outlets.values():
             batcher.flush()
             batcher.channel.close()
         self.outlets.clear()
+        if self.congestion is not None:
+            self.congestion.close()
 
 
 class MediaTrackForwarder:
@@ -188,6 +206,8 @@ class Sfu:
         self._server_seq: dict[str, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
         #: sessions being closed (their goodbyes and connections), awaited when the server stops
         self._closing: set[asyncio.Task[None]] = set()
+        #: participant sid -> flow control of its reliable publish_data
+        self._data_congestion: dict[str, Congestion] = {}
         rooms.on_event(self._on_event)
         for live in rooms.live.values():  # tracks kept across a restart, for publishers to resume
             for track in live.tracks.values():
@@ -208,6 +228,11 @@ class Sfu:
                 continue  # a protocol without publish_data
             session.batchers[kind] = session.data_outlet(channel, self.counters, kind, track_name=kind)
             channel.on("message", lambda message, s=session, k=kind: self.route_data(s, k, message))
+        if RELIABLE_CHANNEL in session.batchers:
+            watch_outlet(session.batchers[RELIABLE_CHANNEL], self._relieve_data)
+        congestion = self._data_congestion.pop(session.sid, None)  # a session resumed on a new connection
+        if congestion is not None:
+            congestion.close()
 
         @session.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -246,14 +271,20 @@ class Sfu:
             forwarder = self.forwarders.get(track.sid)
             if isinstance(forwarder, DataTrackForwarder):
                 forwarder.publisher, forwarder.source = session, None
+                if forwarder.congestion is not None:
+                    forwarder.congestion.tell_again()
             elif isinstance(forwarder, MediaTrackForwarder):
                 session.receive_media(track.kind, track.sid)
 
     def remove_session(self, session: ParticipantConnection) -> None:
         if self.sessions.get(session.sid) is session:
             del self.sessions[session.sid]
+            congestion = self._data_congestion.pop(session.sid, None)
+            if congestion is not None:
+                congestion.close()
         for forwarder in self.forwarders.values():
             forwarder.remove_subscriber(session)
+        self._relieve_data()
 
     def close_session(self, session: ParticipantConnection, code: int | None, reason: str | None = None) -> None:
         """Close a session in a task of its own; `close()` waits for every such task."""
@@ -353,6 +384,28 @@ class Sfu:
             return
         for frame in frames:
             self._deliver(sender.live.room.sid, sender.sid, channel_kind, frame)
+        if channel_kind == RELIABLE_CHANNEL:
+            self._sender_congestion(sender).check()
+
+    def _sender_congestion(self, sender: ParticipantConnection) -> Congestion:
+        """End-to-end flow control of a participant's reliable publish_data (see congestion.py)."""
+        congestion = self._data_congestion.get(sender.sid)
+        if congestion is None:
+            room_sid = sender.live.room.sid
+
+            def outlets() -> list[tuple[str, Batcher]]:
+                others = self.room_sessions(room_sid, except_sid=sender.sid)
+                return [(s.sid, s.batchers[RELIABLE_CHANNEL]) for s in others if RELIABLE_CHANNEL in s.batchers]
+
+            def tell(congested: bool) -> None:
+                sender.report_congestion(None, congested)
+
+            congestion = self._data_congestion[sender.sid] = Congestion(outlets, tell)
+        return congestion
+
+    def _relieve_data(self) -> None:
+        for congestion in list(self._data_congestion.values()):
+            congestion.relieve()
 
     def _deliver(self, room_sid: str, sender_sid: str | None, channel_kind: str, frame: framing.Frame) -> None:
         if frame.destinations:
