@@ -10,11 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import roomlab
 import roomlab.protocol.batching
+from roomlab.client.data_track import DRAIN_HIGH_WATER
 from roomlab.telemetry.analysis import latency, loss
 
 from .conftest import eventually
+from .test_data_tracks import subscribed_data_track
 
 SCRIPT = Path(__file__).parent / "clients" / "join_and_wait.py"
 
@@ -68,6 +72,94 @@ async def test_stalled_subscriber_does_not_slow_the_others(server, join, monkeyp
         pulses = latency(messages[messages["track"] == "pulse"])
         assert pulses["count"].iloc[0] == 150
         assert pulses["p50"].iloc[0] < 20, pulses  # bob is served on time while carol is stalled
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+async def test_a_sender_that_drains_paces_itself_and_every_message_arrives_in_order(server, join):
+    """`await drain()` after each send: 20 MB on a data track and 8 MB of publish_data leave
+    without meeting the 4 MiB refusal, and a subscriber gets every message, in order, although it
+    shares this process (and its CPU) with the sender: the server tells the sender to wait while
+    it holds too much for the subscriber, instead of dropping for it. The same loop without
+    drain() is refused."""
+    alice, bob = await join("alice", room="drain"), await join("bob", room="drain")
+    bulk = roomlab.LocalDataTrack("bulk")
+    await alice.local_participant.publish_track(bulk)
+    on_track: list[int] = []
+    by_publish_data: list[int] = []
+    bob.on("track_message", lambda data, track, p: on_track.append(int(data[:8])))
+    bob.on("data_received", lambda data, p, topic: by_publish_data.append(int(data[:8])))
+    remote = await eventually(lambda: subscribed_data_track(bob, "alice", "bulk"))
+    message = 16 * 1024
+    filler = b"x" * (message - 8)
+    sent_on_track, sent_by_publish_data = 20 * 1024 * 1024 // message, 8 * 1024 * 1024 // message
+    highest = 0
+    for i in range(sent_on_track):
+        bulk.send(b"%08d" % i + filler)
+        highest = max(highest, bulk.buffered_amount)
+        await bulk.drain()
+        assert bulk.buffered_amount <= DRAIN_HIGH_WATER
+    for i in range(sent_by_publish_data):
+        alice.local_participant.publish_data(b"%08d" % i + filler)
+        await alice.local_participant.drain_data()
+    assert highest <= DRAIN_HIGH_WATER + message
+    assert await eventually(lambda: len(on_track) == sent_on_track and len(by_publish_data) == sent_by_publish_data)
+    assert on_track == list(range(sent_on_track)) and by_publish_data == list(range(sent_by_publish_data))
+    assert remote.messages_dropped == 0
+    hasty = roomlab.LocalDataTrack("hasty")
+    await alice.local_participant.publish_track(hasty)
+    with pytest.raises(roomlab.RoomError) as refused:  # the same loop without drain()
+        for i in range(sent_on_track):
+            hasty.send(b"%08d" % i + filler)
+    assert refused.value.code == 53300
+
+
+async def test_a_drain_waiting_when_the_room_disconnects_raises_its_room_error(join):
+    alice = await join("alice", room="drain-ends")
+    track = roomlab.LocalDataTrack("last")
+    await alice.local_participant.publish_track(track)
+    track.set_write_buffer_limits(high=0, low=0)
+    for _ in range(100):
+        track.send(b"z" * 16_000)  # 1.6 MB queued at once: the drain below has to wait
+    waiting = asyncio.ensure_future(track.drain())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await alice.disconnect()
+    with pytest.raises(roomlab.RoomError) as ended:
+        await waiting
+    assert ended.value.code == 53001 and "left" in ended.value.message
+    with pytest.raises(ValueError, match="low .* must not be above high"):
+        track.set_write_buffer_limits(high=10, low=20)
+
+
+async def test_a_stalled_subscriber_does_not_hold_up_a_sender_that_drains(server, join):
+    """The server waits (tells the sender to) only for subscribers that are receiving: one that
+    stops (SIGSTOP) is no longer waited for after STALLED_AFTER, and is dropped for past its bound,
+    while the one that keeps receiving gets everything."""
+    alice, bob = await join("alice", room="stalled-drain"), await join("bob", room="stalled-drain")
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), server.url, server.token("carol"), "stalled-drain"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        carol_sid = (await asyncio.to_thread(process.stdout.readline)).split()[1]  # type: ignore[union-attr]
+        bulk = roomlab.LocalDataTrack("bulk")
+        await alice.local_participant.publish_track(bulk)
+        received: list[int] = []
+        bob.on("track_message", lambda data, track, p: received.append(int(data[:8])))
+        forwarder = server.sfu.forwarders[bulk.sid]
+        await eventually(lambda: carol_sid in forwarder.outlets and subscribed_data_track(bob, "alice", "bulk"))
+        os.kill(process.pid, signal.SIGSTOP)
+        filler = b"x" * (16 * 1024 - 8)
+        count = 8 * 1024 * 1024 // (16 * 1024)
+        for i in range(count):
+            bulk.send(b"%08d" % i + filler)
+            await asyncio.wait_for(bulk.drain(), 10)
+        assert await eventually(lambda: len(received) == count, timeout=10)
+        assert received == list(range(count))
+        assert forwarder.outlets[carol_sid].dropped > 0  # carol, stalled, was dropped for instead
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 from twilio.rest import Client
 
@@ -32,6 +33,30 @@ def test_serve_prints_url_and_credentials_and_serves_until_stopped(tmp_path):
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     assert (tmp_path / "cli.db").exists()
+
+
+def test_serve_ends_promptly_on_ctrl_c_with_a_watcher_attached():
+    """It took 13 s: the server waited for the watcher to hang up."""
+    import roomlab
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "roomlab", "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
+        url = lines[0].split()[-1]
+        fields = dict(line.split() for line in lines[1:])
+        with roomlab.watch(url, fields["api_key"], fields["api_secret"]) as watcher:
+            process.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            assert process.wait(timeout=10) == 0
+            assert time.monotonic() - started < 3
+            assert process.stderr.read() == ""  # type: ignore[union-attr]
+        assert not watcher.running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_demo_runs_to_completion(tmp_path):

@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from twilio.jwt.access_token import AccessToken
 from twilio.jwt.access_token.grants import VideoGrant
 
 import roomlab
 
-from .conftest import eventually
+from .conftest import FAST_CALLBACKS, eventually
 
 
 def disconnects(room: roomlab.Room) -> list:
@@ -182,56 +183,81 @@ async def test_automatic_subscription_false_and_live_subscribe_rules(server, joi
     assert unsubscribed == ["a-track"] and publication.track is None
 
 
-async def test_killed_client_process_is_removed(server, receiver, join):
-    client = server.twilio_client()
-    await asyncio.to_thread(lambda: client.video.v1.rooms.create(unique_name="fragile", status_callback=receiver.url))
-    watcher = await join("watcher", room="fragile")
-    departures: list = []
-    watcher.on("participant_disconnected", lambda p: departures.append(p.identity))
-    script = Path(__file__).parent / "clients" / "join_and_wait.py"
-    process = subprocess.Popen(
-        [sys.executable, str(script), server.url, server.token("doomed"), "fragile"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
-        assert line.startswith("joined PA")
-        await eventually(lambda: any(p.identity == "doomed" for p in watcher.participants.values()))
-        killed_at = time.monotonic()
-        os.kill(process.pid, signal.SIGKILL)
-        await eventually(lambda: departures, timeout=15)
-        assert departures == ["doomed"]
-        assert time.monotonic() - killed_at < 15
-    finally:
-        if process.poll() is None:
+#: A short reconnect window, so that a vanished participant is removed within the test's time.
+WINDOW = 1.0
+
+
+async def test_killed_client_process_is_reconnecting_then_removed(receiver):
+    """A client whose process dies (its socket closes without a goodbye) may be a client whose
+    network broke: it is `reconnecting` at once, and removed when the reconnect window closes."""
+    with roomlab.serve(reconnect_window=WINDOW, callback_policy=FAST_CALLBACKS) as server:
+        client = server.twilio_client()
+        await asyncio.to_thread(
+            lambda: client.video.v1.rooms.create(unique_name="fragile", status_callback=receiver.url)
+        )
+        watcher = await roomlab.connect(server.url, server.token("watcher"), name="fragile")
+        seen: list = []
+        watcher.on("participant_reconnecting", lambda p: seen.append(("reconnecting", p.identity, time.monotonic())))
+        watcher.on("participant_disconnected", lambda p: seen.append(("disconnected", p.identity, time.monotonic())))
+        script = Path(__file__).parent / "clients" / "join_and_wait.py"
+        process = subprocess.Popen(
+            [sys.executable, str(script), server.url, server.token("doomed"), "fragile"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = await asyncio.to_thread(process.stdout.readline)  # type: ignore[union-attr]
+            assert line.startswith("joined PA")
+            doomed_sid = line.split()[1]
+            await eventually(lambda: any(p.identity == "doomed" for p in watcher.participants.values()))
+            killed_at = time.monotonic()
             os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    # room-created, two participant-connected, track-added, track-removed, participant-disconnected
-    got = await asyncio.to_thread(receiver.wait_for, 6)
-    left = [r.form for r in got if r.form["StatusCallbackEvent"] == "participant-disconnected"]
-    assert [f["ParticipantIdentity"] for f in left] == ["doomed"]
-    removed = [r.form for r in got if r.form["StatusCallbackEvent"] == "track-removed"]
-    assert [f["TrackName"] for f in removed] == ["heartbeat"]
+            await eventually(lambda: len(seen) == 2, timeout=10)
+            assert [(what, who) for what, who, _ in seen] == [("reconnecting", "doomed"), ("disconnected", "doomed")]
+            assert seen[0][2] - killed_at < 1 and WINDOW <= seen[1][2] - killed_at < WINDOW + 2.5
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        # room-created, two participant-connected, track-added, track-removed, participant-disconnected
+        got = await asyncio.to_thread(receiver.wait_for, 6)
+        left = [r.form for r in got if r.form["StatusCallbackEvent"] == "participant-disconnected"]
+        assert [f["ParticipantIdentity"] for f in left] == ["doomed"]
+        removed = [r.form for r in got if r.form["StatusCallbackEvent"] == "track-removed"]
+        assert [f["TrackName"] for f in removed] == ["heartbeat"]
+        events = server.frame("events")
+        doomed = events[(events["participant"] == doomed_sid) & events["event"].str.startswith("participant-")]
+        codes = [None if pd.isna(code) else int(code) for code in doomed["code"]]
+        assert list(zip(doomed["event"], codes, strict=True)) == [
+            ("participant-connected", None),
+            ("participant-reconnecting", 53001),
+            ("participant-disconnected", 53001),
+        ]
+        await watcher.disconnect()
 
 
-async def test_frozen_client_is_removed_by_the_heartbeat(server, join):
-    """A client that stops answering without closing its socket (SIGSTOP) is removed within the
-    documented bound: WebSocket heartbeat every 5 s, gone when a pong is 2.5 s late."""
-    watcher = await join("watcher", room="frozen")
-    departures: list = []
-    watcher.on("participant_disconnected", lambda p: departures.append(p.identity))
-    script = Path(__file__).parent / "clients" / "join_and_wait.py"
-    process = subprocess.Popen(
-        [sys.executable, str(script), server.url, server.token("sleepy"), "frozen"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert (await asyncio.to_thread(process.stdout.readline)).startswith("joined")  # type: ignore[union-attr]
-        os.kill(process.pid, signal.SIGSTOP)
-        stopped_at = time.monotonic()
-        await eventually(lambda: departures, timeout=15)
-        assert departures == ["sleepy"]
-        assert time.monotonic() - stopped_at <= 10.5
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+async def test_frozen_client_is_removed_by_the_heartbeat():
+    """A client that stops answering without closing its socket (SIGSTOP) is found by the
+    heartbeat (WebSocket ping every 5 s, gone when a pong is 2.5 s late), `reconnecting`, and
+    removed when the reconnect window closes: within 7.5 s plus the window."""
+    with roomlab.serve(reconnect_window=WINDOW) as server:
+        watcher = await roomlab.connect(server.url, server.token("watcher"), name="frozen")
+        departures: list = []
+        watcher.on("participant_disconnected", lambda p: departures.append(p.identity))
+        script = Path(__file__).parent / "clients" / "join_and_wait.py"
+        process = subprocess.Popen(
+            [sys.executable, str(script), server.url, server.token("sleepy"), "frozen"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert (await asyncio.to_thread(process.stdout.readline)).startswith("joined")  # type: ignore[union-attr]
+            os.kill(process.pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            await eventually(lambda: departures, timeout=15)
+            assert departures == ["sleepy"]
+            assert time.monotonic() - stopped_at <= 10 + WINDOW + 0.5
+        finally:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        await watcher.disconnect()

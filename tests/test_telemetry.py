@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pandas as pd
@@ -214,6 +215,24 @@ async def test_watch_from_another_process_sees_the_same_events(tmp_path, server,
     from roomlab.telemetry.recorder import read_parquet
 
     pd.testing.assert_frame_equal(read_parquet(out), server.frame("events"))
+
+
+async def test_stopping_a_watched_server_is_prompt_and_ends_the_watch():
+    """The server closes its feeds when it stops (it waited about 15 s for watchers to hang up)."""
+    server = roomlab.serve()
+    try:
+        with roomlab.watch(server.url, server.api_key, server.api_secret, tables=["events"]) as w:
+            room = await roomlab.connect(server.url, server.token("alice"), name="watched-stop")
+            await room.disconnect()
+            lifecycle = ["room-created", "participant-connected", "participant-disconnected", "room-ended"]
+            assert await eventually(lambda: len(w.frame("events")) >= 4)
+            started = time.monotonic()
+            await asyncio.to_thread(server.stop)
+            assert time.monotonic() - started < 3
+            assert await eventually(lambda: not w.running)
+            assert list(w.frame("events")["event"]) == lifecycle  # what arrived stays
+    finally:
+        server.stop()
 
 
 def test_watch_refuses_bad_credentials(server):

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 RoomEvent = Literal[
     "participant_connected",
     "participant_disconnected",
+    "participant_reconnecting",
+    "participant_reconnected",
     "dominant_speaker_changed",
     "track_published",
     "track_unpublished",
@@ -45,6 +47,8 @@ RemoteParticipantEvent = Literal[
     "network_quality_level_changed",
     "metadata_changed",
     "data_received",
+    "reconnecting",
+    "reconnected",
     "disconnected",
 ]
 RemoteDataTrackEvent = Literal["message", "switched_off", "switched_on"]

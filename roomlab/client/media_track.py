@@ -124,6 +124,22 @@ class PatternSource(MediaStreamTrack):
         return frame
 
 
+class _Outgoing(MediaStreamTrack):
+    """What one RTCRtpSender sends of a local track: the track's frames. aiortc stops the track of
+    a sender whose connection closes; this stops only itself, so that the local track lives on and
+    is sent on the room's next connection after a reconnection."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()
+
+
 class LocalMediaTrack:
     """An audio or video source to publish (a layered video track has one source per layer)."""
 
@@ -136,9 +152,24 @@ class LocalMediaTrack:
         self.name = name or str(uuid.uuid4())
         self.sid: str | None = None
         self._player = player
-        #: called once with each RTCRtpSender that carries this track, one per layer of a layered
-        #: track (`sender.track` is that layer's source), for replayed media's hooks
+        #: called with each RTCRtpSender that carries this track, one per layer of a layered track
+        #: (`sender.track.source` is that layer's source), for replayed media's hooks; called again for
+        #: the senders of a new connection after a reconnection
         self.on_sender: Callable[[Any], None] | None = None
+        self._outgoing: dict[str | None, _Outgoing] = {}
+
+    def _sender_track(self, layer: str | None = None) -> MediaStreamTrack:
+        """The track to give the sender of `layer` (None: a track without layers) on the room's
+        current connection."""
+        outgoing = self._outgoing.get(layer)
+        if outgoing is None or outgoing.readyState != "live":
+            outgoing = self._outgoing[layer] = _Outgoing(self.sources()[layer])
+        return outgoing
+
+    def _is_sent_by(self, track: MediaStreamTrack | None, layer: str | None = None) -> bool:
+        """Whether `track` (a sender's) carries `layer` of this track now."""
+        outgoing = self._outgoing.get(layer)
+        return outgoing is not None and track is outgoing
 
     def sources(self) -> dict[str | None, MediaStreamTrack]:
         """What is sent, by layer name (None: the one stream of a track without layers)."""
@@ -314,7 +345,14 @@ class RemoteMediaTrack(EventEmitter):
 
     kind = ""
 
-    def __init__(self, sid: str, name: str, tap: FrameTap | EncodedTap, participant: RemoteParticipant) -> None:
+    def __init__(
+        self,
+        sid: str,
+        name: str,
+        tap: FrameTap | EncodedTap,
+        participant: RemoteParticipant,
+        reconnecting: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__()
         self.sid = sid
         self.name = name
@@ -323,6 +361,9 @@ class RemoteMediaTrack(EventEmitter):
         self.is_switched_off = False
         self._tap = tap
         self._frames_at_start = tap.frames
+        #: whether the room is reconnecting (then an ended receiver is not the end of the track)
+        self._reconnecting = reconnecting
+        self._changed: asyncio.Future[None] | None = None
 
     @property
     def frames_received(self) -> int:
@@ -331,7 +372,30 @@ class RemoteMediaTrack(EventEmitter):
     async def recv(self) -> Any:
         """The next frame: decoded (av.AudioFrame / av.VideoFrame), or its encoded bytes when the
         room was joined with `decode_media=False`."""
-        return await self._tap.recv()
+        while True:
+            tap = self._tap
+            try:
+                return await tap.recv()
+            except MediaStreamError:
+                if self._tap is not tap:
+                    continue  # the room reconnected with a new connection: go on with its receiver
+                if not self._reconnecting():
+                    raise
+                if self._changed is None or self._changed.done():
+                    self._changed = asyncio.get_running_loop().create_future()
+                await self._changed  # the old connection's receiver ended: wait for the new one
+
+    def _retap(self, tap: FrameTap | EncodedTap) -> None:
+        """The subscription continues on the receiver of a new connection (after a break)."""
+        received, old = self.frames_received, self._tap
+        self._tap = tap
+        self._frames_at_start = tap.frames - received
+        old.stop()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} sid={self.sid} from {self.participant.identity!r}>"
@@ -348,8 +412,15 @@ class RemoteVideoTrack(RemoteMediaTrack):
 
     kind = "video"
 
-    def __init__(self, sid: str, name: str, tap: FrameTap | EncodedTap, participant: RemoteParticipant) -> None:
-        super().__init__(sid, name, tap, participant)
+    def __init__(
+        self,
+        sid: str,
+        name: str,
+        tap: FrameTap | EncodedTap,
+        participant: RemoteParticipant,
+        reconnecting: Callable[[], bool] = lambda: False,
+    ) -> None:
+        super().__init__(sid, name, tap, participant, reconnecting)
         self.layer: str | None = None
 
     def _set_layer(self, layer: str | None) -> bool:

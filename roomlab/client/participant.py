@@ -6,11 +6,9 @@ import asyncio
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RoomError
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol import framing
-from ..protocol.batching import Batcher
-from .data_track import LocalDataTrack, check_payload_size
+from .data_track import DRAIN_HIGH_WATER, DRAIN_LOW_WATER, LocalDataTrack, check_write_buffer_limits, drain
 from .events import EventEmitter
 from .media_track import LocalMediaTrack, LocalVideoTrack
 from .publication import LocalTrackPublication, RemoteTrackPublication
@@ -53,6 +51,7 @@ class LocalParticipant(NetworkQualityMixin):
         self.network_quality_stats = None
         #: publish_data sequence numbers: (reliable, destination identity or None) -> last seq
         self._data_seq: dict[tuple[bool, str | None], int] = defaultdict(int)
+        self._high_water, self._low_water = DRAIN_HIGH_WATER, DRAIN_LOW_WATER
 
     async def publish_track(
         self, track: LocalDataTrack | LocalMediaTrack, priority: str = "standard"
@@ -77,7 +76,7 @@ class LocalParticipant(NetworkQualityMixin):
         sid = reply["track"]["sid"]
         if isinstance(track, LocalDataTrack):
             channel = await self._room._open_track_channel(sid, track)
-            track._bind(sid, channel, self._room._counters)
+            track._bind(sid, channel, self._room._counters, self._room)
         else:
             track.sid = sid
             await asyncio.wait_for(self._room._media_published(sid, track), PUBLISH_TIMEOUT)
@@ -128,33 +127,40 @@ class LocalParticipant(NetworkQualityMixin):
         Reliable messages arrive in order; unreliable ones may be lost, like the link."""
         if isinstance(destination_identities, str):
             raise ValueError("destination_identities must be a list of identities, not one string")
-        channel = self._room._data_channel(reliable)
-        batcher = self._room._batchers[channel.label]
+        room = self._room
         if destination_identities:
             destinations = []
             for identity in dict.fromkeys(destination_identities):
                 key = (reliable, identity)
                 destinations.append((identity, self._data_seq[key] + 1))
             frame = framing.encode(payload, 0, topic=topic, destinations=tuple(destinations))
-            check_payload_size(frame, channel)
-            self._queue(batcher, frame, reliable)
+            room._queue_data(frame, reliable)
             for identity, seq in destinations:
                 self._data_seq[(reliable, identity)] = seq
         else:
             seq = self._data_seq[(reliable, None)] + 1
             frame = framing.encode(payload, seq, topic=topic)
-            check_payload_size(frame, channel)
-            self._queue(batcher, frame, reliable)
+            room._queue_data(frame, reliable)
             self._data_seq[(reliable, None)] = seq
 
-    @staticmethod
-    def _queue(batcher: Batcher, frame: bytes, reliable: bool) -> None:
-        if not batcher.add(frame) and reliable:
-            raise RoomError(
-                53300,
-                f"{batcher.channel.bufferedAmount} bytes of reliable data already queued; "
-                "wait for the queue to drain before sending more",
-            )
+    def set_write_buffer_limits(self, high: int = DRAIN_HIGH_WATER, low: int = DRAIN_LOW_WATER) -> None:
+        """The marks `drain_data()` uses, in bytes (see `LocalDataTrack.set_write_buffer_limits`)."""
+        self._high_water, self._low_water = check_write_buffer_limits(high, low)
+
+    async def drain_data(self, reliable: bool = True) -> None:
+        """`publish_data`'s `LocalDataTrack.drain()`: wait until the reliable (or lossy) messages
+        queued are few enough to send more (reliable ones: also while the server holds too many
+        of them for a participant that is receiving); raises RoomError if the room disconnects."""
+        room = self._room
+        label = room._data_label(reliable)
+        await drain(
+            lambda: room._data_outlet(label),
+            lambda: room._data_queued(label),
+            self._high_water,
+            self._low_water,
+            room,
+            room._data_uncongested if reliable else None,
+        )
 
     def __repr__(self) -> str:
         return f"<LocalParticipant {self.identity!r} {self.sid}>"

@@ -7,32 +7,35 @@ import asyncio
 import itertools
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from ..errors import RoomError
-from ..net import bundle, sctp
+from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
 from ..net.rtp import SharedTimestampOrigin, tap_receiver
 from ..policy.quality import NetworkQualityConfiguration
-from ..protocol import framing, signaling
+from ..protocol import framing
 from ..protocol.batching import Batcher
 from ..protocol.network_quality import stats_from_wire
+from ..protocol.signaling import PROTOCOL_VERSION
 from ..telemetry.recorder import Telemetry, now_ns
 from ..telemetry.sampling import ChannelCounters, RtcStatsSampler, RtpStream, sample_forever
-from .data_track import LocalDataTrack, RemoteDataTrack
+from .data_track import LocalDataTrack, RemoteDataTrack, check_payload_size, message_limit
 from .events import EventEmitter
 from .media_track import EncodedTap, FrameTap, LocalMediaTrack, RemoteAudioTrack, RemoteMediaTrack, RemoteVideoTrack
 from .participant import PUBLISH_TIMEOUT, LocalParticipant, RemoteParticipant
 from .publication import RemoteTrackPublication
+from .reconnection import RECONNECT_WINDOW, Reconnection
+from .signaling import SignalingConnection
 
 log = logging.getLogger(__name__)
 sctp.install()
 bundle.install()
+closing.install()
 
 RELIABLE_CHANNEL = "_reliable"
 LOSSY_CHANNEL = "_lossy"
@@ -41,16 +44,7 @@ TRACK_CHANNEL_PROTOCOL = "roomlab-track"
 CONNECT_TIMEOUT = 20.0
 
 
-def signaling_url(url: str) -> str:
-    """The server's WebSocket signaling address, from its http(s) or ws(s) URL."""
-    parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise ValueError(f"url must be the server's http(s):// or ws(s):// address, got {url!r}")
-    return urlunsplit((scheme, parts.netloc, signaling.PATH, "", ""))
-
-
-class Room(EventEmitter):
+class Room(Reconnection, EventEmitter):
     def __init__(
         self, url: str, ice_servers: list[Any] | None = None, decode_media: bool = True, record: bool = True
     ) -> None:
@@ -71,10 +65,27 @@ class Room(EventEmitter):
         self._dominant_speaker_enabled = False
         #: what this client asked to hear of network quality (None: nothing)
         self._network_quality: NetworkQualityConfiguration | None = None
+        self._ice_servers = ice_servers
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
-        self._http: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._signaling: SignalingConnection | None = None
         self._reader: asyncio.Task[None] | None = None
+        #: what resuming the session after a break needs: the token, the key the server gave
+        self._token = ""
+        self._session_key = ""
+        self._reconnect_window = RECONNECT_WINDOW
+        #: why the connection broke, when the media path did (the socket is then closed on purpose)
+        self._broken: RoomError | None = None
+        #: set while connected: data sent while reconnecting waits for it
+        self._restored = asyncio.Event()
+        self._restoring: asyncio.Task[None] | None = None
+        #: publish_data frames sent while reconnecting with a new connection, by channel label
+        self._held: dict[str, list[bytes]] = {RELIABLE_CHANNEL: [], LOSSY_CHANNEL: []}
+        self._message_limit: int | None = None
+        #: clear while the server says it holds too much of this participant's reliable publish_data
+        self._data_uncongested = asyncio.Event()
+        self._data_uncongested.set()
+        #: replaced peer connections and broken sockets being closed (teardown waits for them)
+        self._closing: set[asyncio.Task[None]] = set()
         self._refs = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._channels: dict[str, RTCDataChannel] = {}
@@ -82,6 +93,8 @@ class Room(EventEmitter):
         self._packet_recorders: dict[tuple[str, str, str | None], Any] = {}
         self._pending_track_channels: dict[str, RTCDataChannel] = {}
         self._negotiated = asyncio.Event()
+        #: the reason this room disconnected, once it has (data-track drains end with it)
+        self._ended: asyncio.Future[RoomError] = asyncio.get_running_loop().create_future()
         #: mid -> tap on the receiver, and mid -> track SID it currently carries
         self._taps: dict[str, FrameTap | EncodedTap] = {}
         self._mid_tracks: dict[str, str] = {}
@@ -96,7 +109,11 @@ class Room(EventEmitter):
         self._counters = ChannelCounters()
         self._rtc_sampler = RtcStatsSampler(self.telemetry, "client")
         self._sampler: asyncio.Task[None] | None = None
-        self.pc.on("datachannel", self._on_datachannel)
+        self._watch(self.pc)
+
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
 
     # connecting -----------------------------------------------------------------------------
     async def _connect(
@@ -106,34 +123,22 @@ class Room(EventEmitter):
         automatic_subscription: bool,
         metadata: str,
     ) -> None:
-        self._http = aiohttp.ClientSession()
+        hello = {
+            "type": "connect",
+            "version": PROTOCOL_VERSION,
+            "token": token,
+            "room": name,
+            "automatic_subscription": automatic_subscription,
+            "metadata": metadata,
+            "options": self._connect_options(),
+        }
         try:
-            self._ws = await self._http.ws_connect(
-                signaling_url(self.url), heartbeat=5.0, max_msg_size=signaling.MAX_MESSAGE_BYTES * 4
-            )
-        except aiohttp.ClientError as exc:
-            await self._http.close()
+            self._signaling, reply = await SignalingConnection.open(self.url, hello, CONNECT_TIMEOUT)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             raise RoomError(53000, f"Signaling connection error: cannot reach {self.url}: {exc}") from None
-        await self._ws.send_str(
-            signaling.encode(
-                {
-                    "type": "connect",
-                    "version": signaling.PROTOCOL_VERSION,
-                    "token": token,
-                    "room": name,
-                    "automatic_subscription": automatic_subscription,
-                    "metadata": metadata,
-                    "options": self._connect_options(),
-                }
-            )
-        )
-        first = await self._ws.receive(timeout=CONNECT_TIMEOUT)
-        reply = self._parse(first)
-        if reply is None or reply.get("type") != "connected":
-            await self._teardown()
-            if reply is not None and reply.get("type") == "error":
-                raise RoomError(int(reply["code"]), str(reply["message"]))
-            raise RoomError(53000, "Signaling connection error: the server closed the connection")
+        self._token = token
+        self._session_key = reply["session"]
+        self._reconnect_window = float(reply.get("reconnect_window", RECONNECT_WINDOW))
         self.sid = reply["room"]["sid"]
         self.name = reply["room"]["name"]
         self.local_participant = LocalParticipant(
@@ -142,11 +147,12 @@ class Room(EventEmitter):
         for info in reply["participants"]:
             self._add_participant(info)
         self._reader = asyncio.get_running_loop().create_task(self._read_forever())
-        await asyncio.wait_for(self._negotiated.wait(), CONNECT_TIMEOUT)
+        await self._before_disconnect(self._negotiated.wait(), CONNECT_TIMEOUT)
         for label in (RELIABLE_CHANNEL, LOSSY_CHANNEL):
-            await asyncio.wait_for(self._channel_open(label), CONNECT_TIMEOUT)
+            await self._before_disconnect(self._channel_open(label), CONNECT_TIMEOUT)
         self._sampler = asyncio.get_running_loop().create_task(sample_forever(self._sample))
         self.state = "connected"
+        self._restored.set()
 
     def _connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -156,6 +162,18 @@ class Room(EventEmitter):
             options["dominant_speaker"] = True
         return options
 
+    async def _before_disconnect(self, awaitable: Any, timeout: float) -> Any:
+        """`awaitable`'s result within `timeout` (else TimeoutError), or the room's RoomError if it
+        disconnects first."""
+        task = asyncio.ensure_future(awaitable)
+        done, _ = await asyncio.wait({task, self._ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        if self._ended.done():
+            raise self._ended.result()
+        raise TimeoutError
+
     async def _channel_open(self, label: str) -> RTCDataChannel:
         while label not in self._channels:
             await asyncio.sleep(0.01)
@@ -164,21 +182,11 @@ class Room(EventEmitter):
             await asyncio.sleep(0.01)
         return channel
 
-    @staticmethod
-    def _parse(frame: aiohttp.WSMessage) -> dict[str, Any] | None:
-        if frame.type != aiohttp.WSMsgType.TEXT:
-            return None
-        try:
-            message = signaling.json.loads(frame.data)
-        except ValueError:
-            return None
-        return message if isinstance(message, dict) else None
-
     # signaling ------------------------------------------------------------------------------
     def _send(self, message: dict[str, Any]) -> None:
-        if self._ws is None or self._ws.closed:
+        if self._signaling is None or self._signaling.closed:
             raise RoomError(53001, "Signaling connection disconnected")
-        asyncio.get_running_loop().create_task(self._ws.send_str(signaling.encode(message)))
+        self._signaling.send(message)
 
     async def _request(self, message: dict[str, Any]) -> dict[str, Any]:
         ref = next(self._refs)
@@ -191,31 +199,53 @@ class Room(EventEmitter):
             self._pending.pop(ref, None)
 
     async def _read_forever(self) -> None:
-        assert self._ws is not None
-        error: RoomError | None = RoomError(53001, "Signaling connection disconnected")
+        """Signaling for the room's whole life: handle the server's messages; when the socket or
+        the media path breaks, reconnect; end with `disconnected`."""
         try:
-            async for frame in self._ws:
-                message = self._parse(frame)
-                if message is None:
-                    continue
-                if message.get("type") == "disconnected":
-                    code = message.get("code")
-                    error = RoomError(int(code), str(message.get("message") or "")) if code else None
+            while True:
+                ended, error = await self._read_socket()
+                if ended or self.state == "connecting":  # (a break while joining fails the join)
                     break
-                try:
-                    await self._handle(message)
-                except Exception:
-                    if self.state == "disconnected":  # torn down while handling: nothing left to do
-                        break
-                    log.exception("room %s: failed to handle %s", self.sid, message.get("type"))
-        finally:
+                error = await self._reconnect(error)
+                if error is not None:
+                    break
+        except asyncio.CancelledError:
+            # the program is ending (asyncio.run() cancels every task, also on Ctrl-C): leave, promptly
             if self.state != "disconnected":
-                await self._teardown()
-                self.emit("disconnected", self, error)
+                await self._teardown(leave=True)
+                self.emit("disconnected", self, None)
+            raise
+        if self.state != "disconnected":
+            await self._teardown(error=error)
+            self.emit("disconnected", self, error)
+
+    async def _read_socket(self) -> tuple[bool, RoomError | None]:
+        """Handle messages until the socket closes: (True, why) when the server ended the
+        session (None: no error), (False, why) when the connection broke."""
+        assert self._signaling is not None
+        async for message in self._signaling.messages():
+            if message.get("type") == "disconnected":
+                code = message.get("code")
+                return True, RoomError(int(code), str(message.get("message") or "")) if code else None
+            try:
+                await self._handle(message)
+            except Exception:
+                if self.state == "disconnected":  # torn down while handling: nothing left to do
+                    return True, None
+                log.exception("room %s: failed to handle %s", self.sid, message.get("type"))
+        return False, self._broken or RoomError(53001, "Signaling connection disconnected")
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "offer":
+            if self.pc.signalingState == "closed":  # the connection ended under it; what follows says why
+                log.debug("room %s: offer for a closed peer connection ignored", self.sid)
+                return
+            remote, local = self.pc.remoteDescription, self.pc.localDescription
+            if self.pc.signalingState == "stable" and remote is not None and remote.sdp == message["sdp"]:
+                # sent again after a break: the answer was lost with the old socket
+                self._send({"type": "answer", "sdp": local.sdp})
+                return
             await self._on_offer(message["sdp"], message.get("mids") or {})
         elif kind == "published":
             future = self._pending.get(message.get("ref", -1))
@@ -230,32 +260,25 @@ class Room(EventEmitter):
                 log.warning("room %s: %s", self.sid, error)
                 self.emit("error", error)
         elif kind == "participant_connected":
-            participant = self._add_participant(message["participant"])
-            self.emit("participant_connected", participant)
+            if message["participant"]["sid"] not in self.participants:  # (known already after a resume)
+                participant = self._add_participant(message["participant"])
+                self.emit("participant_connected", participant)
         elif kind == "participant_disconnected":
-            participant = self.participants.pop(message["participant_sid"], None)
-            if participant is not None:
-                for publication in participant.tracks.values():
-                    self._unsubscribe(participant, publication)
-                if participant is self.dominant_speaker:  # the server's change follows within 0.2 s
-                    self.dominant_speaker = None
-                    self.emit("dominant_speaker_changed", None)
-                participant.state = "disconnected"
-                participant.emit("disconnected", participant)
-                self.emit("participant_disconnected", participant)
-        elif kind == "track_published":
+            self._remove_participant(message["participant_sid"])
+        elif kind in ("participant_reconnecting", "participant_reconnected"):
             participant = self.participants.get(message["participant_sid"])
             if participant is not None:
+                self._set_participant_state(participant, "reconnecting" if kind.endswith("ing") else "connected")
+        elif kind == "track_published":
+            participant = self.participants.get(message["participant_sid"])
+            if participant is not None and message["track"]["sid"] not in participant.tracks:
                 publication = self._add_publication(participant, message["track"])
                 participant.emit("track_published", publication)
                 self.emit("track_published", publication, participant)
         elif kind == "track_unpublished":
             participant = self.participants.get(message["participant_sid"])
-            publication = participant.tracks.pop(message["track_sid"], None) if participant else None
-            if participant is not None and publication is not None:
-                self._unsubscribe(participant, publication)
-                participant.emit("track_unpublished", publication)
-                self.emit("track_unpublished", publication, participant)
+            if participant is not None:
+                self._remove_publication(participant, message["track_sid"])
         elif kind == "unsubscribed":
             for participant in self.participants.values():
                 publication = participant.tracks.get(message["track_sid"])
@@ -282,6 +305,18 @@ class Room(EventEmitter):
                     message["messages"],
                     track.name,
                 )
+        elif kind == "data_congestion":
+            if message["congested"]:
+                self._data_uncongested.clear()
+            else:
+                self._data_uncongested.set()
+        elif kind == "track_congestion":
+            publication = self.local_participant.tracks.get(message["track_sid"]) if self.local_participant else None
+            if publication is not None and isinstance(publication.track, LocalDataTrack):
+                if message["congested"]:
+                    publication.track._uncongested.clear()
+                else:
+                    publication.track._uncongested.set()
         elif kind in ("track_warning", "track_warnings_cleared"):
             publication = self.local_participant.tracks.get(message["track_sid"]) if self.local_participant else None
             if publication is None:
@@ -336,6 +371,7 @@ class Room(EventEmitter):
     # participants and tracks ----------------------------------------------------------------
     def _add_participant(self, info: dict[str, Any]) -> RemoteParticipant:
         participant = RemoteParticipant(info["sid"], info["identity"], info.get("metadata", ""))
+        participant.state = info.get("state", "connected")
         self.participants[participant.sid] = participant
         for track in info.get("tracks", []):
             self._add_publication(participant, track)
@@ -351,6 +387,25 @@ class Room(EventEmitter):
             self._subscribe_data(participant, publication, channel)
         return publication
 
+    def _remove_participant(self, sid: str) -> None:
+        participant = self.participants.pop(sid, None)
+        if participant is not None:
+            for publication in participant.tracks.values():
+                self._unsubscribe(participant, publication)
+            if participant is self.dominant_speaker:  # the server's change follows within 0.2 s
+                self.dominant_speaker = None
+                self.emit("dominant_speaker_changed", None)
+            participant.state = "disconnected"
+            participant.emit("disconnected", participant)
+            self.emit("participant_disconnected", participant)
+
+    def _remove_publication(self, participant: RemoteParticipant, track_sid: str) -> None:
+        publication = participant.tracks.pop(track_sid, None)
+        if publication is not None:
+            self._unsubscribe(participant, publication)
+            participant.emit("track_unpublished", publication)
+            self.emit("track_unpublished", publication, participant)
+
     def _find_publication(self, track_sid: str) -> tuple[RemoteParticipant, RemoteTrackPublication] | None:
         for participant in self.participants.values():
             if track_sid in participant.tracks:
@@ -360,7 +415,9 @@ class Room(EventEmitter):
     def _subscribe_data(
         self, participant: RemoteParticipant, publication: RemoteTrackPublication, channel: RTCDataChannel
     ) -> None:
-        track = RemoteDataTrack(publication.track_sid, publication.track_name, publication.options, participant)
+        kept = publication.track if isinstance(publication.track, RemoteDataTrack) else None
+        # a subscription that continues on a new connection keeps its track (and its handlers)
+        track = kept or RemoteDataTrack(publication.track_sid, publication.track_name, publication.options, participant)
         track._channel = channel
         me = self.local_participant.identity if self.local_participant else ""
         self._counters.watch(channel, me, track.name, participant.identity)
@@ -394,10 +451,12 @@ class Room(EventEmitter):
                 self.emit("track_message", frame.payload, track, participant)
 
         channel.on("message", on_message)
-        channel.on("close", lambda: self._unsubscribe(participant, publication, track))
-        publication.track = track
-        participant.emit("track_subscribed", track, publication)
-        self.emit("track_subscribed", track, publication, participant)
+        # no unsubscription on the channel's close: the server says so (unsubscribed, track_unpublished),
+        # and a channel also closes when its connection is replaced after a break
+        if kept is None:
+            publication.track = track
+            participant.emit("track_subscribed", track, publication)
+            self.emit("track_subscribed", track, publication, participant)
 
     def _unsubscribe(
         self, participant: RemoteParticipant, publication: RemoteTrackPublication, only: Any = None
@@ -464,9 +523,45 @@ class Room(EventEmitter):
                 participant.emit("data_received", frame.payload, frame.topic)
             self.emit("data_received", frame.payload, participant, frame.topic)
 
-    def _data_channel(self, reliable: bool) -> RTCDataChannel:
+    @staticmethod
+    def _data_label(reliable: bool) -> str:
+        return RELIABLE_CHANNEL if reliable else LOSSY_CHANNEL
+
+    def _data_outlet(self, label: str) -> tuple[RTCDataChannel, Batcher] | None:
+        """publish_data's channel and batcher of this kind, while open."""
+        channel = self._channels.get(label)
+        if channel is None or channel.readyState != "open" or label not in self._batchers:
+            return None
+        return channel, self._batchers[label]
+
+    def _data_queued(self, label: str) -> int:
+        """publish_data's bytes of this kind not yet sent (held ones included)."""
+        held = sum(map(len, self._held[label]))
+        outlet = self._data_outlet(label)
+        return held + (outlet[0].bufferedAmount + outlet[1].queued if outlet is not None else 0)
+
+    def _queue_data(self, frame: bytes, reliable: bool) -> None:
+        """A publish_data frame: batched on its channel, or held while reconnecting; a reliable
+        one over the 4 MiB bound is refused (RoomError), an unreliable one dropped."""
+        channel = self._data_channel(reliable)
+        if channel is not None:
+            self._message_limit = message_limit(channel)
+        check_payload_size(frame, self._message_limit)
+        label = self._data_label(reliable)
+        kept = self._batchers[label].add(frame) if channel is not None else self._hold(label, frame)
+        if not kept and reliable:
+            raise RoomError(
+                53300,
+                f"{self._data_queued(label)} bytes of reliable data already queued; "
+                "wait for the queue to drain (drain_data()) before sending more",
+            )
+
+    def _data_channel(self, reliable: bool) -> RTCDataChannel | None:
+        """publish_data's open channel of this kind; None while reconnecting without one."""
         channel = self._channels.get(RELIABLE_CHANNEL if reliable else LOSSY_CHANNEL)
-        if channel is None or channel.readyState != "open" or self.state != "connected":
+        if self.state == "reconnecting" and (channel is None or channel.readyState != "open"):
+            return None
+        if channel is None or channel.readyState != "open" or self.state not in ("connected", "reconnecting"):
             raise RuntimeError("the room is not connected")
         return channel
 
@@ -508,10 +603,11 @@ class Room(EventEmitter):
             info = mids.get(transceiver.mid or "")
             publishing = info is not None and info["role"] == "publish"
             local = self._published_media.get(info["track_sid"]) if publishing and info is not None else None
-            source = local.sources().get(info.get("layer")) if local is not None and info is not None else None
-            if local is not None and source is not None and info is not None:
-                if transceiver.sender.track is not source:
-                    transceiver.sender.replaceTrack(source)
+            layer = info.get("layer") if info is not None else None
+            if local is not None and info is not None and layer in local.sources():
+                outgoing = local._sender_track(layer)
+                if transceiver.sender.track is not outgoing:
+                    transceiver.sender.replaceTrack(outgoing)
                     if local.on_sender is not None:
                         local.on_sender(transceiver.sender)
                     if info.get("layer") is not None:  # the layers of one track share one RTP timeline
@@ -556,11 +652,16 @@ class Room(EventEmitter):
             tap = self._taps.get(mid)
             if tap is None:
                 tap = self._taps[mid] = FrameTap(source)
+            if isinstance(publication.track, RemoteMediaTrack):  # the same subscription, a new connection
+                publication.track._retap(tap)
+                self._mid_tracks[mid] = wanted
+                continue
+            reconnecting = lambda: self.state == "reconnecting"  # noqa: E731
             remote: RemoteMediaTrack
             if publication.kind == "audio":
-                remote = RemoteAudioTrack(publication.track_sid, publication.track_name, tap, participant)
+                remote = RemoteAudioTrack(publication.track_sid, publication.track_name, tap, participant, reconnecting)
             else:
-                remote = RemoteVideoTrack(publication.track_sid, publication.track_name, tap, participant)
+                remote = RemoteVideoTrack(publication.track_sid, publication.track_name, tap, participant, reconnecting)
                 remote.layer = self._received_layers.get(wanted)
             publication.track = remote
             self._mid_tracks[mid] = wanted
@@ -584,8 +685,8 @@ class Room(EventEmitter):
         streams = []
         by_mid = {t.mid: t for t in self.pc.getTransceivers()}
         for sid, local in self._published_media.items():
-            for layer, source in local.sources().items():
-                sender = next((t.sender for t in by_mid.values() if t.sender.track is source), None)
+            for layer in local.sources():
+                sender = next((t.sender for t in by_mid.values() if local._is_sent_by(t.sender.track, layer)), None)
                 if sender is not None:
                     streams.append(RtpStream(me, sid, local.kind, "outbound", sender, None, local.name, me, layer))
         for mid, sid in self._mid_tracks.items():
@@ -617,33 +718,60 @@ class Room(EventEmitter):
         return await self.pc.getStats()
 
     async def disconnect(self) -> None:
-        """Leave the room."""
+        """Leave the room (promptly: every step of leaving is bounded)."""
         if self.state == "disconnected":
             return
-        if self._ws is not None and not self._ws.closed:
-            try:
-                await self._ws.send_str(signaling.encode({"type": "leave"}))
-            except ConnectionError:
-                pass
-        await self._teardown()
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
+        await self._teardown(leave=True)
         self.emit("disconnected", self, None)
 
-    async def _teardown(self) -> None:
+    async def _teardown(self, leave: bool = False, error: RoomError | None = None) -> None:
+        """Close signaling and the peer connection, once. Safe to run while the task running it,
+        and every task around it, is being cancelled: each step is bounded and none waits for
+        another task, so a program that ends (exception, cancellation, Ctrl-C) ends promptly."""
+        if self.state == "disconnected":
+            return
         self.state = "disconnected"
+        if not self._ended.done():
+            self._ended.set_result(error or RoomError(53001, "Disconnected: the participant left the room"))
         if self._sampler is not None:
             self._sampler.cancel()
+        self._restored.clear()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        if self._restoring is not None:
+            self._restoring.cancel()
         for tap in self._taps.values():
             tap.stop()
+        for participant in self.participants.values():
+            for publication in participant.tracks.values():
+                if isinstance(publication.track, RemoteDataTrack):
+                    self._unsubscribe(participant, publication)
+                elif isinstance(publication.track, RemoteMediaTrack):
+                    publication.track._tap.stop()  # (one waiting for a new connection is no receiver's)
+                    publication.track._wake()
         for future in [*self._pending.values(), *self._media_waiters.values()]:
             if not future.done():
                 future.set_exception(RoomError(53001, "Signaling connection disconnected"))
-        if self._ws is not None:
-            await self._ws.close()
-        if self._http is not None:
-            await self._http.close()
-        await self.pc.close()
+        cancelled = False
+        for step in (self._close_signaling(leave), closing.close_peer_connection(self.pc), self._closed_pcs()):
+            try:
+                await step
+            except asyncio.CancelledError:
+                cancelled = True  # close the rest first: a half-closed room leaks sockets and threads
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _close_signaling(self, leave: bool) -> None:
+        signaling, self._signaling = self._signaling, None
+        if signaling is not None:
+            if leave:
+                await signaling.leave()
+            await signaling.close()
+
+    async def _closed_pcs(self) -> None:
+        """Wait for the connections and sockets replaced after breaks to finish closing (each is bounded)."""
+        if self._closing:
+            await asyncio.wait(set(self._closing))
 
     async def __aenter__(self) -> Room:
         return self

@@ -93,6 +93,11 @@ class Batcher:
             asyncio.get_running_loop().call_soon(self.flush)
         return True
 
+    @property
+    def queued(self) -> int:
+        """Bytes not yet handed to the channel: added in this event-loop turn, or waiting for it to open."""
+        return self._size + self._waiting_bytes
+
     def flush(self) -> None:
         self._scheduled = False
         if not self._parts:

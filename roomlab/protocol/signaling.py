@@ -4,12 +4,21 @@ Every message is an object with a `type`. The client opens with `connect` (its t
 the server answers `connected` with the room's state, then drives every SDP negotiation: it sends
 `offer`, the client replies `answer`. Only the server offers, so offers never cross.
 
+`connected` carries a session key. A client whose socket or media path broke opens a new socket
+and sends `connect` with `resume: {participant_sid, session, peer_connection: "keep" | "new"}`;
+the server answers `connected` with `resumed: true`, `peer_connection: "kept" | "new"` (a new one
+when either end lost its connection) and the participant's own `tracks`, or an error (53204 once
+the session has ended). Others meanwhile get `participant_reconnecting`, then
+`participant_reconnected` (or `participant_disconnected` when the window closes).
+
 Client to server:   connect, answer, publish, unpublish, set_metadata, set_track_enabled,
                     set_network_quality, ping, leave
 Server to client:   connected, offer, published, participant_connected, participant_disconnected,
+                    participant_reconnecting, participant_reconnected,
                     track_published, track_unpublished, track_enabled, track_disabled,
                     metadata_changed, unsubscribed, track_warning, track_warnings_cleared,
-                    network_quality, dominant_speaker_changed, layer_changed, error, disconnected, pong
+                    network_quality, dominant_speaker_changed, layer_changed, track_congestion,
+                    data_congestion, error, disconnected, pong
 
 In-room features a client asks for in `connect.options` (`CONNECT_OPTIONS`):
 - `network_quality: {"local": 0-3, "remote": 0-3}` (Twilio's NetworkQualityConfiguration; absent:
@@ -64,6 +73,7 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {
         "automatic_subscription": (bool, _OPTIONAL),
         "metadata": (str, _OPTIONAL),
         "options": (dict, _OPTIONAL),
+        "resume": (dict, _OPTIONAL),
     },
     "answer": {"sdp": (str,)},
     "publish": {"ref": (int,), "name": (str,), "kind": (str,), "options": (dict, _OPTIONAL)},

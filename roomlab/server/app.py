@@ -93,6 +93,7 @@ def build_app(
     app.router.add_get(SIGNALING_PATH, signaling.handle)
     app.router.add_get(TWILIO_SIGNALING_PATH, twilio_signaling.handle)
     app.router.add_get("/v1/Telemetry", feed.handle)
+    app.on_shutdown.append(feed.close)
     app.router.add_get("/web/twilio-video.min.js", twilio_video_js)
     app.router.add_static("/web/", WEB_DIR)
     rest.add_routes(app)

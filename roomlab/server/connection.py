@@ -5,7 +5,8 @@ and subscribed tracks, the data channels of subscriptions, and how data messages
 the room's framing (SPEC §6). Each signaling protocol subclasses `ParticipantConnection` as an
 adapter: it negotiates the SDP its own way (`request_negotiation`), and turns room events and
 the server's notices into its own messages (`notify`, `report_dropped`, `report_error`,
-`report_track_warning`, `report_network_quality`, `report_dominant_speaker`, `close`).
+`report_track_warning`, `report_network_quality`, `report_dominant_speaker`,
+`report_congestion`, `close`).
 roomlab's own signaling is `session.Session`; Twilio's SDK is `twilio.session.TwilioSession`.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 
 from ..errors import RoomError
-from ..net import bundle, sctp
+from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol.batching import Batcher
@@ -30,6 +31,7 @@ from .rooms import LiveRoom
 
 sctp.install()
 bundle.install()
+closing.install()
 
 #: Roles of a media slot: "publish" carries a track from the client, "subscribe" one to it, and
 #: "retired" is a publisher's slot whose track is gone (roomlab's client never sends on it again;
@@ -122,6 +124,11 @@ class ParticipantConnection:
     async def close(self, code: int | None = None, message: str | None = None) -> None:
         """Tell the client why it leaves (if it is still there), then close its socket and connection."""
         raise NotImplementedError
+
+    def report_congestion(self, track_sid: str | None, congested: bool) -> None:
+        """The server holds too much of this participant's reliable data (of a track, or of its
+        publish_data: None) for a subscriber, or no longer (roomlab/server/congestion.py). A
+        protocol whose clients have no flow control to feed ignores it (this default)."""
 
     # data --------------------------------------------------------------------------------------
     def published_track_for_channel(self, channel: RTCDataChannel) -> str | None:

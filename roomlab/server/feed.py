@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from ..errors import RoomError
 from ..telemetry.recorder import Telemetry
@@ -22,6 +22,13 @@ PUSH_INTERVAL = 0.2
 class TelemetryFeed:
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    async def close(self, app: web.Application | None = None) -> None:
+        """Close every feed now (the server is stopping): watchers see the end at once, and the
+        server does not wait for them to hang up (aiohttp's `on_shutdown` signal calls this)."""
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         wanted = request.query.get("tables")
@@ -31,6 +38,7 @@ class TelemetryFeed:
             raise RoomError(20001, f"unknown table(s) {unknown}; tables: {', '.join(TABLES)}")
         ws = web.WebSocketResponse(heartbeat=10.0)
         await ws.prepare(request)
+        self._sockets.add(ws)
         cursors = dict.fromkeys(names, 0)
         closing = asyncio.ensure_future(ws.receive())  # the client sends nothing; this ends with it
         try:
@@ -46,6 +54,7 @@ class TelemetryFeed:
         except (ConnectionError, RuntimeError):
             pass
         finally:
+            self._sockets.discard(ws)
             closing.cancel()
             await ws.close()
         return ws

@@ -151,20 +151,35 @@ class MediaForwarder:
     ) -> None:
         """Start taking frames from the publisher (called from the peer connection's `track`), of
         `layer` for a layered track; `audio_level` gets the RFC 6464 level of every audio packet,
-        read without decoding."""
+        read without decoding; again on the new connection of a publisher that reconnected."""
         if layer not in self.streams:
             raise ValueError(f"track {self.track_sid} has no layer {layer!r}; its layers: {self.layers}")
         stream = self.streams[layer]
+        if stream.receiver is not None:  # the publisher reconnected: decoders restart at a keyframe
+            self._restart_subscribers(layer)
         stream.receiver = receiver
         level = audio_level if self.kind == "audio" else None
         if self.path == "forward":
             tap_receiver(receiver, self.kind, lambda codec, frame: self._on_encoded_frame(stream, codec, frame), level)
         elif layer is None or layer == self.layers[-1]:
+            if self._reader is not None:
+                self._reader.cancel()
             if level is not None:
                 observe_audio_levels(receiver, level)
             self._reader = asyncio.get_running_loop().create_task(self._read_decoded(track))
         else:  # the lower layers of a transcoded track are dropped, never decoded
             tap_receiver(receiver, self.kind, lambda codec, frame: None)
+
+    def _restart_subscribers(self, layer: str | None) -> None:
+        """A new stream of `layer` follows the old one: who was getting it waits for its keyframe."""
+        if self.kind != "video" or self.path != "forward":
+            return
+        for outlet in self.outlets:
+            selector = self._selectors.get(outlet)
+            if selector is None:
+                outlet.awaiting_keyframe = True
+            elif selector.current == layer:
+                selector.current = None
 
     def _on_encoded_frame(self, stream: LayerStream, codec: Any, frame: Any) -> None:
         self.codec = codec

@@ -93,6 +93,8 @@ class Participant:
     metadata: str = ""
     #: Twilio error code that ended the session (53118, 53205, ...) or None for a normal leave.
     end_reason: int | None = None
+    #: SHA-256 of the key a client resumes its session with after a break (None: no session).
+    session_key_hash: str | None = None
 
     @property
     def duration(self) -> int | None:

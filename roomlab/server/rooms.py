@@ -8,7 +8,10 @@ that timeouts measured in minutes can be tested without waiting.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import secrets
 import time
 import unicodedata
 from collections.abc import Callable
@@ -51,6 +54,11 @@ PARTICIPANT_DURATION_RANGE = (600, 86_400)
 VIDEO_CODECS = ("VP8", "H264")
 #: Code a participant is disconnected with when it outstays `max_participant_duration`.
 PARTICIPANT_DURATION_EXCEEDED = 53216
+#: Seconds a participant whose connection broke stays `reconnecting`, its session kept for it to
+#: resume (Twilio keeps a session about 30 s); then it is disconnected with the code of the break.
+RECONNECT_WINDOW = 30.0
+#: Codes of a break: the signaling connection (53001) or the media connection (53405).
+SIGNALING_BROKE, MEDIA_BROKE = 53001, 53405
 
 #: listener(event, live_room, participant, track): what changed, with the records it concerns.
 Listener = Callable[["RoomEvent", "LiveRoom", "Participant | None", "PublishedTrack | None"], None]
@@ -66,6 +74,8 @@ class LiveRoom:
     #: subscriber sid -> track sid -> subscription
     subscriptions: dict[str, dict[str, Subscription]] = field(default_factory=dict)
     rules: dict[str, SubscribeRules] = field(default_factory=dict)
+    #: participant sid -> (time its reconnect window closes, code of the break), while reconnecting
+    reconnecting: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def by_identity(self, identity: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.identity == identity), None)
@@ -104,10 +114,17 @@ def _check_callback(url: str | None, method: str | None) -> tuple[str | None, st
 class Rooms:
     """Every room of one server: creation, joins and leaves, tracks, subscriptions, expiry."""
 
-    def __init__(self, store: Store, account_sid: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        account_sid: str,
+        clock: Callable[[], float] = time.time,
+        reconnect_window: float = RECONNECT_WINDOW,
+    ) -> None:
         self.store = store
         self.account_sid = account_sid
         self.clock = clock
+        self.reconnect_window = reconnect_window
         self.live: dict[str, LiveRoom] = {}
         self._listeners: list[Listener] = []
         self._recover()
@@ -314,8 +331,10 @@ class Rooms:
         participant.end_time = now
         participant.date_updated = now
         participant.end_reason = code
+        participant.session_key_hash = None
         del live.participants[participant.sid]
         live.rules.pop(participant.sid, None)
+        live.reconnecting.pop(participant.sid, None)
         if not live.participants:
             live.room.empty_since = now
         live.room.date_updated = now
@@ -324,6 +343,61 @@ class Rooms:
         log.debug("room %s, participant %s disconnected (code %s)", live.room.sid, participant.sid, code)
         if not ending and not live.participants and live.room.empty_room_timeout == 0:
             self._end(live, "completed")
+
+    # breaks and resumption ------------------------------------------------------------------
+    def new_session_key(self, participant: Participant) -> str:
+        """The key a client resumes this participant's session with; only its hash is kept."""
+        key = secrets.token_hex(16)
+        participant.session_key_hash = _hash_key(key)
+        self.store.save(participant)
+        return key
+
+    def start_reconnecting(self, participant_sid: str, code: int) -> None:
+        """The participant's connection broke (`code`: 53001 signaling, 53405 media): it stays in
+        the room, `reconnecting`, for the reconnect window."""
+        live, participant = self._connected(participant_sid)
+        if participant.sid in live.reconnecting:
+            return
+        now = self.clock()
+        live.reconnecting[participant.sid] = (now + self.reconnect_window, code)
+        participant.status = "reconnecting"
+        participant.date_updated = now
+        self.store.save(participant)
+        self._emit(live, "participant-reconnecting", participant, code=code)
+        log.debug("room %s, participant %s reconnecting (code %s)", live.room.sid, participant.sid, code)
+
+    def resumable(self, participant_sid: str, identity: str, key: str) -> tuple[LiveRoom, Participant]:
+        """The participant whose session a client asks to resume, if it is still there and the
+        key is its own; else 53204 (the session has ended: the window closed, or it was removed)."""
+        found = next((live for live in self.live.values() if participant_sid in live.participants), None)
+        participant = found.participants[participant_sid] if found is not None else None
+        if (
+            found is None
+            or participant is None
+            or participant.identity != identity
+            or participant.session_key_hash is None
+            or not hmac.compare_digest(participant.session_key_hash, _hash_key(key))
+        ):
+            raise RoomError(53204, "Participant not found: the session to resume has ended (or the key is wrong)")
+        window_closes, code = found.reconnecting.get(participant.sid, (None, None))
+        if window_closes is not None and self.clock() >= window_closes:
+            self._disconnect(found, participant, code=code)  # (the next expiry round would have)
+            raise RoomError(53204, "Participant not found: the session ended when its reconnect window closed")
+        return found, participant
+
+    def resume(self, participant_sid: str) -> None:
+        """The participant is connected again, with the tracks and subscribe rules it had; its
+        subscriptions are re-applied (after a restart, that makes them again)."""
+        live, participant = self._connected(participant_sid)
+        if participant.sid not in live.reconnecting:
+            self.start_reconnecting(participant.sid, SIGNALING_BROKE)  # a break the server had not seen yet
+        del live.reconnecting[participant.sid]
+        participant.status = "connected"
+        participant.date_updated = self.clock()
+        self.store.save(participant)
+        self._emit(live, "participant-reconnected", participant)
+        self._resubscribe(live, [participant.sid])
+        log.debug("room %s, participant %s reconnected", live.room.sid, participant.sid)
 
     def set_metadata(self, participant_sid: str, metadata: str) -> Participant:
         live, participant = self._connected(participant_sid)
@@ -484,7 +558,10 @@ class Rooms:
         for live in list(self.live.values()):
             room = live.room
             for participant in list(live.participants.values()):
-                if now - participant.start_time >= room.max_participant_duration:
+                window_closes, code = live.reconnecting.get(participant.sid, (None, None))
+                if window_closes is not None and now >= window_closes:
+                    self._disconnect(live, participant, code=code)
+                elif now - participant.start_time >= room.max_participant_duration:
                     self._disconnect(live, participant, code=PARTICIPANT_DURATION_EXCEEDED)
             if room.sid not in self.live:
                 continue
@@ -496,20 +573,36 @@ class Rooms:
                 self._end(live, "completed")
 
     def close(self) -> None:
-        """Disconnect everyone (the server is stopping); rooms stay in progress in the store."""
+        """The server is stopping; rooms stay in progress in the store. With a file store a
+        restarted server can take its participants back: those with a session are left
+        `reconnecting` (and get the reconnect window again when it starts); everyone else, and
+        everyone of an in-memory server, is disconnected (53000)."""
         for live in list(self.live.values()):
             for participant in list(live.participants.values()):
-                self._disconnect(live, participant, code=53000, ending=True)
+                if self.store.path is not None and participant.session_key_hash is not None:
+                    self.start_reconnecting(participant.sid, SIGNALING_BROKE)
+                else:
+                    self._disconnect(live, participant, code=53000, ending=True)
 
     def _recover(self) -> None:
-        """Reload in-progress rooms after a restart; participants left connected by a crash leave now."""
+        """Reload in-progress rooms after a restart. Participants with a session (connected when
+        a crash came, or left reconnecting by a stop) get the reconnect window to resume it, with
+        their tracks and subscribe rules; other participants left connected leave now (53000)."""
         for room in self.store.select(Room, {"status": "in-progress"}).records:
             live = LiveRoom(room)
             self.live[room.sid] = live
-            stale = self.store.select(Participant, {"room_sid": room.sid, "status": "connected"}).records
+            stale = [
+                participant
+                for status in ("connected", "reconnecting")
+                for participant in self.store.select(Participant, {"room_sid": room.sid, "status": status}).records
+            ]
             for participant in stale:
                 live.participants[participant.sid] = participant
                 live.subscriptions[participant.sid] = {}
+                rules = self.store.get(SubscribeRules, participant_sid=participant.sid)
+                live.rules[participant.sid] = rules or SubscribeRules(
+                    participant.sid, room.sid, validate_subscribe_rules(INCLUDE_ALL), self.clock(), self.clock()
+                )
             for track in self.store.select(PublishedTrack, {"room_sid": room.sid, "state": "published"}).records:
                 if track.participant_sid in live.participants:
                     live.tracks[track.sid] = track
@@ -517,8 +610,13 @@ class Rooms:
                     track.state = "unpublished"
                     self.store.save(track)
             for participant in stale:
-                self._disconnect(live, participant, code=53000, ending=True)
-            if room.used and room.empty_since is None:
+                if participant.session_key_hash is None:
+                    self._disconnect(live, participant, code=53000, ending=True)
+                elif participant.status == "reconnecting":  # since the stop: the window starts again
+                    live.reconnecting[participant.sid] = (self.clock() + self.reconnect_window, SIGNALING_BROKE)
+                else:
+                    self.start_reconnecting(participant.sid, SIGNALING_BROKE)  # a crash: record the break
+            if room.used and room.empty_since is None and not live.participants:
                 room.empty_since = self.clock()
                 self.store.save(room)
 
@@ -564,3 +662,7 @@ class Rooms:
                 listener(event, live, participant, track)
             except Exception:  # a broken observer must never break the room
                 log.exception("room %s: listener failed on %s", live.room.sid, event.name)
+
+
+def _hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()

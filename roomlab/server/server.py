@@ -28,7 +28,7 @@ from .feed import TelemetryFeed
 from .media import MEDIA_PATHS
 from .network_quality import NetworkQuality
 from .rest import RestApi
-from .rooms import Rooms
+from .rooms import RECONNECT_WINDOW, Rooms
 from .sfu import Sfu
 from .signaling import SignalingEndpoint
 from .store import Store
@@ -73,10 +73,14 @@ class Server:
         clock: Callable[[], float] = time.time,
         callback_policy: DeliveryPolicy | None = None,
         media_path: str = "forward",
+        reconnect_window: float = RECONNECT_WINDOW,
     ) -> None:
         if media_path not in MEDIA_PATHS:
             raise ValueError(f"media_path must be one of {', '.join(MEDIA_PATHS)}, got {media_path!r}")
+        if isinstance(reconnect_window, bool) or not isinstance(reconnect_window, int | float) or reconnect_window < 0:
+            raise ValueError(f"reconnect_window must be a number of seconds, 0 or more, got {reconnect_window!r}")
         self.media_path = media_path
+        self.reconnect_window = float(reconnect_window)
         self.host = host
         self.port = port
         self.db = None if db is None else Path(db)
@@ -143,7 +147,7 @@ class Server:
     async def _startup(self) -> None:
         self.store = Store(self.db)
         self.credentials = self._credentials(self.store)
-        self.rooms = Rooms(self.store, self.credentials.account_sid, self.clock)
+        self.rooms = Rooms(self.store, self.credentials.account_sid, self.clock, self.reconnect_window)
         self.rooms.on_event(self._record_event)
         self._callbacks = StatusCallbacks(self.rooms, self.store, self.credentials.api_secret, self.callback_policy)
         await self._callbacks.start()
@@ -176,9 +180,13 @@ class Server:
             self._sampler.cancel()
         if self._speaker_task is not None:
             self._speaker_task.cancel()
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()  # no new connections: a client resuming now waits for a restart
         if self.rooms is not None:
             self.rooms.close()
-        await asyncio.sleep(0)  # let sessions flush their goodbyes before the sockets close
+        if self.sfu is not None:
+            await self.sfu.close()  # every session says goodbye and closes, each step bounded
         if self._callbacks is not None:
             await self._callbacks.stop()
         if self._runner is not None:
@@ -329,6 +337,8 @@ def serve(
     Options: `account_sid`, `clock` (a function returning UNIX time, to fast-forward room
     timeouts in tests and simulations), `callback_policy` (a `DeliveryPolicy`), `media_path`
     ("forward": encoded frames pass through untouched, the default; "transcode": decoded once and
-    encoded per subscriber, aiortc's MediaRelay way, kept to measure the two side by side).
+    encoded per subscriber, aiortc's MediaRelay way, kept to measure the two side by side),
+    `reconnect_window` (seconds a participant whose connection broke may resume its session;
+    30 by default, as Twilio).
     """
     return Server(host, port, db, api_key, api_secret, **options).start()

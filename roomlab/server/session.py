@@ -5,12 +5,17 @@ The server drives every SDP negotiation: it adds data channels and transceivers,
 applies the client's answer. Requests for negotiation coalesce, so a burst of subscriptions costs
 one round trip. Outgoing signaling goes through a queue and a writer task, so that nothing in the
 room ever waits on one client's socket. Room events become this protocol's messages in `notify`.
+
+When the socket breaks, the session outlives it while its participant is `reconnecting`: what the
+room says meanwhile waits in the queue, an offer waiting for its answer waits too, and a client
+that resumes on a new socket (`attach`) gets them there, after the message that resumes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +23,7 @@ from aiohttp import web
 from aiortc import RTCSessionDescription
 
 from ..errors import RoomError
+from ..net import closing
 from ..net.renegotiation import transport_ready
 from ..policy.quality import NetworkQualityStats
 from ..protocol import signaling
@@ -42,6 +48,7 @@ def participant_info(p: Participant, live: LiveRoom) -> dict[str, Any]:
     return {
         "sid": p.sid,
         "identity": p.identity,
+        "state": p.status,
         "metadata": p.metadata,
         "tracks": [track_info(t) for t in live.tracks.values() if t.participant_sid == p.sid],
     }
@@ -61,17 +68,23 @@ class Session(ParticipantConnection):
     ) -> None:
         super().__init__(live, participant)
         self.ws = ws
-        #: signaling messages waiting for the writer task (None: close)
-        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        #: signaling messages waiting for the writer task; one stays queued until it is written
+        self._outbox: deque[dict[str, Any]] = deque()
+        self._queued = asyncio.Event()
+        self._emptied = asyncio.Event()
+        #: set while a socket is attached (cleared while the participant is reconnecting)
+        self._attached = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._negotiating: asyncio.Task[None] | None = None
         self._renegotiate = False
         self._answer: asyncio.Future[str] | None = None
+        #: the offer waiting for its answer (sent again on a new socket after a break)
+        self._offer: dict[str, Any] | None = None
         self._on_closed = on_closed
 
     # signaling out ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_forever())
+        self.attach(self.ws)
         self.reliable = self.pc.createDataChannel(RELIABLE_CHANNEL, ordered=True)
         self.lossy = self.pc.createDataChannel(LOSSY_CHANNEL, ordered=False, maxRetransmits=0)
 
@@ -86,11 +99,13 @@ class Session(ParticipantConnection):
         """Queue a signaling message; a client that stops reading is disconnected, not waited on."""
         if self.closed:
             return
-        if self._outbox.qsize() >= OUTBOX_LIMIT:
+        if len(self._outbox) >= OUTBOX_LIMIT:
             log.debug("participant %s: signaling backlog over %d, closing", self.sid, OUTBOX_LIMIT)
             self._on_closed(self, 53002)
             return
-        self._outbox.put_nowait(message)
+        self._outbox.append(message)
+        self._emptied.clear()
+        self._queued.set()
 
     def send_error(self, error: RoomError, **context: Any) -> None:
         self.send({"type": "error", "code": error.code, "message": error.message, **context})
@@ -114,6 +129,12 @@ class Session(ParticipantConnection):
     def report_layer(self, track_sid: str, layer: str | None) -> None:
         self.send({"type": "layer_changed", "track_sid": track_sid, "layer": layer})
 
+    def report_congestion(self, track_sid: str | None, congested: bool) -> None:
+        if track_sid is None:
+            self.send({"type": "data_congestion", "congested": congested})
+        else:
+            self.send({"type": "track_congestion", "track_sid": track_sid, "congested": congested})
+
     def notify(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
@@ -133,6 +154,8 @@ class Session(ParticipantConnection):
             self.send({"type": "participant_connected", "participant": participant_info(participant, live)})
         elif name == "participant-disconnected":
             self.send({"type": "participant_disconnected", "participant_sid": participant.sid})
+        elif name in ("participant-reconnecting", "participant-reconnected"):
+            self.send({"type": name.replace("-", "_"), "participant_sid": participant.sid})
         elif name == "participant-metadata-changed":
             metadata = participant.metadata
             self.send({"type": "metadata_changed", "participant_sid": participant.sid, "metadata": metadata})
@@ -143,15 +166,56 @@ class Session(ParticipantConnection):
         elif name in ("track-enabled", "track-disabled") and track is not None:
             self.send({"type": name.replace("-", "_"), "participant_sid": participant.sid, "track_sid": track.sid})
 
-    async def _write_forever(self) -> None:
+    @property
+    def attached(self) -> bool:
+        return self._attached.is_set()
+
+    def attach(self, ws: web.WebSocketResponse, first: dict[str, Any] | None = None) -> None:
+        """Write to `ws` from now on: `first`, then an offer still waiting for its answer (it may
+        have been lost with the last socket), then whatever is queued."""
+        if self._writer is not None:
+            self._writer.cancel()
+        self.ws = ws
+        if self._offer is not None and not any(m is self._offer for m in self._outbox):
+            self._outbox.appendleft(self._offer)
+        if first is not None:
+            self._outbox.appendleft(first)
+        if self._outbox:
+            self._emptied.clear()
+        self._attached.set()
+        self._queued.set()
+        self._writer = asyncio.get_running_loop().create_task(self._write_forever(ws))
+
+    def detach(self) -> None:
+        """The socket broke: keep queueing until the client resumes (or the window closes)."""
+        self._attached.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+            self._writer = None
+
+    async def _write_forever(self, ws: web.WebSocketResponse) -> None:
         while True:
-            message = await self._outbox.get()
-            if message is None:
-                return
+            if not self._outbox:
+                self._queued.clear()
+                self._emptied.set()
+                await self._queued.wait()
+                continue
             try:
-                await self.ws.send_str(signaling.encode(message))
+                await ws.send_str(signaling.encode(self._outbox[0]))
             except (ConnectionError, RuntimeError):
-                return
+                return  # kept queued: the socket broke, and the reader will say so
+            self._outbox.popleft()
+
+    async def _flush(self, timeout: float) -> None:
+        """Give the writer up to `timeout` seconds to write what is queued (a goodbye)."""
+        writer = self._writer
+        if not self._outbox or writer is None or writer.done() or not self.attached:
+            return
+        emptied = asyncio.ensure_future(self._emptied.wait())
+        try:
+            await asyncio.wait({emptied, writer}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            emptied.cancel()
 
     # negotiation ----------------------------------------------------------------------------
     def request_negotiation(self) -> None:
@@ -192,18 +256,31 @@ class Session(ParticipantConnection):
             for slot in self.slots
             if slot.transceiver is not None and slot.transceiver.mid is not None
         }
-        self.send({"type": "offer", "sdp": self.pc.localDescription.sdp, "mids": mids})
+        self._offer = {"type": "offer", "sdp": self.pc.localDescription.sdp, "mids": mids}
+        self.send(self._offer)
         while True:
-            sdp = await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
+            sdp = await self._wait_for_answer()
             try:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:  # any parse or negotiation failure of the client's SDP
                 self._answer = asyncio.get_running_loop().create_future()
                 self.send_error(RoomError(53403, f"Server unable to apply the remote answer: {exc}"))
-                self.send({"type": "offer", "sdp": self.pc.localDescription.sdp, "mids": mids})
+                self.send(self._offer)
                 continue
             break
-        self._answer = None
+        self._answer = self._offer = None
+
+    async def _wait_for_answer(self) -> str:
+        """The client's answer within ANSWER_TIMEOUT of being connected: time spent reconnecting
+        does not count (the offer is sent again on the client's new socket)."""
+        assert self._answer is not None
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
+            except TimeoutError:
+                if self.attached:
+                    raise
+                await self._attached.wait()
 
     def on_answer(self, sdp: str) -> None:
         if self._answer is None or self._answer.done():
@@ -225,15 +302,11 @@ class Session(ParticipantConnection):
                 }
             )
         self.closed = True
-        self._outbox.put_nowait(None)
-        if self._writer is not None:
-            try:
-                await asyncio.wait_for(self._writer, 2.0)
-            except TimeoutError:
-                self._writer.cancel()
+        await self._flush(2.0)
+        self.detach()
         if self._negotiating is not None:
             self._negotiating.cancel()
         if self._answer is not None and not self._answer.done():
             self._answer.cancel()
-        await self.ws.close()
-        await self.pc.close()
+        await self.ws.close()  # bounded by the socket's close timeout (signaling.CLOSE_TIMEOUT)
+        await closing.close_peer_connection(self.pc)

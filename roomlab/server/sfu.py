@@ -25,6 +25,7 @@ from ..protocol import framing
 from ..protocol.batching import Batcher
 from ..protocol.layers import LayerSpec
 from ..telemetry.sampling import ChannelCounters, RtpStream
+from .congestion import Congestion, watch_outlet
 from .connection import ParticipantConnection
 from .dominant_speaker import DominantSpeakers
 from .media import MediaForwarder, OutgoingTrack
@@ -56,6 +57,11 @@ class DataTrackForwarder:
         self.source: RTCDataChannel | None = None
         self.outlets: dict[str, Batcher] = {}
         self._complaints = 0
+        self.reliable = (
+            track.options.get("max_packet_life_time") is None and track.options.get("max_retransmits") is None
+        )
+        #: end-to-end flow control of a reliable track (roomlab/server/congestion.py)
+        self.congestion = Congestion(self.outlets.items, self._tell_congestion) if self.reliable else None
 
     @property
     def publisher_identity(self) -> str | None:
@@ -84,6 +90,12 @@ class DataTrackForwarder:
         for batcher in self.outlets.values():
             if batcher.usable:
                 batcher.add(message, frames)  # type: ignore[arg-type]
+        if self.congestion is not None:
+            self.congestion.check()
+
+    def _tell_congestion(self, congested: bool) -> None:
+        if self.publisher is not None:
+            self.publisher.report_congestion(self.track.sid, congested)
 
     def _complain(self, reason: str) -> None:
         """Tell the publisher its message was dropped (at most a few times, not per message)."""
@@ -105,18 +117,24 @@ class DataTrackForwarder:
         self.outlets[session.sid] = session.data_outlet(
             channel, self.counters, self.track.sid, self.track.name, self.publisher_identity
         )
+        if self.congestion is not None:
+            watch_outlet(self.outlets[session.sid], self.congestion.relieve)
 
     def remove_subscriber(self, session: ParticipantConnection) -> None:
         batcher = self.outlets.pop(session.sid, None)
         if batcher is not None:
             batcher.flush()
             batcher.channel.close()
+            if self.congestion is not None:
+                self.congestion.relieve()
 
     def close(self) -> None:
         for batcher in self.outlets.values():
             batcher.flush()
             batcher.channel.close()
         self.outlets.clear()
+        if self.congestion is not None:
+            self.congestion.close()
 
 
 class MediaTrackForwarder:
@@ -155,6 +173,10 @@ class MediaTrackForwarder:
             self.stalled = True
             return False
         return None
+
+    def hold(self, now: float) -> None:
+        """Count the time until `now` as flowing (its publisher is reconnecting)."""
+        self._flowed_at = now
 
     def attach_source(self, receiver: RTCRtpReceiver, source: MediaStreamTrack, layer: str | None = None) -> None:
         self.media.attach(receiver, source, self.audio_level, layer)
@@ -222,7 +244,20 @@ class Sfu:
         self.counters = ChannelCounters()
         #: server-sent (SendData) sequence numbers: room sid -> destination (None = everyone) -> seq
         self._server_seq: dict[str, dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
+        #: sessions being closed (their goodbyes and connections), awaited when the server stops
+        self._closing: set[asyncio.Task[None]] = set()
+        #: participant sid -> flow control of its reliable publish_data
+        self._data_congestion: dict[str, Congestion] = {}
         rooms.on_event(self._on_event)
+        for live in rooms.live.values():  # tracks kept across a restart, for publishers to resume
+            for track in live.tracks.values():
+                self.forwarders[track.sid] = self._forwarder(track, None)
+
+    def _forwarder(self, track: PublishedTrack, publisher: ParticipantConnection | None) -> Forwarder:
+        if track.kind == "data":
+            return DataTrackForwarder(track, publisher, self.counters)
+        levels = self.speakers.observer(track) if self.speakers is not None and track.kind == "audio" else None
+        return MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
 
     # sessions -------------------------------------------------------------------------------
     def add_session(self, session: ParticipantConnection) -> None:
@@ -233,6 +268,11 @@ class Sfu:
                 continue  # a protocol without publish_data
             session.batchers[kind] = session.data_outlet(channel, self.counters, kind, track_name=kind)
             channel.on("message", lambda message, s=session, k=kind: self.route_data(s, k, message))
+        if RELIABLE_CHANNEL in session.batchers:
+            watch_outlet(session.batchers[RELIABLE_CHANNEL], self._relieve_data)
+        congestion = self._data_congestion.pop(session.sid, None)  # a session resumed on a new connection
+        if congestion is not None:
+            congestion.close()
 
         @session.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -266,12 +306,43 @@ class Sfu:
             current = self.speakers.dominant(session.live.room.sid)
             if current is not None:
                 session.report_dominant_speaker(current)
+        # a participant resuming on a new connection publishes its tracks again, under their SIDs
+        for track in [t for t in session.live.tracks.values() if t.participant_sid == session.sid]:
+            forwarder = self.forwarders.get(track.sid)
+            if isinstance(forwarder, DataTrackForwarder):
+                forwarder.publisher, forwarder.source = session, None
+                if forwarder.congestion is not None:
+                    forwarder.congestion.tell_again()
+            elif isinstance(forwarder, MediaTrackForwarder):
+                session.receive_media(track.kind, track.sid, forwarder.media.layers)
 
     def remove_session(self, session: ParticipantConnection) -> None:
         if self.sessions.get(session.sid) is session:
             del self.sessions[session.sid]
+            congestion = self._data_congestion.pop(session.sid, None)
+            if congestion is not None:
+                congestion.close()
         for forwarder in self.forwarders.values():
             forwarder.remove_subscriber(session)
+        self._relieve_data()
+
+    def close_session(self, session: ParticipantConnection, code: int | None, reason: str | None = None) -> None:
+        """Close a session in a task of its own; `close()` waits for every such task."""
+        task = asyncio.get_running_loop().create_task(session.close(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """The server is stopping: close every session still open without a goodbye (their
+        participants are reconnecting, for a restarted server to take back), and wait for every
+        close under way (each of their steps is bounded)."""
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            self.close_session(session, None)
+        if self._closing:
+            await asyncio.wait(set(self._closing))
+        for session in sessions:  # (after closing: nothing is renegotiated or reset on the way out)
+            self.remove_session(session)
 
     def room_sessions(self, room_sid: str, except_sid: str | None = None) -> list[ParticipantConnection]:
         return [s for s in self.sessions.values() if s.live.room.sid == room_sid and s.sid != except_sid]
@@ -287,17 +358,12 @@ class Sfu:
             if own is not None:
                 self.remove_session(own)
                 reason = REMOVED_BY_REST_MESSAGE if event.code == REMOVED_BY_REST else None
-                asyncio.get_running_loop().create_task(own.close(event.code, reason))
+                self.close_session(own, event.code, reason)
         elif name == "track-added" and track is not None and participant is not None:
             publisher = self.sessions.get(participant.sid)
-            if track.kind == "data":
-                self.forwarders[track.sid] = DataTrackForwarder(track, publisher, self.counters)
-            else:
-                levels = self.speakers.observer(track) if self.speakers is not None and track.kind == "audio" else None
-                forwarder = MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
-                self.forwarders[track.sid] = forwarder
-                if publisher is not None:
-                    publisher.receive_media(track.kind, track.sid, forwarder.media.layers)
+            forwarder = self.forwarders[track.sid] = self._forwarder(track, publisher)
+            if isinstance(forwarder, MediaTrackForwarder) and publisher is not None:
+                publisher.receive_media(track.kind, track.sid, forwarder.media.layers)
         elif name == "track-removed" and track is not None and participant is not None:
             forwarder = self.forwarders.pop(track.sid, None)
             if forwarder is not None:
@@ -325,6 +391,10 @@ class Sfu:
         now = time.monotonic()
         for forwarder in list(self.forwarders.values()):
             if not isinstance(forwarder, MediaTrackForwarder):
+                continue
+            live = self.rooms.live.get(forwarder.track.room_sid)
+            if live is not None and forwarder.track.participant_sid in live.reconnecting:
+                forwarder.hold(now)  # its publisher sends nothing until it is back: not a stall
                 continue
             flowing = forwarder.check_flow(now)
             if flowing is None:
@@ -354,6 +424,28 @@ class Sfu:
             return
         for frame in frames:
             self._deliver(sender.live.room.sid, sender.sid, channel_kind, frame)
+        if channel_kind == RELIABLE_CHANNEL:
+            self._sender_congestion(sender).check()
+
+    def _sender_congestion(self, sender: ParticipantConnection) -> Congestion:
+        """End-to-end flow control of a participant's reliable publish_data (see congestion.py)."""
+        congestion = self._data_congestion.get(sender.sid)
+        if congestion is None:
+            room_sid = sender.live.room.sid
+
+            def outlets() -> list[tuple[str, Batcher]]:
+                others = self.room_sessions(room_sid, except_sid=sender.sid)
+                return [(s.sid, s.batchers[RELIABLE_CHANNEL]) for s in others if RELIABLE_CHANNEL in s.batchers]
+
+            def tell(congested: bool) -> None:
+                sender.report_congestion(None, congested)
+
+            congestion = self._data_congestion[sender.sid] = Congestion(outlets, tell)
+        return congestion
+
+    def _relieve_data(self) -> None:
+        for congestion in list(self._data_congestion.values()):
+            congestion.relieve()
 
     def _deliver(self, room_sid: str, sender_sid: str | None, channel_kind: str, frame: framing.Frame) -> None:
         if frame.destinations:

@@ -19,8 +19,8 @@ from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import signaling
 from ..protocol.layers import parse_layers
 from .auth import Credentials, token_allows_room, verify_access_token
-from .model import TRACK_KINDS
-from .rooms import Rooms
+from .model import TRACK_KINDS, Participant
+from .rooms import MEDIA_BROKE, SIGNALING_BROKE, LiveRoom, Rooms
 from .session import Session, participant_info, track_info
 from .sfu import Sfu
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 #: WebSocket ping interval; a client that misses a pong for half of it is gone.
 HEARTBEAT = 5.0
+#: Seconds the server waits for a client to answer its closing handshake.
+CLOSE_TIMEOUT = 1.0
 #: Messages per second a client may send on average, and in one burst.
 RATE, BURST = 50.0, 200.0
 #: Largest WebSocket frame read at all; frames between signaling.MAX_MESSAGE_BYTES and this get
@@ -113,7 +115,7 @@ class SignalingEndpoint:
         self.credentials = credentials
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=WS_FRAME_LIMIT)
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=WS_FRAME_LIMIT, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
         try:
             session = await self._join(ws)
@@ -121,6 +123,12 @@ class SignalingEndpoint:
             await self._refuse(ws, error)
             return ws
         code = await self._serve(session)
+        if session.closed or self.sfu.sessions.get(session.sid) is not session or session.ws is not ws:
+            return ws  # the server ended the session (and said why), or it resumed on another socket
+        if code == SIGNALING_BROKE and self.rooms.is_connected(session.sid):
+            session.detach()  # the participant may come back within the reconnect window
+            self.rooms.start_reconnecting(session.sid, SIGNALING_BROKE)
+            return ws
         if self.rooms.is_connected(session.sid):
             self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
         self.sfu.remove_session(session)
@@ -129,7 +137,10 @@ class SignalingEndpoint:
 
     @staticmethod
     async def _refuse(ws: web.WebSocketResponse, error: RoomError) -> None:
-        await ws.send_str(signaling.encode({"type": "error", "code": error.code, "message": error.message}))
+        try:
+            await ws.send_str(signaling.encode({"type": "error", "code": error.code, "message": error.message}))
+        except ConnectionError:  # the client went away first: nobody left to tell
+            pass
         await ws.close()
 
     async def _join(self, ws: web.WebSocketResponse) -> Session:
@@ -151,6 +162,8 @@ class SignalingEndpoint:
             )
         access = verify_access_token(message["token"], self.credentials)
         features = connect_options(message.get("options") or {})
+        if "resume" in message:
+            return self._resume(ws, access.identity, message["resume"], features)
         room_key = message.get("room") or access.room
         if not room_key:
             raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
@@ -169,21 +182,73 @@ class SignalingEndpoint:
         session = Session(live, participant, ws, self._ended)
         session.network_quality, session.dominant_speaker = features
         session.start()
-        session.send(
-            {
-                "type": "connected",
-                "version": signaling.PROTOCOL_VERSION,
-                "room": {"sid": live.room.sid, "name": live.room.unique_name},
-                "participant": {"sid": participant.sid, "identity": participant.identity},
-                "participants": [
-                    participant_info(p, live) for p in live.participants.values() if p.sid != participant.sid
-                ],
-                "heartbeat": HEARTBEAT,
-            }
-        )
+        session.send(self._connected(live, participant, self.rooms.new_session_key(participant)))
         self.sfu.add_session(session)
         session.request_negotiation()
         log.debug("room %s, participant %s joined over signaling", live.room.sid, participant.sid)
+        return session
+
+    def _connected(self, live: LiveRoom, participant: Participant, key: str, **resumed: Any) -> dict[str, Any]:
+        """The reply to `connect`: the room as it is now, and the key to resume this session."""
+        return {
+            "type": "connected",
+            "version": signaling.PROTOCOL_VERSION,
+            "room": {"sid": live.room.sid, "name": live.room.unique_name},
+            "participant": {"sid": participant.sid, "identity": participant.identity},
+            "participants": [participant_info(p, live) for p in live.participants.values() if p.sid != participant.sid],
+            "heartbeat": HEARTBEAT,
+            "session": key,
+            "reconnect_window": self.rooms.reconnect_window,
+            **resumed,
+        }
+
+    def _resume(
+        self,
+        ws: web.WebSocketResponse,
+        identity: str,
+        resume: Any,
+        features: tuple[NetworkQualityConfiguration | None, bool],
+    ) -> Session:
+        """A client back after a break, with its session key (and the in-room features it asked
+        for). Its peer connection is kept if both ends still have it connected (a break of
+        signaling only); otherwise it gets a new one, and its tracks are published again under the
+        same SIDs (after a restart, a media break)."""
+        if not isinstance(resume, dict) or not all(
+            isinstance(resume.get(field), str) for field in ("participant_sid", "session", "peer_connection")
+        ):
+            raise signaling.invalid("connect.resume needs participant_sid, session and peer_connection (strings)")
+        live, participant = self.rooms.resumable(resume["participant_sid"], identity, resume["session"])
+        old = self.sfu.sessions.get(participant.sid)
+        if old is not None and not isinstance(old, Session):
+            raise RoomError(53204, "Participant not found: no session of this protocol to resume")
+        keep = (
+            old is not None
+            and resume["peer_connection"] == "keep"
+            and not old.closed
+            and old.pc.connectionState == "connected"
+        )
+        own = [track_info(t) for t in live.tracks.values() if t.participant_sid == participant.sid]
+        if keep:
+            assert old is not None
+            if old.attached and old.ws is not ws:
+                asyncio.get_running_loop().create_task(old.ws.close())  # a socket the server thought alive
+            self.rooms.resume(participant.sid)
+            reply = self._connected(live, participant, resume["session"], resumed=True, peer_connection="kept")
+            old.attach(ws, first={**reply, "tracks": own})
+            session = old
+        else:
+            if old is not None:
+                self.sfu.remove_session(old)
+                self.sfu.close_session(old, None)
+            session = Session(live, participant, ws, self._ended)
+            session.network_quality, session.dominant_speaker = features
+            session.start()
+            self.sfu.add_session(session)
+            self.rooms.resume(participant.sid)
+            reply = self._connected(live, participant, resume["session"], resumed=True, peer_connection="new")
+            session.attach(ws, first={**reply, "tracks": own})
+            session.request_negotiation()
+        log.debug("room %s, participant %s resumed (%s)", live.room.sid, participant.sid, reply["peer_connection"])
         return session
 
     async def _serve(self, session: Session) -> int | None:
@@ -248,9 +313,17 @@ class SignalingEndpoint:
             raise RoomError(53300, f"Track {track_sid!r} is not a track you published")
 
     def _ended(self, session: Session, code: int | None) -> None:
-        """A session broke (ICE failure, no answer, backlog): remove its participant with `code`."""
+        """A session broke. Its media path (53405): the participant reconnects (its socket is
+        closed too, so that the client does, if it has not noticed). No answer or a backlog of
+        signaling (53002): its participant is removed with that code."""
+        current = self.sfu.sessions.get(session.sid) is session and not session.closed
+        if code == MEDIA_BROKE and current and self.rooms.is_connected(session.sid):
+            self.rooms.start_reconnecting(session.sid, MEDIA_BROKE)
+            if session.attached:
+                asyncio.get_running_loop().create_task(session.ws.close())
+            return
         if self.rooms.is_connected(session.sid):
             self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
         else:
             self.sfu.remove_session(session)
-            asyncio.get_running_loop().create_task(session.close(code))
+            self.sfu.close_session(session, code)

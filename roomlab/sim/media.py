@@ -282,5 +282,5 @@ def camera_track(
             for layer, clip in clips.items()
         },
     )
-    track.on_sender = lambda sender: route_keyframe_requests(sender, sender.track.request_keyframe)
+    track.on_sender = lambda sender: route_keyframe_requests(sender, sender.track.source.request_keyframe)
     return track

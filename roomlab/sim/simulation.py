@@ -396,6 +396,17 @@ class Simulation:
             for identity in worker.identities:
                 if self.states.get(identity) not in ("left", "failed"):
                     self._set_state(identity, "lost", f"worker process exited (exit code {code})")
+                    self._remove(identity)
+
+    def _remove(self, identity: str) -> None:
+        """A lost bot will not resume its session: the server need not keep it reconnecting."""
+        from ..errors import RoomError
+        from ..server.rooms import SIGNALING_BROKE
+
+        try:
+            self.server.call(self.server.rooms.disconnect, self.room, identity, code=SIGNALING_BROKE)
+        except (RoomError, RuntimeError):  # never joined, already gone, or the server has stopped
+            pass
 
     # what happens ---------------------------------------------------------------------------
     def _append(self, table: str, columns: dict[str, list[Any]]) -> None:

@@ -58,17 +58,20 @@ class Watch:
                 return
             self._ready.set()
             stopping = asyncio.ensure_future(self._stop.wait())
-            while True:
-                receiving = asyncio.ensure_future(ws.receive())
-                done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if stopping in done:
-                    receiving.cancel()
-                    break
-                message = receiving.result()
-                if message.type != aiohttp.WSMsgType.TEXT:
-                    break
-                self._append(message.json())
-            await ws.close()
+            try:
+                while True:
+                    receiving = asyncio.ensure_future(ws.receive())
+                    done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if stopping in done:
+                        receiving.cancel()
+                        break
+                    message = receiving.result()
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        break  # the server stopped: the tables keep what arrived
+                    self._append(message.json())
+            finally:
+                stopping.cancel()
+                await ws.close()
 
     def _append(self, chunk: dict[str, Any]) -> None:
         table = self.telemetry.tables[chunk["table"]]
@@ -82,9 +85,18 @@ class Watch:
     def frames(self) -> dict[str, pd.DataFrame]:
         return self.telemetry.frames()
 
+    @property
+    def running(self) -> bool:
+        """Whether the feed is still followed (False once stopped, or once the server stopped)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
-        if self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        """Stop following (the tables keep what arrived); also on leaving a `with` block."""
+        if self._stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # its loop already closed: the server ended the feed
+                pass
         self._thread.join(5)
 
     def __enter__(self) -> Watch:

@@ -57,6 +57,11 @@ class PlainOutlet:
         """The channel is open, or opening (what is written waits for it)."""
         return self.channel.readyState in ("open", "connecting")
 
+    @property
+    def queued(self) -> int:
+        """Bytes not yet handed to the channel (waiting for it to open), as `Batcher.queued`."""
+        return self._waiting_bytes
+
     def add(self, frames: bytes, count: int = 1) -> bool:
         if self.channel.bufferedAmount + self._waiting_bytes > self.bound:
             self.dropped += count

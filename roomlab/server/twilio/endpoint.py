@@ -129,4 +129,4 @@ class TwilioSignalingEndpoint:
             self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
         else:
             self.sfu.remove_session(session)
-            asyncio.get_running_loop().create_task(session.close(code))
+            self.sfu.close_session(session, code)

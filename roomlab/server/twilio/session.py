@@ -33,6 +33,7 @@ from aiortc import RTCDataChannel, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError
 
 from ...errors import RoomError
+from ...net import closing
 from ...net.ice import host_addresses
 from ...net.renegotiation import transport_ready
 from ...telemetry.sampling import ChannelCounters
@@ -481,4 +482,4 @@ class TwilioSession(ParticipantConnection):
         if self._answer is not None and not self._answer.done():
             self._answer.cancel()
         await self.connection.close()
-        await self.pc.close()
+        await closing.close_peer_connection(self.pc)
