@@ -113,8 +113,10 @@ def test_camera_layers_have_aligned_keyframes_every_half_second_and_their_bitrat
 def test_a_selector_switches_at_the_target_keyframe_and_keeps_time_rising():
     selector = LayerSelector("high", now=0.0)
     timeline = RtpTimeline()
+    assert timeline.frame_step(90_000) == 3000  # 30 fps until the stream shows its own spacing
     assert timeline.unwrap(2**32 - FRAME_TICKS) == 2**32 - FRAME_TICKS
     assert timeline.unwrap(0) == 2**32  # past the 32-bit wrap the pts keeps rising
+    assert timeline.frame_step(90_000) == FRAME_TICKS
     # a new subscriber starts at a keyframe of its layer; other layers never reach it
     assert [selector.accept(*frame, now=0.1) for frame in [("high", False), ("low", True), ("high", True)]] == [
         False,
@@ -126,15 +128,35 @@ def test_a_selector_switches_at_the_target_keyframe_and_keeps_time_rising():
     frames = [("high", False), ("low", False), ("high", False), ("low", True), ("high", False), ("low", False)]
     assert [selector.accept(*frame, now=1.2) for frame in frames] == [True, False, True, True, False, True]
     assert selector.selection().current == "low" and selector.selection().switch_s == pytest.approx(0.2)
-    # the new layer's frame of the instant the old layer already sent goes one tick later
-    assert [selector.next_pts(p) for p in (0, FRAME_TICKS, FRAME_TICKS, 2 * FRAME_TICKS)] == [
-        0,
-        FRAME_TICKS,
-        FRAME_TICKS + 1,
-        2 * FRAME_TICKS,
-    ]
-    assert selector.select(None, now=2.0) is True  # switched off at once
-    assert not selector.accept("low", True, now=2.1) and selector.selection().current is None
+
+
+def test_a_selector_restamps_each_layer_onto_one_timeline_one_frame_step_after_the_last():
+    selector = LayerSelector("high", now=0.0)
+    step, rate = FRAME_TICKS, 90_000
+    high, low = 123_456_789, 4_000_000_000  # each layer's stream has a timeline of its own
+    out = []
+    for n in range(3):  # frames of high at 15 fps
+        assert selector.accept("high", n == 0, now=n / 15)
+        out.append(selector.restamp(high + n * step, step, rate, now=n / 15))
+    selector.select("low", now=0.15)
+    assert selector.accept("low", True, now=0.2)  # low's keyframe, 67 ms after high's last frame
+    out.append(selector.restamp(low, step, rate, now=0.2))
+    assert selector.accept("low", False, now=0.2 + 1 / 15)
+    out.append(selector.restamp(low + step, step, rate, now=0.2 + 1 / 15))
+    assert out == [high + n * step for n in range(5)]  # one frame step after the last, then low's own spacing
+    # switched off for 2 s, then on again: the timeline keeps pace with the clock, on the frame grid
+    selector.select(None, now=0.3)
+    selector.select("high", now=2.0)
+    assert selector.accept("high", True, now=0.2 + 1 / 15 + 2.0)
+    resumed = selector.restamp(high + 40 * step, step, rate, now=0.2 + 1 / 15 + 2.0)
+    assert resumed == out[-1] + 30 * step
+    # the stream of the current layer starts anew (its publisher reconnected): wait for a keyframe, re-anchor
+    selector.restart("high")
+    assert selector.selection().current is None and not selector.accept("high", False, now=2.4)
+    assert selector.accept("high", True, now=2.4 + 1 / 15)
+    assert selector.restamp(777, step, rate, now=2.4 + 1 / 15) == resumed + 3 * step  # 0.2 s later
+    assert selector.select(None, now=3.0) is True  # switched off at once
+    assert not selector.accept("high", True, now=3.1) and selector.selection().current is None
 
 
 def test_a_keyframe_request_moves_every_layer_to_the_same_next_keyframe():
@@ -259,6 +281,29 @@ async def test_the_server_switches_a_decoding_subscriber_between_layers(server, 
     assert sampled[-1] == "low" and len(set(sampled)) >= 2 and set(sampled) <= set(LAYERS), sampled
 
 
+async def test_a_publisher_that_reconnects_continues_the_subscribers_timeline(server, join):
+    cam = await join("cam", room="again", tracks=[camera_track()], decode_media=False)
+    viewer = await join("viewer", room="again")
+    track = await eventually(lambda: video_track(viewer), timeout=5)
+    frames = Frames(track)
+    try:
+        assert await eventually(lambda: len(frames.seen) >= 10, timeout=5)
+        old_pc = cam.pc
+        await old_pc.close()  # the camera's media path breaks: a new connection, new RTP streams of each layer
+        assert await eventually(lambda: cam.pc is not old_pc and cam.state == "connected", timeout=10)
+        broke = time.monotonic()
+        assert await eventually(lambda: len([f for f in frames.seen if f[0] > broke]) >= 10, timeout=10)
+    finally:
+        frames.stop()
+    # the viewer's one stream: times rising on the 15 fps grid across the new streams, keeping pace with the clock
+    pts = [p for _, p, _, _ in frames.seen]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    grid = Counter(p % FRAME_TICKS for p in pts).most_common(1)[0][0]
+    assert max((p - grid) % FRAME_TICKS for p in pts) < 10
+    elapsed = frames.seen[-1][0] - frames.seen[0][0]
+    assert (pts[-1] - pts[0]) / 90_000 == pytest.approx(elapsed, abs=0.3), elapsed  # the break's time is skipped
+
+
 async def test_a_switch_waits_at_most_for_the_next_aligned_keyframe(server, join):
     camera = camera_track()
     camera.on_sender = None  # a publisher that cannot make a keyframe on request: only the clips' own ones
@@ -320,11 +365,20 @@ async def test_layers_are_chosen_per_subscriber_and_checked(server, join):
     with pytest.raises(ValueError, match="not subscribed"):
         await asyncio.to_thread(server.call, forwarder.select_layer, "PA" + "0" * 32, "low")
     pattern_sid = next(sid for sid, f in server.sfu.forwarders.items() if f.track.name == plain.name)
-    with pytest.raises(ValueError, match="no layers"):
+    with pytest.raises(ValueError, match="layer must be one of single or None"):
         await select(server, pattern_sid, ann, "low")
-    # the plain track is unchanged: one stream, no layer
+    # a track without layers is one layer: one stream, no layer for the subscriber, and it can be switched off
     pattern = await eventually(lambda: named_track(bob, plain.name), timeout=5)
     assert pattern.layer is None and await eventually(lambda: pattern.frames_received >= 5, timeout=5)
+    pattern_layers = await asyncio.to_thread(server.call, server.sfu.forwarders[pattern_sid].layers)
+    assert [(layer.name, layer.width, layer.height) for layer in pattern_layers] == [("single", 160, 90)]
+    await select(server, pattern_sid, bob, None)
+    await asyncio.sleep(0.3)  # what was on its way has arrived
+    stopped = pattern.frames_received
+    await asyncio.sleep(0.6)
+    assert pattern.frames_received == stopped and pattern.layer is None
+    await select(server, pattern_sid, bob, "single")
+    assert await eventually(lambda: pattern.frames_received >= stopped + 5, timeout=5)
 
 
 async def test_the_transcode_path_decodes_the_highest_layer_only(rooms_to_close):

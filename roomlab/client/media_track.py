@@ -221,7 +221,8 @@ class VideoLayer:
     """One quality layer of a layered `LocalVideoTrack`: a video source and what it sends."""
 
     source: MediaStreamTrack
-    """The layer's frames (or pre-encoded packets); all layers of a track share one pts timeline."""
+    """The layer's frames (or pre-encoded packets). Layers need no common timeline (the server
+    re-stamps at every switch); keyframes at the same instants make switches quick."""
     width: int
     """Picture width, pixels."""
     height: int

@@ -16,7 +16,7 @@ from ..errors import RoomError
 from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
-from ..net.rtp import SharedTimestampOrigin, tap_receiver
+from ..net.rtp import tap_receiver
 from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import framing
 from ..protocol.batching import Batcher
@@ -100,8 +100,6 @@ class Room(Reconnection, EventEmitter):
         self._mid_tracks: dict[str, str] = {}
         self._media_waiters: dict[str, asyncio.Future[None]] = {}
         self._published_media: dict[str, LocalMediaTrack] = {}
-        #: track SID -> the timestamp timeline its layers' senders share (layered tracks only)
-        self._layer_origins: dict[str, SharedTimestampOrigin] = {}
         #: track SID -> the layer of it the server forwards to this client now (layered tracks)
         self._received_layers: dict[str, str | None] = {}
         #: what this client receives and sends, as live tables (`room.telemetry.frame("messages")`)
@@ -610,9 +608,6 @@ class Room(Reconnection, EventEmitter):
                     transceiver.sender.replaceTrack(outgoing)
                     if local.on_sender is not None:
                         local.on_sender(transceiver.sender)
-                    if info.get("layer") is not None:  # the layers of one track share one RTP timeline
-                        origin = self._layer_origins.setdefault(info["track_sid"], SharedTimestampOrigin())
-                        origin.attach(transceiver.sender)
                 transceiver.direction = "sendonly"
                 attached.setdefault(info["track_sid"], set()).add(info.get("layer"))
             elif info is not None and info["role"] in ("publish", "retired"):

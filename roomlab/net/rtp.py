@@ -5,14 +5,12 @@ counters aiortc keeps per stream, RFC 6464 audio levels as packets enter the jit
 
 These reach into private attributes of aiortc 1.16.0 (pinned): a receiver's decoder queue,
 jitter buffer, stream statistics and bitrate estimator, a sender's `_send_keyframe`,
-`_next_encoded_frame`, counters, last sender report and the timestamp origin of its `_run_rtp`,
-a DTLS transport's RTP router. Tests cover each.
+`_next_encoded_frame`, counters and last sender report, a DTLS transport's RTP router. Tests cover each.
 """
 
 from __future__ import annotations
 
 import queue
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +51,13 @@ def is_keyframe(mime_type: str, data: bytes) -> bool:
     if codec == "video/h264":
         return any(nal and nal[0] & 0x1F == 5 for nal in data.split(b"\x00\x00\x01"))
     return True  # no way to tell: do not hold frames back
+
+
+def picture_size(mime_type: str, data: bytes) -> tuple[int, int] | None:
+    """The width and height a VP8 key frame carries (RFC 6386 §9.1), None for anything else."""
+    if mime_type.lower() != "video/vp8" or len(data) < 10 or data[0] & 0x01 or data[3:6] != b"\x9d\x01\x2a":
+        return None
+    return int.from_bytes(data[6:8], "little") & 0x3FFF, int.from_bytes(data[8:10], "little") & 0x3FFF
 
 
 class AudioPassThrough(JitterBuffer):
@@ -144,51 +149,6 @@ def set_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> No
         return frame
 
     sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
-
-
-def _sender_timestamp_origin() -> int:
-    """The random RTP timestamp origin of the aiortc sender whose `_run_rtp` is calling (read from
-    that coroutine's frame: aiortc keeps it in a local variable and exposes it nowhere else)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code.co_name == "_run_rtp" and "timestamp_origin" in frame.f_locals:
-            return int(frame.f_locals["timestamp_origin"])
-        frame = frame.f_back  # type: ignore[assignment]
-    raise RuntimeError("aiortc's RTCRtpSender._run_rtp keeps no timestamp_origin: is aiortc 1.16.0 installed?")
-
-
-class SharedTimestampOrigin:
-    """Makes the RTP timestamps of several senders one timeline: a frame of pts P leaves every sender
-    with the same RTP timestamp, as the layers of one simulcast track do.
-
-    aiortc gives each sender a random timestamp origin (RTP timestamp = origin + pts); each sender
-    attached here shifts its frames so that its effective origin is the first sender's.
-    """
-
-    def __init__(self) -> None:
-        self.origin: int | None = None
-        self._senders: set[int] = set()
-
-    def attach(self, sender: RTCRtpSender) -> None:
-        if id(sender) in self._senders:
-            return
-        self._senders.add(id(sender))
-        original = sender._next_encoded_frame
-        shift: int | None = None
-
-        async def next_encoded_frame(codec: Any) -> Any:
-            nonlocal shift
-            if shift is None:
-                own = _sender_timestamp_origin()
-                if self.origin is None:
-                    self.origin = own
-                shift = (self.origin - own) & 0xFFFFFFFF
-            frame = await original(codec)
-            if frame is not None and shift:
-                frame.timestamp = (frame.timestamp + shift) & 0xFFFFFFFF
-            return frame
-
-        sender._next_encoded_frame = next_encoded_frame  # type: ignore[method-assign]
 
 
 # --- what the server measures -----------------------------------------------------------------------

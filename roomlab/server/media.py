@@ -6,8 +6,9 @@ publisher's receiver hands its encoded frames (re-assembled after the jitter buf
 decoder) to the forwarder, which gives the same `av.Packet` to every subscriber's outgoing track;
 aiortc's sender packs a packet into RTP without encoding it. Subscribers still get valid RTP with
 their own sequence numbers, SSRC and timestamps. A subscriber's keyframe request (PLI/FIR) is
-passed to the publisher. Of a layered (simulcast) video track each subscriber gets one layer,
-switched at keyframes (simulcast.py).
+passed to the publisher. Of a video track each subscriber gets one layer (a track without layers
+is one layer), switched at keyframes and re-stamped onto one rising timeline (simulcast.py);
+switching to no layer switches the subscriber off.
 
 `MEDIA_PATHS`: "forward" (the default) or "transcode" (decode once, encode per subscriber, as
 aiortc's MediaRelay does), kept so that the two can be measured side by side.
@@ -32,8 +33,8 @@ import av
 from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 
-from ..net.rtp import is_keyframe, observe_audio_levels, route_keyframe_requests, tap_receiver
-from .simulcast import BitrateMeter, LayerSelection, LayerSelector, RtpTimeline
+from ..net.rtp import is_keyframe, observe_audio_levels, picture_size, route_keyframe_requests, tap_receiver
+from .simulcast import SINGLE_LAYER, BitrateMeter, LayerSelection, LayerSelector, RtpTimeline
 
 __all__ = [
     "MEDIA_PATHS",
@@ -67,14 +68,8 @@ class OutgoingTrack(MediaStreamTrack):
         self._waiter: asyncio.Future[None] | None = None
         self.dropped = 0
         self.on_keyframe_request: Callable[[], None] | None = None
-        #: a new subscriber's decoder can only start at a keyframe: frames before it are skipped
-        self.awaiting_keyframe = False
 
-    def push(self, frame: Any, keyframe: bool = True) -> None:
-        if self.awaiting_keyframe:
-            if not keyframe:
-                return
-            self.awaiting_keyframe = False
+    def push(self, frame: Any) -> None:
         if len(self._frames) == self._frames.maxlen:
             self.dropped += 1
         self._frames.append(frame)
@@ -100,22 +95,28 @@ class OutgoingTrack(MediaStreamTrack):
 
 @dataclass
 class LayerStream:
-    """What the server receives of one layer of a track (layer None: a track without layers)."""
+    """What the server receives of one layer of a track (`SINGLE_LAYER` for a track without layers)."""
 
-    layer: str | None
+    layer: str
     receiver: RTCRtpReceiver | None = None
     meter: BitrateMeter = field(default_factory=BitrateMeter)
+    timeline: RtpTimeline = field(default_factory=RtpTimeline)
+    """This stream's own timestamps (a new one when the publisher reconnects)."""
     frames: int = 0
     last_keyframe_request: float = -KEYFRAME_REQUEST_INTERVAL
+    size: tuple[int, int] | None = None
+    """Width and height of its last VP8 keyframe (None: not seen)."""
 
 
 class MediaForwarder:
     """One published audio or video track and the outgoing tracks of its subscribers.
 
-    A layered video track (`layers`, lowest first) arrives as one stream per layer; each
-    subscriber gets one of them through its one outgoing track, chosen with `select_layer` (by
-    default the highest: what a subscriber gets with no bandwidth limit). On the transcode path a
-    layered track is decoded from its highest layer only, and the others are dropped.
+    A layered video track (`layers`, lowest first) arrives as one stream per layer; a video track
+    without layers as one stream, `SINGLE_LAYER`. On the forwarding path each subscriber of a video
+    track gets one of them through its one outgoing track, chosen with `select_layer` (by default
+    the highest: what a subscriber gets with no bandwidth limit; None switches it off). On the
+    transcode path a layered track is decoded from its highest layer only, and the others are
+    dropped.
     """
 
     def __init__(self, track_sid: str, kind: str, path: str = "forward", layers: tuple[str, ...] = ()) -> None:
@@ -130,16 +131,16 @@ class MediaForwarder:
         self.outlets: set[OutgoingTrack] = set()
         self.codec: Any = None
         self.frames_forwarded = 0
-        self.streams = {layer: LayerStream(layer) for layer in layers or (None,)}
-        #: per subscriber of a layered track on the forwarding path: which layer it gets
+        self.streams = {layer: LayerStream(layer) for layer in layers or (SINGLE_LAYER,)}
+        #: per subscriber of a video track on the forwarding path: which layer it gets
         self._selectors: dict[OutgoingTrack, LayerSelector] = {}
         self._on_layer_changed: dict[OutgoingTrack, Callable[[str | None], None]] = {}
-        self._timeline = RtpTimeline()
         self._reader: asyncio.Task[None] | None = None
 
     @property
     def selects_layers(self) -> bool:
-        return bool(self.layers) and self.path == "forward"
+        """Subscribers get a layer each, and may be switched off (video on the forwarding path)."""
+        return self.kind == "video" and self.path == "forward"
 
     # the publisher's side
     def attach(
@@ -152,16 +153,19 @@ class MediaForwarder:
         """Start taking frames from the publisher (called from the peer connection's `track`), of
         `layer` for a layered track; `audio_level` gets the RFC 6464 level of every audio packet,
         read without decoding; again on the new connection of a publisher that reconnected."""
-        if layer not in self.streams:
+        name = SINGLE_LAYER if layer is None and not self.layers else layer
+        if name not in self.streams:
             raise ValueError(f"track {self.track_sid} has no layer {layer!r}; its layers: {self.layers}")
-        stream = self.streams[layer]
-        if stream.receiver is not None:  # the publisher reconnected: decoders restart at a keyframe
-            self._restart_subscribers(layer)
+        stream = self.streams[name]  # type: ignore[index]
+        if stream.receiver is not None:  # the publisher reconnected: a new stream, on a timeline of its own
+            stream.timeline = RtpTimeline()
+            for selector in self._selectors.values():
+                selector.restart(stream.layer)
         stream.receiver = receiver
         level = audio_level if self.kind == "audio" else None
         if self.path == "forward":
             tap_receiver(receiver, self.kind, lambda codec, frame: self._on_encoded_frame(stream, codec, frame), level)
-        elif layer is None or layer == self.layers[-1]:
+        elif not self.layers or layer == self.layers[-1]:
             if self._reader is not None:
                 self._reader.cancel()
             if level is not None:
@@ -170,31 +174,22 @@ class MediaForwarder:
         else:  # the lower layers of a transcoded track are dropped, never decoded
             tap_receiver(receiver, self.kind, lambda codec, frame: None)
 
-    def _restart_subscribers(self, layer: str | None) -> None:
-        """A new stream of `layer` follows the old one: who was getting it waits for its keyframe."""
-        if self.kind != "video" or self.path != "forward":
-            return
-        for outlet in self.outlets:
-            selector = self._selectors.get(outlet)
-            if selector is None:
-                outlet.awaiting_keyframe = True
-            elif selector.current == layer:
-                selector.current = None
-
     def _on_encoded_frame(self, stream: LayerStream, codec: Any, frame: Any) -> None:
         self.codec = codec
         stream.frames += 1
         packet = av.Packet(frame.data)
         packet.time_base = fractions.Fraction(1, codec.clockRate)
-        keyframe = self.kind == "audio" or is_keyframe(codec.mimeType, frame.data)
-        if stream.layer is None:
+        if self.kind == "audio":
             packet.pts = frame.timestamp
-            self._fan_out(packet, keyframe)
-        else:
-            now = time.monotonic()
-            stream.meter.add(now, len(frame.data))
-            packet.pts = self._timeline.unwrap(frame.timestamp)
-            self._fan_out_layer(stream.layer, packet, keyframe, now)
+            self._fan_out(packet)
+            return
+        now = time.monotonic()
+        stream.meter.add(now, len(frame.data))
+        packet.pts = stream.timeline.unwrap(frame.timestamp)
+        keyframe = is_keyframe(codec.mimeType, frame.data)
+        if keyframe:
+            stream.size = picture_size(codec.mimeType, frame.data) or stream.size
+        self._fan_out_layer(stream, packet, keyframe, codec.clockRate, now)
 
     async def _read_decoded(self, track: MediaStreamTrack) -> None:
         try:
@@ -203,25 +198,25 @@ class MediaForwarder:
         except MediaStreamError:
             return
 
-    def _fan_out(self, frame: Any, keyframe: bool = True) -> None:
+    def _fan_out(self, frame: Any) -> None:
         self.frames_forwarded += 1
-        waiting = False
         for outlet in self.outlets:
-            outlet.push(frame, keyframe)
-            waiting = waiting or outlet.awaiting_keyframe
-        if waiting:  # keep asking (at most every 0.5 s): a request may be lost or come too soon after another
-            self.request_keyframe()
+            outlet.push(frame)
 
-    def _fan_out_layer(self, layer: str, packet: av.Packet, keyframe: bool, now: float) -> None:
+    def _fan_out_layer(
+        self, stream: LayerStream, packet: av.Packet, keyframe: bool, clock_rate: int, now: float
+    ) -> None:
         self.frames_forwarded += 1
+        layer = stream.layer
+        step = stream.timeline.frame_step(clock_rate)
         waiting: set[str] = set()
         for outlet, selector in self._selectors.items():
             before = selector.current
             if selector.accept(layer, keyframe, now):
-                pts = selector.next_pts(packet.pts)
+                pts = selector.restamp(packet.pts, step, clock_rate, now)
                 if pts == packet.pts:
                     outlet.push(packet)
-                else:  # a copy: the same packet goes to other subscribers with its own pts
+                else:  # a copy: the same packet goes to other subscribers with their own pts
                     moved = av.Packet(bytes(packet))
                     moved.pts, moved.time_base = pts, packet.time_base
                     outlet.push(moved)
@@ -237,7 +232,7 @@ class MediaForwarder:
         layer (the highest when not named; at most every 0.5 s per layer)."""
         if self.kind != "video":
             return
-        stream = self.streams.get(layer if layer is not None or not self.layers else self.layers[-1])
+        stream = self.streams.get(layer) if layer is not None else self.streams[(self.layers or (SINGLE_LAYER,))[-1]]
         if stream is None or stream.receiver is None:
             return
         now = time.monotonic()
@@ -254,27 +249,29 @@ class MediaForwarder:
         `on_layer_changed` whenever it changes."""
         outlet.clear()
         self.outlets.add(outlet)
-        if self.selects_layers:
-            outlet.awaiting_keyframe = False  # the selector starts the subscriber at a keyframe
-            selector = self._selectors[outlet] = LayerSelector(self.layers[-1], time.monotonic())
-            if on_layer_changed is not None:
+        if self.selects_layers:  # the selector starts the subscriber at a keyframe
+            selector = self._selectors[outlet] = LayerSelector(self.stream_names[-1], time.monotonic())
+            if on_layer_changed is not None and self.layers:
                 self._on_layer_changed[outlet] = on_layer_changed
             outlet.on_keyframe_request = lambda: self.request_keyframe(selector.current or selector.target)
             self.request_keyframe(selector.target)
         else:
             outlet.on_keyframe_request = self.request_keyframe
-            outlet.awaiting_keyframe = self.kind == "video" and self.path == "forward"
-            self.request_keyframe()  # a new subscriber needs a keyframe to start decoding
+            self.request_keyframe()
+
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        """What `select_layer` takes besides None: the layers, lowest first, or `SINGLE_LAYER`."""
+        return self.layers or (SINGLE_LAYER,)
 
     def select_layer(self, outlet: OutgoingTrack, layer: str | None) -> None:
         """Forward `layer` to `outlet` from the layer's next keyframe on (the current layer until
         then); None switches the subscriber off at once (nothing is forwarded, the slot stays)."""
         if not self.selects_layers:
-            raise ValueError(
-                f"track {self.track_sid} has no layers to select" + (" on the transcode path" if self.layers else "")
-            )
-        if layer is not None and layer not in self.layers:
-            raise ValueError(f"layer must be one of {', '.join(self.layers)} or None, got {layer!r}")
+            where = " on the transcode path" if self.path != "forward" else f" ({self.kind})"
+            raise ValueError(f"track {self.track_sid} has no layers to select{where}")
+        if layer is not None and layer not in self.streams:
+            raise ValueError(f"layer must be one of {', '.join(self.stream_names)} or None, got {layer!r}")
         selector = self._selectors.get(outlet)
         if selector is None:
             raise ValueError(f"that subscriber does not receive track {self.track_sid}")
@@ -285,7 +282,7 @@ class MediaForwarder:
             self.request_keyframe(selector.target)
 
     def selection(self, outlet: OutgoingTrack) -> LayerSelection | None:
-        """What `outlet` gets of a layered track (None: not a layered track it receives)."""
+        """What `outlet` gets of a video track (None: not a video track it receives on the forwarding path)."""
         selector = self._selectors.get(outlet)
         return selector.selection() if selector is not None else None
 

@@ -140,9 +140,10 @@ class DataTrackForwarder:
 class MediaTrackForwarder:
     """One published audio or video track and the sessions subscribed to it.
 
-    Of a layered video track each subscriber gets one layer: `layers()` says which layers arrive
-    and at what bitrate, `select_layer(subscriber, layer or None)` chooses (the highest until then),
-    `receiving()` says what each subscriber gets now.
+    Of a video track each subscriber gets one layer (a track without layers is one layer,
+    `SINGLE_LAYER`): `layers()` says which layers arrive and at what bitrate, `select_layer(subscriber,
+    layer or None)` chooses (the highest until then; None switches the subscriber off), `receiving()`
+    says what each subscriber gets now.
     """
 
     def __init__(
@@ -190,14 +191,19 @@ class MediaTrackForwarder:
     # simulcast: the allocator's handles -------------------------------------------------------
     def layers(self, now: float | None = None) -> list[Layer]:
         """The layers the server receives now (a frame within the last 2 s), lowest first, with the
-        bitrate measured over that window; empty for a track without layers, and on the transcode
+        bitrate measured over that window; a video track without layers is one, `SINGLE_LAYER` (its
+        size from its keyframes, 0 x 0 until one is seen). Empty for audio, and on the transcode
         path (where nothing is selected)."""
+        if not self.media.selects_layers:
+            return []
         now = time.monotonic() if now is None else now
         found = []
-        for spec in self.specs:
-            meter = self.media.streams[spec.name].meter
-            if meter.flowing(now):
-                found.append(Layer(spec.name, spec.width, spec.height, meter.bitrate_bps(now)))
+        for name in self.media.stream_names:
+            stream = self.media.streams[name]
+            spec = next((s for s in self.specs if s.name == name), None)
+            width, height = (spec.width, spec.height) if spec is not None else stream.size or (0, 0)
+            if stream.meter.flowing(now):
+                found.append(Layer(name, width, height, stream.meter.bitrate_bps(now)))
         return found
 
     def select_layer(self, subscriber_sid: str, layer: str | None) -> None:
@@ -209,7 +215,7 @@ class MediaTrackForwarder:
         self.media.select_layer(entry[1], layer)
 
     def receiving(self) -> dict[str, LayerSelection]:
-        """Per subscriber SID, what it gets of a layered track now and what it asked for."""
+        """Per subscriber SID, what it gets of a video track now and what it asked for."""
         found = {}
         for sid, (_, outgoing) in self.subscribers.items():
             selection = self.media.selection(outgoing)
@@ -501,7 +507,7 @@ class Sfu:
     def _forwarded_layer(self, track_sid: str, outlet: OutgoingTrack | None) -> Callable[[], str | None] | None:
         """What tells the layer of a layered track a subscriber's slot carries now (None: no layers)."""
         forwarder = self.forwarders.get(track_sid)
-        if not isinstance(forwarder, MediaTrackForwarder) or outlet is None or not forwarder.media.selects_layers:
+        if not isinstance(forwarder, MediaTrackForwarder) or outlet is None or not forwarder.media.layers:
             return None
         media = forwarder.media
 

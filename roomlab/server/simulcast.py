@@ -1,31 +1,47 @@
-"""Simulcast on the forwarding plane: which layer of a layered video track each subscriber gets.
+"""Simulcast on the forwarding plane: which layer of a video track each subscriber gets, and the RTP
+timeline the subscriber sees.
 
 aiortc has no simulcast, so a layered track reaches the server as one RTP stream per layer (see
-roomlab/protocol/layers.py), all on one RTP timestamp timeline (the publisher's senders share
-their timestamp origin: roomlab.net.rtp.SharedTimestampOrigin). For each subscriber a
-`LayerSelector` picks frames from one layer: a new target layer is taken at its next keyframe and
-the old layer is forwarded until then (as LiveKit's videolayerselector and mediasoup's
-SimulcastConsumer do), so the subscriber's decoder never sees a frame it cannot decode. aiortc's
-sender then gives the subscriber one continuous stream (its own SSRC, sequence numbers, VP8
-picture ids, and timestamps = origin + pts).
+roomlab/protocol/layers.py), each on its own timestamp timeline (aiortc gives every sender a random
+timestamp origin). For each subscriber a `LayerSelector` picks frames from one layer: a new target
+layer is taken at its next keyframe and the old layer is forwarded until then (as LiveKit's
+videolayerselector and mediasoup's SimulcastConsumer do), so the subscriber's decoder never sees a
+frame it cannot decode. A video track without layers is one layer, `SINGLE_LAYER`, so that it can
+be switched off and on the same way.
+
+Timestamps: the selector re-stamps what it forwards. Within a layer, frames keep their spacing; at
+every switch (to another layer, back on after a switch-off, onto a publisher's new stream after it
+reconnected) it re-anchors, as mediasoup does when it has no sender reports to align streams by:
+the first frame goes one frame step after the last it sent (the step estimated from the layer's
+recent timestamp deltas), or as many steps as the time since then holds. So the subscriber's
+timestamps keep rising on the frame grid and keep pace with the clock, and the server never needs
+the publisher's layers to share a timeline. aiortc's sender then gives the subscriber one
+continuous stream (its own SSRC, sequence numbers, VP8 picture ids, timestamps = origin + pts).
 
 Pure bookkeeping, no I/O: the forwarder (media.py) feeds it frames.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
 #: Seconds over which a layer's received bitrate is measured.
 BITRATE_WINDOW_S = 2.0
+#: The one layer of a video track published without layers.
+SINGLE_LAYER = "single"
+#: Timestamp deltas a frame step is estimated from (their median: a lost frame does not move it).
+STEP_SAMPLES = 8
+#: Frames per second assumed before a stream has shown its own spacing.
+DEFAULT_FPS = 30
 #: RTP timestamps are 32-bit and wrap.
 _WRAP = 1 << 32
 
 
 @dataclass(frozen=True)
 class LayerSelection:
-    """What one subscriber gets of a layered track."""
+    """What one subscriber gets of a video track."""
 
     current: str | None
     """The layer forwarded now (None: nothing yet, or switched off)."""
@@ -39,17 +55,46 @@ class LayerSelection:
         return self.current != self.target
 
 
+class RtpTimeline:
+    """One RTP stream's 32-bit timestamps unwrapped into a rising pts, and its frame step."""
+
+    def __init__(self) -> None:
+        self._last_raw: int | None = None
+        self._last: int = 0
+        self._deltas: deque[int] = deque(maxlen=STEP_SAMPLES)
+
+    def unwrap(self, timestamp: int) -> int:
+        if self._last_raw is None:
+            self._last_raw, self._last = timestamp, timestamp
+            return timestamp
+        delta = (timestamp - self._last_raw + _WRAP // 2) % _WRAP - _WRAP // 2
+        if delta > 0:
+            self._deltas.append(delta)
+        self._last += delta
+        self._last_raw = timestamp
+        return self._last
+
+    def frame_step(self, clock_rate: int) -> int:
+        """The ticks between two frames: the median of the recent deltas (a 30 fps step before any)."""
+        if not self._deltas:
+            return max(1, clock_rate // DEFAULT_FPS)
+        return int(statistics.median_low(self._deltas))
+
+
 class LayerSelector:
     """One subscriber's choice among the layers of a track: switch at the target's keyframe, keep
-    the old layer until then, and never let the forwarded timestamps run backwards."""
+    the old layer until then, and re-stamp what is forwarded onto one rising timeline."""
 
     def __init__(self, target: str | None, now: float) -> None:
         self.target = target
         self.current: str | None = None
         self.switch_s: float | None = None
         self._requested_at: float | None = now
-        #: pts of the last frame forwarded (the timeline of RtpTimeline)
+        #: pts of the last frame forwarded, and when (the subscriber's timeline)
         self.last_pts: int | None = None
+        self._last_at = 0.0
+        #: forwarded pts = the stream's pts + offset, re-anchored at every switch (None: at the next frame)
+        self._offset: int | None = None
 
     def select(self, layer: str | None, now: float) -> bool:
         """Ask for `layer` (None: switch off at once); True when what is forwarded changed now."""
@@ -62,6 +107,13 @@ class LayerSelector:
         self._requested_at = None if layer == self.current else now
         return False
 
+    def restart(self, layer: str) -> None:
+        """The stream of `layer` starts anew (its publisher reconnected): a subscriber getting it waits
+        for its first keyframe, and re-anchors there."""
+        if self.current == layer:
+            self.current = None
+            self._requested_at = None
+
     def accept(self, layer: str, keyframe: bool, now: float) -> bool:
         """Whether a frame of `layer` goes to this subscriber (a keyframe of the target switches)."""
         if self.target is None:
@@ -72,6 +124,7 @@ class LayerSelector:
             if not keyframe:
                 return False
             self.current = layer
+            self._offset = None  # a new stream for this subscriber: re-anchor
             if self._requested_at is not None:
                 self.switch_s = now - self._requested_at
                 self._requested_at = None
@@ -83,32 +136,22 @@ class LayerSelector:
         """Waiting for a keyframe of the target layer."""
         return self.target is not None and self.current != self.target
 
-    def next_pts(self, pts: int) -> int:
-        """The pts to forward a frame with: its own, or one tick after the last when a new layer's
-        frame of the same instant follows the old layer's (timestamps must keep rising)."""
-        out = pts if self.last_pts is None or pts > self.last_pts else self.last_pts + 1
-        self.last_pts = out
+    def restamp(self, pts: int, step: int, clock_rate: int, now: float) -> int:
+        """The pts to forward a frame of the current layer with (`pts` on its own stream's timeline;
+        `step`: that stream's frame step): the stream's spacing within a layer; after a switch, one
+        step after the last frame sent, or as many steps as the time since then holds."""
+        if self._offset is None or self.last_pts is None or pts + self._offset <= self.last_pts:
+            if self.last_pts is None:
+                self._offset = 0
+            else:
+                steps = max(1, round((now - self._last_at) * clock_rate / step))
+                self._offset = self.last_pts + steps * step - pts
+        out = pts + self._offset
+        self.last_pts, self._last_at = out, now
         return out
 
     def selection(self) -> LayerSelection:
         return LayerSelection(self.current, self.target, self.switch_s)
-
-
-class RtpTimeline:
-    """Unwraps 32-bit RTP timestamps of one track (all its layers share them) into one rising pts."""
-
-    def __init__(self) -> None:
-        self._last_raw: int | None = None
-        self._last: int = 0
-
-    def unwrap(self, timestamp: int) -> int:
-        if self._last_raw is None:
-            self._last_raw, self._last = timestamp, timestamp
-            return timestamp
-        delta = (timestamp - self._last_raw + _WRAP // 2) % _WRAP - _WRAP // 2
-        self._last += delta
-        self._last_raw = timestamp
-        return self._last
 
 
 class BitrateMeter:
