@@ -238,7 +238,7 @@ def test_tracks_switched_off_by_their_owners_use_no_bandwidth():
         track("on"),
     ]
     a = allocate(1.2e6, tracks)
-    assert reasons(a) == {"muted": "publisher", "hidden": "subscriber", "dry": "disabled", "on": "optimal"}
+    assert reasons(a) == {"muted": "disabled", "hidden": "subscriber", "dry": "publisher", "on": "optimal"}
     assert a.allocated_bps == 1.2e6
     assert all(t.allocated_bps == 0 and t.layer is None for t in a.tracks if t.switched_off)
     assert set(reasons(a).values()) <= set(SWITCH_OFF_REASONS) | set(LAYER_REASONS)
@@ -461,5 +461,9 @@ def test_rows_carry_the_allocations_columns():
         "switched_off": False,
         "reason": "bandwidth",
         "mode": "presentation",
+        "desired_layer": "high",
+        "limited_by": "estimate",
+        "wanted_bps": 1.2e6 + 170e3,
+        "probing": False,
     }
     assert (rows[1]["switched_off"], rows[1]["reason"], rows[1]["layer"]) == (False, "render_dimensions", "low")

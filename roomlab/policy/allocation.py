@@ -48,8 +48,8 @@ PRIORITIES = ("low", "standard", "high")
 MODES = ("grid", "collaboration", "presentation")
 TRACK_SWITCH_OFF_MODES = ("predicted", "detected", "disabled")
 #: Why a track is switched off (SPEC §11): the downlink (or max_subscription_bitrate) cannot carry its
-#: lowest layer; beyond max_tracks; the subscriber switched it off; the publisher disabled it; the
-#: publisher sends no layer of it at all.
+#: lowest layer; beyond max_tracks; the subscriber switched it off; the publisher delivers no media of
+#: it (no layer arrives: stalled, or not started); the publisher disabled it (Twilio's `disable()`).
 SWITCH_OFF_REASONS = ("bandwidth", "max_tracks", "subscriber", "publisher", "disabled")
 #: Why a track that is on has its layer: its desired layer is the top one; render dimensions cap
 #: its desired layer; the budget holds it below its desired layer; damping holds it below what the
@@ -215,7 +215,7 @@ class SubscribedVideoTrack:
     publisher: str
     """Publisher identity (or SID)."""
     layers: Sequence[Layer]
-    """Layers the publisher sends now, in any order (empty: none)."""
+    """Layers the publisher sends now, in any order (empty: none arrives, reason `publisher`)."""
     priority: str = "standard"
     """Effective priority: the subscriber's override, else the publisher's."""
     speaker_activity: float = 0.0
@@ -223,7 +223,7 @@ class SubscribedVideoTrack:
     dominant_speaker: bool = False
     """The publisher is the dominant speaker."""
     publisher_disabled: bool = False
-    """The publisher disabled the track."""
+    """The publisher disabled the track (reason `disabled`)."""
     subscriber_switched_off: bool = False
     """The subscriber switched it off (or does not render it)."""
     render_dimensions: tuple[int, int] | None = None
@@ -290,7 +290,9 @@ class Allocation:
         return {t.track: t for t in self.tracks}
 
     def rows(self) -> list[dict[str, Any]]:
-        """`allocations` telemetry rows (SPEC §11), one per track."""
+        """`allocations` telemetry rows (SPEC §11), one per track, with what explains them: the layer
+        it would get with enough bandwidth, what limited it, what the subscriber wants in all, and
+        whether a probe was under way."""
         return [
             {
                 "publisher": t.publisher,
@@ -302,6 +304,10 @@ class Allocation:
                 "switched_off": t.switched_off,
                 "reason": t.reason,
                 "mode": self.mode,
+                "desired_layer": t.desired_layer,
+                "limited_by": t.limited_by,
+                "wanted_bps": self.wanted_bps,
+                "probing": self.probing,
             }
             for t in self.tracks
         ]
@@ -427,11 +433,11 @@ def allocate(
         render = spec.render_dimensions or profile.render_dimensions[priority]
         desired = _desired(spec, render) if spec.layers else _OFF
         reason = (
-            "publisher"
+            "disabled"
             if spec.publisher_disabled
             else "subscriber"
             if spec.subscriber_switched_off
-            else "disabled"
+            else "publisher"
             if not spec.layers
             else None
         )
