@@ -28,6 +28,9 @@ RoomEvent = Literal[
     "track_warning",
     "track_warnings_cleared",
     "track_layer_changed",
+    "track_switched_off",
+    "track_switched_on",
+    "track_publish_priority_changed",
     "data_received",
     "disconnected",
     "reconnecting",
@@ -43,6 +46,7 @@ RemoteParticipantEvent = Literal[
     "track_disabled",
     "track_switched_off",
     "track_switched_on",
+    "track_publish_priority_changed",
     "track_message",
     "network_quality_level_changed",
     "metadata_changed",
@@ -52,7 +56,7 @@ RemoteParticipantEvent = Literal[
     "disconnected",
 ]
 RemoteDataTrackEvent = Literal["message", "switched_off", "switched_on"]
-RemoteVideoTrackEvent = Literal["layer_changed"]
+RemoteVideoTrackEvent = Literal["layer_changed", "switched_off", "switched_on"]
 
 Handler = Callable[..., Any]
 

@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
+from ..policy.allocation import PRIORITIES
 from ..protocol.layers import LAYER_NAMES, LayerSpec, check_layers
 from .events import EventEmitter
 
@@ -409,7 +410,14 @@ class RemoteAudioTrack(RemoteMediaTrack):
 class RemoteVideoTrack(RemoteMediaTrack):
     """A subscribed video track. Of a layered publication the server forwards one layer at a time:
     `layer` says which (None before the first frame, while switched off, or for a track without
-    layers), and `layer_changed(layer)` is emitted when the server switches."""
+    layers), and `layer_changed(layer)` is emitted when the server switches.
+
+    The server's bandwidth allocation (SPEC §11) may switch it off: `is_switched_off`,
+    `switch_off_reason` (`bandwidth`, `max_tracks`, `subscriber`, `publisher`, `disabled`; None while
+    on), events `switched_off(track)` and `switched_on(track)` (also `track_switched_off` /
+    `track_switched_on` on the participant and the room). `set_priority(p or None)` overrides the
+    publisher's priority for you; `switch_off()` / `switch_on()` switch it off and back on yourself.
+    """
 
     kind = "video"
 
@@ -420,9 +428,14 @@ class RemoteVideoTrack(RemoteMediaTrack):
         tap: FrameTap | EncodedTap,
         participant: RemoteParticipant,
         reconnecting: Callable[[], bool] = lambda: False,
+        send: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         super().__init__(sid, name, tap, participant, reconnecting)
         self.layer: str | None = None
+        #: your priority for this track (None: the publisher's applies)
+        self.priority: str | None = None
+        self.switch_off_reason: str | None = None
+        self._send = send
 
     def _set_layer(self, layer: str | None) -> bool:
         """The server switched this subscriber to `layer`; True when that is a change."""
@@ -431,3 +444,33 @@ class RemoteVideoTrack(RemoteMediaTrack):
         self.layer = layer
         self.emit("layer_changed", layer)
         return True
+
+    def _set_switched_off(self, reason: str | None) -> bool:
+        """The server switched this track off for `reason` (None: on); True when on/off changed
+        (the track's event was emitted)."""
+        changed = (reason is not None) != self.is_switched_off
+        self.is_switched_off, self.switch_off_reason = reason is not None, reason
+        if changed:
+            self.emit("switched_off" if reason is not None else "switched_on", self)
+        return changed
+
+    def set_priority(self, priority: str | None) -> None:
+        """Your priority for this track (`low`, `standard`, `high`), over the publisher's; None goes
+        back to the publisher's (Twilio's `RemoteVideoTrack.setPriority`)."""
+        if priority is not None and priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)} or None, got {priority!r}")
+        self._control({"type": "set_subscriber_priority", "track_sid": self.sid, "priority": priority})
+        self.priority = priority
+
+    def switch_off(self) -> None:
+        """Stop receiving this track (reason `subscriber`) until `switch_on()`; its slot is kept."""
+        self._control({"type": "switch_track", "track_sid": self.sid, "switched_off": True})
+
+    def switch_on(self) -> None:
+        """Receive this track again after `switch_off()` (bandwidth allowing)."""
+        self._control({"type": "switch_track", "track_sid": self.sid, "switched_off": False})
+
+    def _control(self, message: dict[str, Any]) -> None:
+        if self._send is None:
+            raise RuntimeError("this track is not subscribed in a room")
+        self._send(message)

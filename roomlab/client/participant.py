@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from ..policy.allocation import PRIORITIES, BandwidthProfile
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol import framing
 from .data_track import DRAIN_HIGH_WATER, DRAIN_LOW_WATER, LocalDataTrack, check_write_buffer_limits, drain
@@ -16,7 +17,6 @@ from .publication import LocalTrackPublication, RemoteTrackPublication
 if TYPE_CHECKING:
     from .room import Room
 
-PRIORITIES = ("low", "standard", "high")
 #: Seconds a publication may take (server reply, data channel open or media negotiated).
 PUBLISH_TIMEOUT = 15.0
 
@@ -109,6 +109,13 @@ class LocalParticipant(NetworkQualityMixin):
             current.local if local is None else local, current.remote if remote is None else remote
         )
         self._room._set_network_quality_configuration(configuration)
+
+    def set_bandwidth_profile(self, bandwidth_profile: Any) -> None:
+        """Change how the server divides your downlink among the video you receive, live: Twilio's
+        Bandwidth Profile options in snake case (as `connect(bandwidth_profile=...)`; they replace the
+        current ones, and keys left out take Twilio's defaults). Bad keys or values are ValueErrors
+        naming the allowed ones."""
+        self._room._set_bandwidth_profile(BandwidthProfile.from_options(bandwidth_profile or {}))
 
     def set_metadata(self, metadata: str) -> None:
         if not isinstance(metadata, str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..policy.allocation import PRIORITIES
 from ..protocol.layers import LayerSpec
 
 if TYPE_CHECKING:
@@ -26,6 +27,16 @@ class LocalTrackPublication:
     async def unpublish(self) -> None:
         if self._participant is not None:
             await self._participant.unpublish_track(self.track)
+
+    def set_priority(self, priority: str) -> None:
+        """The track's priority for the subscribers' bandwidth allocation (`low`, `standard`,
+        `high`), live; a subscriber's own priority for it wins (`RemoteVideoTrack.set_priority`)."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        if self._participant is None:
+            raise RuntimeError("this publication is not in a room")
+        self._participant._room._send({"type": "set_track_priority", "sid": self.track_sid, "priority": priority})
+        self.priority = priority
 
 
 @dataclass

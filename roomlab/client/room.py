@@ -17,6 +17,7 @@ from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
 from ..net.renegotiation import transport_ready
 from ..net.rtp import tap_receiver
+from ..policy.allocation import BandwidthProfile
 from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import framing
 from ..protocol.batching import Batcher
@@ -65,6 +66,8 @@ class Room(Reconnection, EventEmitter):
         self._dominant_speaker_enabled = False
         #: what this client asked to hear of network quality (None: nothing)
         self._network_quality: NetworkQualityConfiguration | None = None
+        #: how the server divides this client's downlink (None: Twilio's defaults)
+        self._bandwidth_profile: BandwidthProfile | None = None
         self._ice_servers = ice_servers
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self._signaling: SignalingConnection | None = None
@@ -102,6 +105,8 @@ class Room(Reconnection, EventEmitter):
         self._published_media: dict[str, LocalMediaTrack] = {}
         #: track SID -> the layer of it the server forwards to this client now (layered tracks)
         self._received_layers: dict[str, str | None] = {}
+        #: track SID -> why the server switched it off for this client (absent: on)
+        self._switched_off: dict[str, str] = {}
         #: what this client receives and sends, as live tables (`room.telemetry.frame("messages")`)
         self.telemetry = Telemetry()
         self._counters = ChannelCounters()
@@ -158,6 +163,8 @@ class Room(Reconnection, EventEmitter):
             options["network_quality"] = {"local": self._network_quality.local, "remote": self._network_quality.remote}
         if self._dominant_speaker_enabled:
             options["dominant_speaker"] = True
+        if self._bandwidth_profile is not None:
+            options["bandwidth_profile"] = self._bandwidth_profile.options()
         return options
 
     async def _before_disconnect(self, awaitable: Any, timeout: float) -> Any:
@@ -333,6 +340,16 @@ class Room(Reconnection, EventEmitter):
                 self.emit("track_warnings_cleared", publication, self.local_participant)
         elif kind == "layer_changed":
             self._on_layer_changed(message["track_sid"], message.get("layer"))
+        elif kind in ("track_switched_off", "track_switched_on"):
+            off = kind == "track_switched_off"
+            self._on_switched(message["track_sid"], str(message.get("reason") or "bandwidth") if off else None)
+        elif kind == "track_priority_changed":
+            participant = self.participants.get(message["participant_sid"])
+            publication = participant.tracks.get(message["track_sid"]) if participant else None
+            if participant is not None and publication is not None:
+                publication.options = {**publication.options, "priority": message["priority"]}
+                participant.emit("track_publish_priority_changed", message["priority"], publication)
+                self.emit("track_publish_priority_changed", message["priority"], publication, participant)
         elif kind == "metadata_changed":
             participant = self.participants.get(message["participant_sid"])
             if participant is not None:
@@ -465,6 +482,7 @@ class Room(Reconnection, EventEmitter):
         publication.track = None
         if isinstance(track, RemoteVideoTrack):
             self._received_layers.pop(publication.track_sid, None)
+            self._switched_off.pop(publication.track_sid, None)
         if isinstance(track, RemoteDataTrack) and track._channel is not None:
             track._channel.close()
         participant.emit("track_unsubscribed", track, publication)
@@ -656,8 +674,12 @@ class Room(Reconnection, EventEmitter):
             if publication.kind == "audio":
                 remote = RemoteAudioTrack(publication.track_sid, publication.track_name, tap, participant, reconnecting)
             else:
-                remote = RemoteVideoTrack(publication.track_sid, publication.track_name, tap, participant, reconnecting)
+                remote = RemoteVideoTrack(
+                    publication.track_sid, publication.track_name, tap, participant, reconnecting, self._send
+                )
                 remote.layer = self._received_layers.get(wanted)
+                reason = self._switched_off.get(wanted)
+                remote.is_switched_off, remote.switch_off_reason = reason is not None, reason
             publication.track = remote
             self._mid_tracks[mid] = wanted
             participant.emit("track_subscribed", remote, publication)
@@ -673,6 +695,27 @@ class Room(Reconnection, EventEmitter):
         assert isinstance(publication.track, RemoteVideoTrack)
         if publication.track._set_layer(layer):
             self.emit("track_layer_changed", publication.track, publication, participant)
+
+    def _on_switched(self, track_sid: str, reason: str | None) -> None:
+        """The server switched a video track off for this client, for `reason` (None: on again)."""
+        if reason is None:
+            self._switched_off.pop(track_sid, None)
+        else:
+            self._switched_off[track_sid] = reason
+        found = self._find_publication(track_sid)
+        if found is None or not isinstance(found[1].track, RemoteVideoTrack):
+            return  # the track comes with the next offer and starts in this state
+        participant, publication = found
+        track = publication.track
+        assert isinstance(track, RemoteVideoTrack)
+        if track._set_switched_off(reason):
+            event = "track_switched_off" if reason is not None else "track_switched_on"
+            participant.emit(event, track, publication)
+            self.emit(event, track, publication, participant)
+
+    def _set_bandwidth_profile(self, profile: BandwidthProfile) -> None:
+        self._send({"type": "set_bandwidth_profile", "bandwidth_profile": profile.options()})
+        self._bandwidth_profile = profile
 
     # stats and teardown ---------------------------------------------------------------------
     def _rtp_streams(self) -> list[RtpStream]:

@@ -187,6 +187,20 @@ class BandwidthProfile:
             raise ValueError(f"bandwidth_profile has unknown key(s) {sorted(unknown)}; allowed: ['video']")
         return cls(VideoBandwidthProfile.from_options(options.get("video")))
 
+    def options(self) -> dict[str, Any]:
+        """The profile as Twilio's options dict in snake case (what `from_options` takes; JSON-ready)."""
+        video = self.video
+        return {
+            "video": {
+                "mode": video.mode,
+                "max_subscription_bitrate": video.max_subscription_bitrate,
+                "max_tracks": video.max_tracks,
+                "render_dimensions": {p: list(size) for p, size in video.render_dimensions.items()},
+                "dominant_speaker_priority": video.dominant_speaker_priority,
+                "track_switch_off_mode": video.track_switch_off_mode,
+            }
+        }
+
 
 # --- inputs and outputs ---------------------------------------------------------------------------------
 

@@ -48,7 +48,10 @@ BACKOFF = 0.85
 REMB_EXPIRY_S = 2.0
 #: A REMB below this fraction of what the server sends on its SSRCs, and not higher than the
 #: previous REMB for them, is over-use (a receiver's REMB rises 8 %/s up to 1.5x what arrives while
-#: it sees none, and falls to at most 0.85x what arrives on over-use).
+#: it sees none, and is set to 0.85x what arrives on over-use). aiortc's receivers also report
+#: over-use on the delay spikes of keyframe bursts, so once the estimator has evidence a REMB only
+#: confirms loss; alone it counts only before (a downlink congested from its first second has no
+#: loss or delay baseline to rise above).
 REMB_OVERUSE_RATIO = 0.9
 #: Loss above the link's own loss by this much is congestion (a tail-drop queue overflowing).
 LOSS_RISE = 0.05
@@ -59,26 +62,36 @@ LOSS_CONFIRM_SAMPLES = 2
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
 #: link's 100 ms queue, well above its jitter.
 QUEUE_DELAY_CONGESTION_S = 0.050
+#: A probe is a deliberate overload: it ends at the first sign, one second of rising loss or
+#: queueing delay above this (each second of a failed probe costs audio its share of the loss).
+PROBE_QUEUE_DELAY_S = 0.025
 #: The RTT baseline: the minimum of this many recent samples.
 RTT_BASE_SAMPLES = 30
 #: An RTT lower than the previous by this much is a queue draining after a cut: not congestion.
 RTT_DRAINING_S = 0.005
 #: Without congestion the estimate rises to the lowest delivered bitrate of this many samples.
 DELIVERED_PROOF_SAMPLES = 3
+#: After a cut, congestion signals cut again only this long later: receiver reports (every
+#: 0.5-1.5 s) and the queue still describe what was sent before the cut (GCC waits an RTT).
+CUT_HOLD_S = 3.0
 #: A probe lasts this long: a layer switch waits for a keyframe (<= 1 s here), then feedback (RR
 #: every 0.5-1.5 s, REMB every 0.5-1 s) must show what the downlink did with it.
 PROBE_DURATION_S = 3.0
-#: Probes start this long after the previous one succeeded (and after the first sample).
+#: The first probe starts this long after the first sample; after a successful probe the next may
+#: start at once; after a failed one, after twice this, doubling.
 PROBE_INTERVAL_S = 1.0
 #: After a failed probe the interval is multiplied by this, up to PROBE_INTERVAL_MAX_S: a downlink
 #: that improves is found within that long, and a steady bottleneck costs a step-sized probe that
 #: often (LiveKit backs off to 2 min; Twilio switches tracks back on in "typically around 20 s").
 PROBE_BACKOFF = 2.0
-PROBE_INTERVAL_MAX_S = 10.0
+PROBE_INTERVAL_MAX_S = 20.0
 #: No probe within this long of congestion.
 PROBE_AFTER_CONGESTION_S = 3.0
-#: A probe asks for the allocator's next step times this (LiveKit probes 120 % of the layer delta)...
+#: A probe asks for the allocator's next step times this (LiveKit probes 120 % of the layer delta),
+#: and at least the step plus PROBE_MIN_EXTRA_BPS (audio varies between the allocator's step and the
+#: probe; LiveKit's minimum is 200 kbit/s)...
 PROBE_OVERSHOOT = 1.2
+PROBE_MIN_EXTRA_BPS = 50_000.0
 #: ...or for the estimate times (1 + this), whichever is larger (GCC probes at 2x the estimate),
 #: until a probe fails; from then on only the next step, until one succeeds.
 PROBE_RAMP = 1.0
@@ -99,10 +112,21 @@ class DownlinkSample:
     """Loss over the subscriber's receiver reports of the last second, packet-weighted, 0-1."""
     rtt_s: float | None = None
     """Round-trip time from those reports, seconds (drop samples of paused senders: stale LSR)."""
+    lost_bps: float | None = None
+    """What the reports say was lost, stream by stream: each stream's bitrate times its own loss (a
+    dropped video packet weighs what it carried, an audio one little); None: `fraction_lost` of all."""
 
     @property
     def delivered_bps(self) -> float:
+        """What was sent (the name says what the estimate takes as delivered while nothing is lost)."""
         return sum(self.video_bps.values()) + self.other_bps
+
+    @property
+    def through_bps(self) -> float:
+        """What got through: what was sent less what the reports say was lost."""
+        if self.lost_bps is not None:
+            return max(0.0, self.delivered_bps - self.lost_bps)
+        return self.delivered_bps * (1.0 - (self.fraction_lost or 0.0))
 
 
 @dataclass(frozen=True)
@@ -141,8 +165,8 @@ class DownlinkEstimate:
 class _Probe:
     start_s: float
     goal_bps: float
-    peak_bps: float = 0.0
-    """The most delivered in one sample without congestion during the probe."""
+    delivered: list[float] = field(default_factory=list)
+    """What was delivered in each sample of the probe."""
 
 
 @dataclass
@@ -169,6 +193,8 @@ class DownlinkEstimator:
         self._loss_streak = 0
         self._last_update_s: float | None = None
         self._last_congestion_s: float | None = None
+        self._last_cut_s: float | None = None
+        self._previous_through: float | None = None
         self._next_probe_s: float | None = None
         self._probe_interval_s = PROBE_INTERVAL_S
         self._probe: _Probe | None = None
@@ -234,29 +260,35 @@ class DownlinkEstimator:
             self._losses.append(sample.fraction_lost)
         self._last_update_s = time_s
 
+        self._previous_through = sample.through_bps
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
             cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
+            held = self._last_cut_s is not None and time_s - self._last_cut_s < CUT_HOLD_S
             if self._probe is not None:
-                # what got through while the probe over-used is the downlink's rate: GCC's new estimate
+                # the downlink carries less than the goal: what got through while the probe over-used
+                # is its rate (no back-off: the allocator goes back below it with layers to spare)
                 self._end_probe(time_s, success=False)
-                self.estimate_bps = cut
+                self.estimate_bps, self._last_cut_s = max(MIN_ESTIMATE_BPS, capacity), time_s
                 self._reason = "probe-failed"
-            elif cut < self.estimate_bps or self._reason == "initial":  # evidence replaces the prior
-                self.estimate_bps = cut
+            elif not held and (cut < self.estimate_bps or self._reason == "initial"):  # evidence beats the prior
+                self.estimate_bps, self._last_cut_s = cut, time_s
                 self._reason = "+".join(signals)
         else:
             self._delivered.append(delivered)
             probe = self._probe
             if probe is not None:
-                probe.peak_bps = max(probe.peak_bps, delivered)
+                probe.delivered.append(delivered)
                 if time_s - probe.start_s >= PROBE_DURATION_S:
-                    self._end_probe(time_s, success=True)
-                    proven = min(probe.goal_bps, probe.peak_bps)
-                    if proven > self.estimate_bps:
-                        self.estimate_bps = proven
+                    # what the probe carried in each of its last seconds (its first second switches layers)
+                    carried = min(probe.delivered[-2:])
+                    if carried > self.estimate_bps:
+                        self._end_probe(time_s, success=True)
+                        self.estimate_bps = min(probe.goal_bps, carried)
                         self._reason = "probe-succeeded"
+                    else:  # the allocator found nothing to fill it with: nothing was learnt
+                        self._end_probe(time_s, success=None)
             elif len(self._delivered) == DELIVERED_PROOF_SAMPLES and min(self._delivered) > self.estimate_bps:
                 self.estimate_bps = min(self._delivered)
                 self._reason = "delivered"
@@ -290,6 +322,10 @@ class DownlinkEstimator:
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
         """The congestion signals of this sample and what the downlink demonstrably carried."""
         delivered = sample.delivered_bps
+        # reports and the queue lag what was sent by up to a second: what got through is over both
+        through = sample.through_bps
+        if self._previous_through is not None:
+            through = (through + self._previous_through) / 2
         signals: list[str] = []
         capacity = delivered
         loss = sample.fraction_lost
@@ -302,22 +338,27 @@ class DownlinkEstimator:
             self._rtts.append(rtt)
             queue = rtt - min(self._rtts)
             draining = self._previous_rtt is not None and rtt < self._previous_rtt - RTT_DRAINING_S
-            if queue > QUEUE_DELAY_CONGESTION_S and not draining:
+            limit = PROBE_QUEUE_DELAY_S if self._probe is not None else QUEUE_DELAY_CONGESTION_S
+            if queue > limit and not draining:
                 signals.append("delay")
             self._previous_rtt = rtt
+        remb = False
         for entry in self._live_rembs(time_s):
             fresh = self._last_update_s is None or entry.time_s > self._last_update_s
-            sent = sum(sample.video_bps.get(s, 0.0) for s in entry.ssrcs)
+            entry_sent = sum(sample.video_bps.get(s, 0.0) for s in entry.ssrcs)
             # a receiver's REMB rises while it sees no over-use; below what is sent and not rising, it
             # is over-use (its value lags, so it tells that, not by how much: capacity stays `delivered`)
             rising = entry.previous_bps is None or entry.bitrate_bps > entry.previous_bps
-            if fresh and not rising and entry.bitrate_bps < REMB_OVERUSE_RATIO * sent:
-                signals.append("remb")
+            if fresh and not rising and entry.bitrate_bps < REMB_OVERUSE_RATIO * entry_sent:
+                remb = True
                 break
-        if self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._loss_streak and signals:
+        confirmed = self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._probe is not None
+        if self._loss_streak and (confirmed or signals or remb):
             signals.insert(0, "loss")
+        if remb and (signals or self._reason == "initial"):
+            signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
-            capacity = min(capacity, delivered * (1.0 - (loss or 0.0)))
+            capacity = through
         return tuple(signals), capacity
 
     def _probe_wanted(self, time_s: float, sample: DownlinkSample, wanted: float | None, step: float | None) -> bool:
@@ -332,17 +373,21 @@ class DownlinkEstimator:
     def _start_probe(self, time_s: float, sample: DownlinkSample, wanted: float, step: float) -> None:
         # double while probes succeed (GCC's slow start); after a failure, only the next step
         ramp = 0.0 if self._failed_probe else PROBE_RAMP * self.estimate_bps
-        increase = max(PROBE_OVERSHOOT * step, ramp)
+        increase = max(PROBE_OVERSHOOT * step, step + PROBE_MIN_EXTRA_BPS, ramp)
         goal = min(wanted + sample.other_bps, self.estimate_bps + increase)
         goal = max(goal, self.estimate_bps + step)
         self._probe = _Probe(time_s, goal)
 
-    def _end_probe(self, time_s: float, success: bool) -> None:
+    def _end_probe(self, time_s: float, success: bool | None) -> None:
+        """`success` None: the probe tested nothing (the allocator could not fill it): the interval
+        and the back-off stay as they were."""
         self._probe = None
-        if success:
+        if success:  # the next one may follow at once, from the new estimate
             self._probe_interval_s = PROBE_INTERVAL_S
             self._failed_probe = False
-        else:
+            self._next_probe_s = time_s
+            return
+        if success is not None:
             self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, self._probe_interval_s * PROBE_BACKOFF)
             self._failed_probe = True
         self._next_probe_s = time_s + self._probe_interval_s

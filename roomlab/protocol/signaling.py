@@ -12,13 +12,15 @@ the session has ended). Others meanwhile get `participant_reconnecting`, then
 `participant_reconnected` (or `participant_disconnected` when the window closes).
 
 Client to server:   connect, answer, publish, unpublish, set_metadata, set_track_enabled,
-                    set_network_quality, ping, leave
+                    set_track_priority, set_network_quality, set_bandwidth_profile,
+                    set_subscriber_priority, switch_track, ping, leave
 Server to client:   connected, offer, published, participant_connected, participant_disconnected,
                     participant_reconnecting, participant_reconnected,
                     track_published, track_unpublished, track_enabled, track_disabled,
-                    metadata_changed, unsubscribed, track_warning, track_warnings_cleared,
-                    network_quality, dominant_speaker_changed, layer_changed, track_congestion,
-                    data_congestion, error, disconnected, pong
+                    track_priority_changed, metadata_changed, unsubscribed, track_warning,
+                    track_warnings_cleared, network_quality, dominant_speaker_changed, layer_changed,
+                    track_switched_off, track_switched_on, track_congestion, data_congestion, error,
+                    disconnected, pong
 
 In-room features a client asks for in `connect.options` (`CONNECT_OPTIONS`):
 - `network_quality: {"local": 0-3, "remote": 0-3}` (Twilio's NetworkQualityConfiguration; absent:
@@ -29,6 +31,15 @@ In-room features a client asks for in `connect.options` (`CONNECT_OPTIONS`):
   everything at the new verbosities.
 - `dominant_speaker: true`: the server sends `dominant_speaker_changed` with `participant_sid`
   (null: nobody) on every change, and the current one on joining.
+- `bandwidth_profile: {"video": {...}}` (Twilio's BandwidthProfileOptions in snake case, see
+  roomlab/policy/allocation.py; absent: Twilio's defaults). `set_bandwidth_profile`
+  (`bandwidth_profile`) replaces it live. The server allocates every subscriber's downlink whether
+  it asks or not, and sends `track_switched_off` (`track_sid`, `reason`: bandwidth, max_tracks,
+  subscriber, publisher, disabled; again when the reason changes) and `track_switched_on`
+  (`track_sid`, `reason`) for its subscribed video tracks. The subscriber overrides a track's
+  priority with `set_subscriber_priority` (`track_sid`, `priority` or null) and switches one off or
+  on itself with `switch_track` (`track_sid`, `switched_off`). A publisher changes its track's
+  priority with `set_track_priority` (`sid`, `priority`); the others get `track_priority_changed`.
 
 A layered video track (roomlab/protocol/layers.py) is published with `options.layers`; the offer's
 `mids` name the layer each of its transceivers carries (`{"role": "publish", "track_sid": ...,
@@ -55,12 +66,16 @@ ClientMessageType = Literal[
     "unpublish",
     "set_metadata",
     "set_track_enabled",
+    "set_track_priority",
     "set_network_quality",
+    "set_bandwidth_profile",
+    "set_subscriber_priority",
+    "switch_track",
     "ping",
     "leave",
 ]
 #: Keys of `connect.options`.
-CONNECT_OPTIONS = ("network_quality", "dominant_speaker")
+CONNECT_OPTIONS = ("network_quality", "dominant_speaker", "bandwidth_profile")
 
 _OPTIONAL = object()
 
@@ -80,7 +95,11 @@ CLIENT_MESSAGES: dict[str, dict[str, tuple[Any, ...]]] = {
     "unpublish": {"sid": (str,)},
     "set_metadata": {"metadata": (str,)},
     "set_track_enabled": {"sid": (str,), "enabled": (bool,)},
+    "set_track_priority": {"sid": (str,), "priority": (str,)},
     "set_network_quality": {"local": (int, str), "remote": (int, str)},
+    "set_bandwidth_profile": {"bandwidth_profile": (dict,)},
+    "set_subscriber_priority": {"track_sid": (str,), "priority": (str, type(None))},
+    "switch_track": {"track_sid": (str,), "switched_off": (bool,)},
     "ping": {},
     "leave": {},
 }

@@ -22,6 +22,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 from ..errors import RoomError
 from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
+from ..net.rtp import limit_retransmissions
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol.batching import Batcher
 from ..telemetry.sampling import ChannelCounters
@@ -211,6 +212,7 @@ class ParticipantConnection:
                 direction = "sendonly" if slot.track_sid is not None else "inactive"
                 slot.transceiver = self.pc.addTransceiver(slot.outgoing, direction=direction)
                 route_keyframe_requests(slot.transceiver.sender, slot.outgoing.request_keyframe)
+                limit_retransmissions(slot.transceiver.sender)
             else:
                 slot.transceiver = self.pc.addTransceiver(slot.kind, direction="recvonly")
 

@@ -40,6 +40,7 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.rtp import RTCP_PSFB_APP, AnyRtcpPacket, RtcpPsfbPacket, RtcpReceiverInfo, RtcpSrPacket, unpack_remb_fci
 
 from ..net.rtp import (
+    RTP_PACKET_OVERHEAD_BYTES,
     observe_rtcp,
     received_stream,
     receiver_estimate_bps,
@@ -305,12 +306,17 @@ class ParticipantNetwork:
             totals["video"].available_bps = sum(r for r in rembs if r is not None)
         return totals, track_bps
 
-    def measure_downlink(self, now: float, data_sent: int | None) -> tuple[dict[str, _Totals], dict[int, float], float]:
-        """The recv direction per kind, the video bitrate per outgoing SSRC, and the rest of what
-        was sent (audio and data payload: served before video)."""
+    def measure_downlink(
+        self, now: float, data_sent: int | None
+    ) -> tuple[dict[str, _Totals], dict[int, float], float, float]:
+        """The recv direction per kind (payload bitrates), the video bitrate per outgoing SSRC and
+        the rest of what was sent (audio and data: served before video), these two on the wire
+        (with each RTP packet's headers, as the link carries them: what the downlink estimate and
+        the allocator count), and what the receiver reports lost of them, stream by stream."""
         elapsed = max(now - self._sampled_at, 1e-3)
         totals: dict[str, _Totals] = {}
         video_bps: dict[int, float] = {}
+        other_bps = lost_bps = 0.0
         for outgoing in self._outgoing.values():
             counters = sender_counters(outgoing.sender)
             packets, octets = counters.packets - outgoing.packets, counters.octets - outgoing.octets
@@ -318,6 +324,7 @@ class ParticipantNetwork:
             if packets > 0:
                 outgoing.flowed_at = now
             bps = max(octets, 0) * 8 / elapsed
+            wire_bps = bps + max(packets, 0) * RTP_PACKET_OVERHEAD_BYTES * 8 / elapsed
             expected, lost = outgoing.expected, outgoing.lost
             outgoing.expected = outgoing.lost = 0
             if now - outgoing.flowed_at > FLOWING_WITHIN_S:
@@ -328,14 +335,16 @@ class ParticipantNetwork:
             kind.add_jitter(outgoing.jitter_s)
             kind.add_bitrate(bps)
             if outgoing.kind == "video":
-                video_bps[outgoing.ssrc] = bps
-        audio = totals.get("audio")
-        other_bps = audio.actual_bps or 0.0 if audio is not None else 0.0
+                video_bps[outgoing.ssrc] = wire_bps
+            else:
+                other_bps += wire_bps
+            if expected:
+                lost_bps += wire_bps * lost / expected
         if data_sent is not None:
             if self._data_sent is not None:
                 other_bps += max(data_sent - self._data_sent, 0) * 8 / elapsed
             self._data_sent = data_sent
-        return totals, video_bps, other_bps
+        return totals, video_bps, other_bps, lost_bps
 
     def take_rtt(self, now: float) -> float | None:
         """The round-trip time of the last sample (the mean of its reports), or the last one for a while."""
@@ -355,7 +364,7 @@ class ParticipantNetwork:
         uplink: dict[str, _Totals],
         data_sent: int | None = None,
     ) -> ParticipantMeasurement:
-        down, video_bps, other_bps = self.measure_downlink(now, data_sent)
+        down, video_bps, other_bps, lost_bps = self.measure_downlink(now, data_sent)
         rtt = self.take_rtt(now)
         video_recv = down.get("video")
         fraction_lost = None
@@ -367,6 +376,7 @@ class ParticipantNetwork:
             other_bps=other_bps,
             fraction_lost=fraction_lost,
             rtt_s=rtt,
+            lost_bps=lost_bps if expected else None,
         )
         downlink = self.downlink
         downlink.sample = sample

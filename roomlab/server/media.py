@@ -33,7 +33,14 @@ import av
 from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 
-from ..net.rtp import is_keyframe, observe_audio_levels, picture_size, route_keyframe_requests, tap_receiver
+from ..net.rtp import (
+    frame_wire_bytes,
+    is_keyframe,
+    observe_audio_levels,
+    picture_size,
+    route_keyframe_requests,
+    tap_receiver,
+)
 from .simulcast import SINGLE_LAYER, BitrateMeter, LayerSelection, LayerSelector, RtpTimeline
 
 __all__ = [
@@ -184,7 +191,7 @@ class MediaForwarder:
             self._fan_out(packet)
             return
         now = time.monotonic()
-        stream.meter.add(now, len(frame.data))
+        stream.meter.add(now, frame_wire_bytes(len(frame.data)))  # what forwarding it costs a downlink
         packet.pts = stream.timeline.unwrap(frame.timestamp)
         keyframe = is_keyframe(codec.mimeType, frame.data)
         if keyframe:

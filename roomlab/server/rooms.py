@@ -465,6 +465,27 @@ class Rooms:
             )
         return track
 
+    def set_track_priority(self, track_sid: str, priority: str) -> PublishedTrack:
+        """The publisher changed its track's priority (`LocalTrackPublication.set_priority`)."""
+        live, track = self._published(track_sid)
+        if track.options.get("priority", "standard") != priority:
+            track.options = {**track.options, "priority": priority}
+            track.date_updated = self.clock()
+            self.store.save(track)
+            self._emit(live, "track-priority-changed", live.participants[track.participant_sid], track, detail=priority)
+        return track
+
+    def note_track_switch(self, subscriber_sid: str, track_sid: str, switched_off: bool, reason: str) -> None:
+        """The bandwidth allocator switched a subscriber's track off or on, for `reason` (the
+        allocator's: `bandwidth`, `probe`, ...): an event of the room's history (`track-switched-off`
+        / `track-switched-on`, participant: the subscriber, detail: the reason), which signaling
+        passes on to the subscriber."""
+        live = next((r for r in self.live.values() if subscriber_sid in r.participants), None)
+        if live is None:
+            return
+        name = "track-switched-off" if switched_off else "track-switched-on"
+        self._emit(live, name, live.participants[subscriber_sid], live.tracks.get(track_sid), detail=reason)
+
     def note_media_flow(self, track_sid: str, flowing: bool, detail: str) -> None:
         """The forwarding plane saw a published audio or video track stop (`track-stalled`) or
         start again (`track-resumed`) delivering media: an event of the room's history."""

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..telemetry.recorder import Telemetry
 from ..telemetry.sampling import RtcStatsSampler, sample_forever
+from .allocation import BandwidthAllocation
 from .app import build_app
 from .auth import Credentials, mint_access_token
 from .callbacks import DeliveryPolicy, StatusCallbacks
@@ -74,13 +75,17 @@ class Server:
         callback_policy: DeliveryPolicy | None = None,
         media_path: str = "forward",
         reconnect_window: float = RECONNECT_WINDOW,
+        bandwidth_allocation: bool = True,
     ) -> None:
         if media_path not in MEDIA_PATHS:
             raise ValueError(f"media_path must be one of {', '.join(MEDIA_PATHS)}, got {media_path!r}")
         if isinstance(reconnect_window, bool) or not isinstance(reconnect_window, int | float) or reconnect_window < 0:
             raise ValueError(f"reconnect_window must be a number of seconds, 0 or more, got {reconnect_window!r}")
+        if not isinstance(bandwidth_allocation, bool):
+            raise ValueError(f"bandwidth_allocation must be True or False, got {bandwidth_allocation!r}")
         self.media_path = media_path
         self.reconnect_window = float(reconnect_window)
+        self.bandwidth_allocation = bandwidth_allocation
         self.host = host
         self.port = port
         self.db = None if db is None else Path(db)
@@ -99,9 +104,11 @@ class Server:
         self._stopped = threading.Event()
         self._sampler: asyncio.Task[None] | None = None
         self._speaker_task: asyncio.Task[None] | None = None
-        #: the dominant-speaker detectors and network-quality levels of every room (once started)
+        #: the dominant-speaker detectors, network-quality levels and bandwidth allocation of every room
+        #: (once started)
         self.speakers: DominantSpeakers | None = None
         self.network_quality: NetworkQuality | None = None
+        self.allocation: BandwidthAllocation | None = None
         #: what the server sees and forwards, as live tables (`server.telemetry.frame("events")`)
         self.telemetry = Telemetry()
         self._rtc_sampler = RtcStatsSampler(self.telemetry, "server")
@@ -154,7 +161,15 @@ class Server:
         self.speakers = DominantSpeakers(self.rooms)
         self.sfu = Sfu(self.rooms, self.media_path, self.speakers)
         self.network_quality = NetworkQuality(self.telemetry)
-        signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials)
+        self.allocation = BandwidthAllocation(
+            self.rooms,
+            self.sfu,
+            self.network_quality.measurements,
+            self.speakers,
+            self.telemetry,
+            enabled=self.bandwidth_allocation,
+        )
+        signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials, self.allocation)
         twilio_signaling = TwilioSignalingEndpoint(self.rooms, self.sfu, self.credentials)
         app = build_app(
             self.credentials,
@@ -214,9 +229,10 @@ class Server:
         )
 
     async def _sample(self) -> None:
-        assert self.sfu is not None and self.network_quality is not None
+        assert self.sfu is not None and self.network_quality is not None and self.allocation is not None
         self.sfu.check_media_flow()
         self.network_quality.update(self.sfu.sessions.values(), self.sfu.counters.bytes_sent_by_transport())
+        self.allocation.update()  # right after the downlink estimates
         await self._rtc_sampler.sample(self.sfu.rtp_streams())
         self.sfu.counters.sample(self.telemetry, "server")
 
@@ -339,6 +355,8 @@ def serve(
     ("forward": encoded frames pass through untouched, the default; "transcode": decoded once and
     encoded per subscriber, aiortc's MediaRelay way, kept to measure the two side by side),
     `reconnect_window` (seconds a participant whose connection broke may resume its session;
-    30 by default, as Twilio).
+    30 by default, as Twilio), `bandwidth_allocation` (True: each subscriber's downlink is divided
+    among its video tracks by its Bandwidth Profile, as Twilio does by default; False: every
+    subscriber gets every track at its highest layer, for comparison).
     """
     return Server(host, port, db, api_key, api_secret, **options).start()

@@ -149,6 +149,8 @@ class Session(ParticipantConnection):
         if participant.sid == self.sid:
             if name == "track-unsubscribed":
                 self.send({"type": "unsubscribed", "track_sid": event.track_sid})
+            elif name in ("track-switched-off", "track-switched-on"):
+                self.send({"type": name.replace("-", "_"), "track_sid": event.track_sid, "reason": event.detail})
             return
         if name == "participant-connected":
             self.send({"type": "participant_connected", "participant": participant_info(participant, live)})
@@ -165,6 +167,10 @@ class Session(ParticipantConnection):
             self.send({"type": "track_unpublished", "participant_sid": participant.sid, "track_sid": track.sid})
         elif name in ("track-enabled", "track-disabled") and track is not None:
             self.send({"type": name.replace("-", "_"), "participant_sid": participant.sid, "track_sid": track.sid})
+        elif name == "track-priority-changed" and track is not None:
+            priority = track.options.get("priority", "standard")
+            changed = {"participant_sid": participant.sid, "track_sid": track.sid, "priority": priority}
+            self.send({"type": "track_priority_changed", **changed})
 
     @property
     def attached(self) -> bool:

@@ -191,7 +191,8 @@ class MediaTrackForwarder:
     # simulcast: the allocator's handles -------------------------------------------------------
     def layers(self, now: float | None = None) -> list[Layer]:
         """The layers the server receives now (a frame within the last 2 s), lowest first, with the
-        bitrate measured over that window; a video track without layers is one, `SINGLE_LAYER` (its
+        bitrate measured over that window (at least the announced bitrate until a whole window has
+        been seen); a video track without layers is one, `SINGLE_LAYER` (its
         size from its keyframes, 0 x 0 until one is seen). Empty for audio, and on the transcode
         path (where nothing is selected)."""
         if not self.media.selects_layers:
@@ -203,7 +204,10 @@ class MediaTrackForwarder:
             spec = next((s for s in self.specs if s.name == name), None)
             width, height = (spec.width, spec.height) if spec is not None else stream.size or (0, 0)
             if stream.meter.flowing(now):
-                found.append(Layer(name, width, height, stream.meter.bitrate_bps(now)))
+                bitrate = stream.meter.bitrate_bps(now)
+                if spec is not None and stream.meter.young(now):  # until measured over a whole window
+                    bitrate = max(bitrate, spec.bitrate_bps)
+                found.append(Layer(name, width, height, bitrate))
         return found
 
     def select_layer(self, subscriber_sid: str, layer: str | None) -> None:
@@ -213,6 +217,11 @@ class MediaTrackForwarder:
         if entry is None:
             raise ValueError(f"participant {subscriber_sid} is not subscribed to track {self.track.sid}")
         self.media.select_layer(entry[1], layer)
+
+    def selection(self, subscriber_sid: str) -> LayerSelection | None:
+        """What one subscriber gets of this video track now (None: not a subscriber, or no selection here)."""
+        entry = self.subscribers.get(subscriber_sid)
+        return self.media.selection(entry[1]) if entry is not None else None
 
     def receiving(self) -> dict[str, LayerSelection]:
         """Per subscriber SID, what it gets of a video track now and what it asked for."""

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ..errors import RoomError
+from ..policy.allocation import BandwidthProfile
 from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import signaling
 from ..protocol.layers import parse_layers
+from .allocation import BandwidthAllocation
 from .auth import Credentials, token_allows_room, verify_access_token
 from .model import TRACK_KINDS, Participant
 from .rooms import MEDIA_BROKE, SIGNALING_BROKE, LiveRoom, Rooms
@@ -91,9 +94,27 @@ def track_options(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def connect_options(options: dict[str, Any]) -> tuple[NetworkQualityConfiguration | None, bool]:
-    """The in-room features a client asks for when it connects: its network quality
-    configuration (None: off) and whether it wants dominant speaker changes."""
+@dataclass(frozen=True)
+class Features:
+    """The in-room features a client asks for when it connects (`connect.options`)."""
+
+    network_quality: NetworkQualityConfiguration | None = None
+    """Its network quality configuration (None: off)."""
+    dominant_speaker: bool = False
+    """Whether it wants dominant speaker changes."""
+    bandwidth_profile: BandwidthProfile | None = None
+    """Its Bandwidth Profile (None: Twilio's defaults)."""
+
+
+def bandwidth_profile(options: Any, where: str) -> BandwidthProfile:
+    try:
+        return BandwidthProfile.from_options(options)
+    except (ValueError, TypeError) as exc:
+        raise signaling.invalid(f"{where}: {exc}") from None
+
+
+def connect_options(options: dict[str, Any]) -> Features:
+    """Check `connect.options`: the in-room features a client asks for."""
     unknown = set(options) - set(signaling.CONNECT_OPTIONS)
     if unknown:
         allowed = ", ".join(signaling.CONNECT_OPTIONS)
@@ -105,14 +126,22 @@ def connect_options(options: dict[str, Any]) -> tuple[NetworkQualityConfiguratio
     dominant_speaker = options.get("dominant_speaker", False)
     if not isinstance(dominant_speaker, bool):
         raise signaling.invalid("connect.options.dominant_speaker must be true or false")
-    return network_quality, dominant_speaker
+    profile = options.get("bandwidth_profile")
+    return Features(
+        network_quality,
+        dominant_speaker,
+        bandwidth_profile(profile, "connect.options.bandwidth_profile") if profile is not None else None,
+    )
 
 
 class SignalingEndpoint:
-    def __init__(self, rooms: Rooms, sfu: Sfu, credentials: Credentials) -> None:
+    def __init__(
+        self, rooms: Rooms, sfu: Sfu, credentials: Credentials, allocation: BandwidthAllocation | None = None
+    ) -> None:
         self.rooms = rooms
         self.sfu = sfu
         self.credentials = credentials
+        self.allocation = allocation
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=WS_FRAME_LIMIT, timeout=CLOSE_TIMEOUT)
@@ -180,7 +209,7 @@ class SignalingEndpoint:
             metadata=message.get("metadata", ""),
         )
         session = Session(live, participant, ws, self._ended)
-        session.network_quality, session.dominant_speaker = features
+        self._take_features(session, features)
         session.start()
         session.send(self._connected(live, participant, self.rooms.new_session_key(participant)))
         self.sfu.add_session(session)
@@ -207,7 +236,7 @@ class SignalingEndpoint:
         ws: web.WebSocketResponse,
         identity: str,
         resume: Any,
-        features: tuple[NetworkQualityConfiguration | None, bool],
+        features: Features,
     ) -> Session:
         """A client back after a break, with its session key (and the in-room features it asked
         for). Its peer connection is kept if both ends still have it connected (a break of
@@ -230,6 +259,7 @@ class SignalingEndpoint:
         own = [track_info(t) for t in live.tracks.values() if t.participant_sid == participant.sid]
         if keep:
             assert old is not None
+            self._take_features(old, features)
             if old.attached and old.ws is not ws:
                 asyncio.get_running_loop().create_task(old.ws.close())  # a socket the server thought alive
             self.rooms.resume(participant.sid)
@@ -241,7 +271,7 @@ class SignalingEndpoint:
                 self.sfu.remove_session(old)
                 self.sfu.close_session(old, None)
             session = Session(live, participant, ws, self._ended)
-            session.network_quality, session.dominant_speaker = features
+            self._take_features(session, features)
             session.start()
             self.sfu.add_session(session)
             self.rooms.resume(participant.sid)
@@ -250,6 +280,11 @@ class SignalingEndpoint:
             session.request_negotiation()
         log.debug("room %s, participant %s resumed (%s)", live.room.sid, participant.sid, reply["peer_connection"])
         return session
+
+    def _take_features(self, session: Session, features: Features) -> None:
+        session.network_quality, session.dominant_speaker = features.network_quality, features.dominant_speaker
+        if self.allocation is not None:
+            self.allocation.set_profile(session.sid, features.bandwidth_profile or BandwidthProfile())
 
     async def _serve(self, session: Session) -> int | None:
         """Handle the client's messages until it leaves (None), floods (53004) or its socket
@@ -297,6 +332,11 @@ class SignalingEndpoint:
         elif kind == "set_track_enabled":
             self._own_track(session, message["sid"])
             self.rooms.set_track_enabled(message["sid"], message["enabled"])
+        elif kind == "set_track_priority":
+            self._own_track(session, message["sid"])
+            if message["priority"] not in PRIORITIES:
+                raise signaling.invalid(f"priority must be one of {', '.join(PRIORITIES)}")
+            self.rooms.set_track_priority(message["sid"], message["priority"])
         elif kind == "set_metadata":
             self.rooms.set_metadata(session.sid, message["metadata"])
         elif kind == "set_network_quality":
@@ -304,8 +344,29 @@ class SignalingEndpoint:
                 session.network_quality = NetworkQualityConfiguration(message["local"], message["remote"])
             except ValueError as exc:
                 raise signaling.invalid(str(exc)) from None
+        elif kind == "set_bandwidth_profile":
+            profile = bandwidth_profile(message["bandwidth_profile"], "set_bandwidth_profile")
+            if self.allocation is not None:
+                self.allocation.set_profile(session.sid, profile)
+        elif kind == "set_subscriber_priority":
+            priority = message["priority"]
+            if priority is not None and priority not in PRIORITIES:
+                raise signaling.invalid(f"priority must be one of {', '.join(PRIORITIES)} or null")
+            track_sid = self._subscribed_track(session, message["track_sid"])
+            if self.allocation is not None:
+                self.allocation.set_priority(session.sid, track_sid, priority)
+        elif kind == "switch_track":
+            track_sid = self._subscribed_track(session, message["track_sid"])
+            if self.allocation is not None:
+                self.allocation.switch(session.sid, track_sid, message["switched_off"])
         elif kind == "connect":
             raise signaling.invalid("already connected")
+
+    def _subscribed_track(self, session: Session, track_sid: str) -> str:
+        track = session.live.tracks.get(track_sid)
+        if track is None or track.kind != "video" or track.participant_sid == session.sid:
+            raise RoomError(53300, f"Track {track_sid!r} is not a video track of another participant in the room")
+        return track_sid
 
     def _own_track(self, session: Session, track_sid: str) -> None:
         track = session.live.tracks.get(track_sid)

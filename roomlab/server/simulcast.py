@@ -183,6 +183,10 @@ class BitrateMeter:
             return 0.0
         return self._bytes * 8 / min(self.window_s, max(now - self.first_at, 1.0))
 
+    def young(self, now: float) -> bool:
+        """Less than a window has been seen: the bitrate may be under what the stream carries."""
+        return self.first_at is None or now - self.first_at < self.window_s
+
     def flowing(self, now: float) -> bool:
         """Something arrived within the window."""
         return self.last_at is not None and now - self.last_at <= self.window_s

@@ -126,14 +126,45 @@ NETWORK_QUALITY = (
 )
 
 ALLOCATIONS = (
-    _t("time", "when the allocator decided"),
-    Column("subscriber", "str", "", "identity"),
+    _t("time", "when the allocator decided (about once a second per subscriber, and on every change)"),
+    Column("room", "str", "", "room name"),
+    Column("subscriber", "str", "", "identity of the subscriber whose downlink is divided"),
+    Column("publisher", "str", "", "identity of the track's publisher"),
     Column("track", "str", "", "subscribed video track SID"),
-    Column("available_bps", "float", "bit/s", "estimated downlink available to the subscriber"),
-    Column("allocated_bps", "float", "bit/s", "bitrate allocated to this track"),
-    Column("layer", "str", "", "layer chosen"),
+    Column("track_name", "str", "", "the track's name as its publisher gave it"),
+    Column(
+        "priority",
+        "str",
+        "",
+        "effective priority: low, standard, high (the subscriber's override, else the publisher's)",
+    ),
+    Column(
+        "available_bps",
+        "float",
+        "bit/s",
+        "video budget: the downlink estimate less audio and data, capped by max_subscription_bitrate",
+    ),
+    Column(
+        "allocated_bps", "float", "bit/s", "bitrate allocated to this track (its layer's measured bitrate; 0 when off)"
+    ),
+    Column(
+        "layer", "str", "", "layer forwarded (low, standard, high; single for a track without layers; None when off)"
+    ),
     Column("switched_off", "bool", "", "track switched off"),
-    Column("reason", "str", "", "why"),
+    Column(
+        "reason",
+        "str",
+        "",
+        "switched off: bandwidth, max_tracks, subscriber, publisher, disabled; "
+        "on: optimal, render_dimensions, bandwidth, damping, probe",
+    ),
+    Column("mode", "str", "", "the subscriber's bandwidth profile mode: grid, collaboration, presentation"),
+    Column("desired_layer", "str", "", "the layer it would get with enough bandwidth (render dimensions allowing)"),
+    Column("limited_by", "str", "", "estimate or max_subscription_bitrate, when bandwidth set the decision"),
+    Column("wanted_bps", "float", "bit/s", "what all the subscriber's video tracks would take at their desired layers"),
+    Column("probing", "bool", "", "a probe was under way: allocations may exceed available_bps up to probe_goal_bps"),
+    Column("estimate_bps", "float", "bit/s", "the subscriber's downlink estimate for all media"),
+    Column("probe_goal_bps", "float", "bit/s", "the probe's video goal while probing"),
 )
 
 EVENTS = (
