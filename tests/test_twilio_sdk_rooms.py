@@ -112,7 +112,6 @@ async def test_network_quality_levels_reach_the_page_in_the_sdks_shape(server, j
     # the levels are the server's: each is one it computed and recorded for that participant
     js, py = quality["js"], quality["py"]
     assert js["level"] in quality_levels(server, "js") and py["level"] in quality_levels(server, "py")
-    assert js["level"] >= 3 > py["level"]
     # local at detailed: Twilio's NetworkQualityStats, per kind and direction, with their inputs
     stats = js["stats"]
     assert stats["level"] == js["level"]
@@ -277,6 +276,10 @@ async def test_a_dropped_signaling_socket_resumes_the_same_participant(server, j
     assert await eventually(lambda: received == ["while away"], timeout=5), received
     assert await page_eventually(page, "window.messages.map((m) => m.text)", bool) == ["to you while away"]
     assert await page.evaluate("window.room.state") == "reconnecting"
+    # a video track published meanwhile needs an offer to the page: it waits for the page's return
+    camera = roomlab.LocalVideoTrack.pattern(width=160, height=120)
+    await py.local_participant.publish_track(camera)
+    await asyncio.sleep(1)
 
     # the proxy lets it through again: `sync`, `synced`, and the same participant carries on
     proxy.refusing = False
@@ -287,10 +290,15 @@ async def test_a_dropped_signaling_socket_resumes_the_same_participant(server, j
     assert await page_eventually(watcher, "window.eventsNamed('participantReconnected')", bool) == [["js"]]
     assert (await asyncio.to_thread(rest.fetch)).status == "connected"
     assert proxy.accepted >= 2
+    # `synced` brought the track and the server's offer for it: the page answered, and shows it
+    shown = await page_eventually(
+        page, "window.videoProgress()", lambda p: p.get(camera.name, {}).get("shown", 0) >= 10, timeout=15
+    )
+    assert shown[camera.name]["width"] == 160, (shown, page.console)
     # the new socket carries the room: a track published now reaches the page, and its messages
     late = roomlab.LocalDataTrack("py-late")
     await py.local_participant.publish_track(late)
-    await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == 2, timeout=10)
+    await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == 3, timeout=10)
     late.send("after the break")
     messages = await page_eventually(page, "window.messages.map((m) => m.text)", lambda m: len(m) == 2)
     assert messages == ["to you while away", "after the break"]
