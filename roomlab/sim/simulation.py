@@ -90,6 +90,16 @@ def _link_parameters(link: Any) -> dict[str, Any] | None:
     return dict(link)
 
 
+def _link_detail(parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """A bot's link parameters for `events.detail` (traces and burst models named, not copied)."""
+    detail = {}
+    for name, value in (parameters or {}).items():
+        if name == "seed":
+            continue
+        detail[name] = value if value is None or isinstance(value, int | float | str | bool) else type(value).__name__
+    return detail
+
+
 @dataclass
 class _Worker:
     process: Any
@@ -218,6 +228,13 @@ class Simulation:
     @property
     def identities(self) -> list[str]:
         return [spec.identity for spec in self._specs]
+
+    @property
+    def status(self) -> str:
+        """"ready" (not run yet), "running", or "ended" (a run finished)."""
+        if self._running:
+            return "running"
+        return "ready" if self._started_wall is None else "ended"
 
     def at(self, seconds: float, identity: str, **changes: Any) -> None:
         """Change `identity`'s link `seconds` after the start of the run (any bot's, given one or not)."""
@@ -421,8 +438,11 @@ class Simulation:
                 return
             self.states[identity] = state
         event = {"joined": "bot-joined", "left": "bot-left", "failed": "bot-failed", "lost": "bot-lost"}.get(state)
+        detail = error
+        if state == "joined":  # the link it joined with, so that a run's tables say what each link was
+            detail = json.dumps(_link_detail(self._spec(identity).link), sort_keys=True)
         if event is not None:
-            self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, error)
+            self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, detail)
 
     def _change_link(self, identity: str, changes: dict[str, Any]) -> None:
         detail = json.dumps(changes, sort_keys=True)
