@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import itertools
 import json
 import logging
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Listener
 from typing import TYPE_CHECKING, Any
 
-from ..net.link import Link
+from ..net.link import BurstLoss, Link
 from ..policy.quality import NetworkQualityConfiguration
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
@@ -90,13 +91,18 @@ def _link_parameters(link: Any) -> dict[str, Any] | None:
     return dict(link)
 
 
-def _link_detail(parameters: dict[str, Any] | None) -> dict[str, Any]:
-    """A bot's link parameters for `events.detail` (traces and burst models named, not copied)."""
-    detail = {}
-    for name, value in (parameters or {}).items():
+def _link_detail(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A bot's link parameters for `events.detail` (a trace or schedule is named, not copied)."""
+    detail: dict[str, Any] = {}
+    for name, value in parameters.items():
         if name == "seed":
             continue
-        detail[name] = value if value is None or isinstance(value, int | float | str | bool) else type(value).__name__
+        if value is None or isinstance(value, int | float | str | bool):
+            detail[name] = value
+        elif isinstance(value, BurstLoss):
+            detail[name] = dataclasses.asdict(value)
+        else:
+            detail[name] = "schedule" if isinstance(value, list) else type(value).__name__
     return detail
 
 
@@ -231,7 +237,7 @@ class Simulation:
 
     @property
     def status(self) -> str:
-        """"ready" (not run yet), "running", or "ended" (a run finished)."""
+        """ "ready" (not run yet), "running", or "ended" (a run finished)."""
         if self._running:
             return "running"
         return "ready" if self._started_wall is None else "ended"
@@ -440,7 +446,7 @@ class Simulation:
         event = {"joined": "bot-joined", "left": "bot-left", "failed": "bot-failed", "lost": "bot-lost"}.get(state)
         detail = error
         if state == "joined":  # the link it joined with, so that a run's tables say what each link was
-            detail = json.dumps(_link_detail(self._spec(identity).link), sort_keys=True)
+            detail = json.dumps(_link_detail(self._links[identity].parameters()), sort_keys=True)
         if event is not None:
             self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, detail)
 

@@ -44,7 +44,7 @@ def links(events: pd.DataFrame) -> pd.DataFrame:
     """Each simulated participant's link after every `bot-joined` and `link-changed` row, in time
     order: `up_kbps`/`down_kbps` (NaN: no limit), `up_delay_ms`, `up_jitter_ms`, `up_loss` (0-1)
     and the same `down_`, and `other` (other parameters set, such as burst_loss or trace).
-    The last row per identity is its link now: `links(events).groupby("identity").last()`."""
+    The last row per identity is its link now (`current()`)."""
     if events.empty:
         return pd.DataFrame({name: pd.Series(dtype="float64") for name in COLUMNS}).astype(
             {"time": "datetime64[ns, UTC]", "identity": "str", "event": "str", "other": "str"}
@@ -65,6 +65,11 @@ def links(events: pd.DataFrame) -> pd.DataFrame:
     numeric = [c for c in COLUMNS if c not in ("time", "identity", "event", "other")]
     frame[numeric] = frame[numeric].astype("float64")
     return frame
+
+
+def current(history: pd.DataFrame) -> pd.DataFrame:
+    """Each identity's link now: its last row of `links()`, indexed by identity."""
+    return history.drop_duplicates("identity", keep="last").set_index("identity")
 
 
 def describe(link: Any) -> str:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..plots import participant_colours
+
+__all__ = ["LINK_COLOUR", "clip", "empty", "mark_link_changes", "participant_colours", "seconds"]
+
 #: Colour of link changes, in every view.
 LINK_COLOUR = "crimson"
-
-
-def participant_colours(identities: Iterable[Any]) -> dict[str, Any]:
-    """A colour per identity (sorted, so a run gets the same colours every time it is drawn)."""
-    from matplotlib import colormaps
-
-    names = sorted({str(i) for i in identities if isinstance(i, str)})
-    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {name: palette(number % palette.N) for number, name in enumerate(names)}
 
 
 def seconds(times: Any, start: pd.Timestamp) -> np.ndarray:

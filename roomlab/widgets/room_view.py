@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ..telemetry.links import describe, links
+from ..telemetry.links import current, describe, links
 from .controls import LinkControls
 from .drawing import LINK_COLOUR, clip, empty, participant_colours, seconds
 from .view import View
@@ -122,7 +122,7 @@ def room_model(events: pd.DataFrame, rtc_stats: pd.DataFrame, network_quality: p
 
     link_rows = links(events)
     if not link_rows.empty:
-        for identity, row in link_rows.groupby("identity").last().iterrows():
+        for identity, row in current(link_rows).iterrows():
             for who in people.values():
                 if who.identity == identity:
                     who.link = describe(row)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..net.link import Link
 from ..telemetry.recorder import Telemetry, empty_frame, now_ns
 from ..telemetry.schema import TABLES
 
@@ -179,7 +180,8 @@ class SimulationSource(Source):
         return list(self.simulation.identities)
 
     def change_link(self, identity: str, **changes: Any) -> None:
-        control = self.simulation.link(identity)  # a bad identity fails here, in the caller's thread
+        control = self.simulation.link(identity)  # a bad identity or change fails here, in the caller's thread
+        Link(**control.parameters()).update(**changes)
         self.submit(control.update, **changes)
 
 
@@ -254,6 +256,7 @@ class RoomSource(Source):
     def change_link(self, identity: str, **changes: Any) -> None:
         if identity not in self.links():
             raise ValueError(f"this client has no link to change for {identity!r}; it has {self.links() or 'none'}")
+        Link(**self.client.link.parameters()).update(**changes)  # a bad change fails here, in the caller's thread
         self.submit(self.client.link.update, **changes)
 
 
