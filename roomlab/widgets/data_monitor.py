@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import ipywidgets as widgets
 import pandas as pd
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
 from ..telemetry.analysis import loss as loss_table
 from ..telemetry.links import links
@@ -23,6 +23,8 @@ GROUPINGS = {"track": ("publisher", "track"), "subscriber": ("subscriber",)}
 #: Seconds over which the table's current message rate is averaged.
 RATE_WINDOW_S = 5.0
 TRACK_STYLES = ("-", "--", ":", "-.")
+#: Latency axis ticks (log scale), in ms.
+LATENCY_TICKS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 LINK_KEYS = ("publisher", "subscriber", "track")
 
 
@@ -184,7 +186,9 @@ class DataMonitor(View):
         rate_ax.set_ylabel("delivered\n(msg/s per sub.)" if model.by == "track" else "received\n(msg/s)", fontsize=8)
         latency_ax.set_ylabel("latency (ms)\np50 bold, p99 pale", fontsize=8)
         latency_ax.set_yscale("log")
+        latency_ax.yaxis.set_major_locator(FixedLocator(LATENCY_TICKS_MS))
         latency_ax.yaxis.set_major_formatter(ScalarFormatter())
+        latency_ax.yaxis.set_minor_formatter(NullFormatter())
         loss_ax.set_ylabel("lost (%)", fontsize=8)
         loss_ax.set_ylim(bottom=0)
         rate_ax.set_ylim(bottom=0)

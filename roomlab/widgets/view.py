@@ -29,6 +29,7 @@ import uuid
 import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import Context
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -219,7 +220,9 @@ class View(widgets.VBox):
             return
         self._loop = loop
         self._wake = asyncio.Event()
-        self._task = loop.create_task(self._follow(), name=f"roomlab {type(self).__name__}")
+        # a context of its own: what the task sends belongs to no cell in particular (the kernel then
+        # routes it to the latest one, where a saved notebook records the frozen last picture)
+        self._task = loop.create_task(self._follow(), name=f"roomlab {type(self).__name__}", context=Context())
         _live_views.add(self)
         self._set_status()
 
@@ -263,7 +266,8 @@ class View(widgets.VBox):
             loop.call_soon_threadsafe(fn)
 
     def stop(self) -> None:
-        """Stop updating (from any thread); the last picture stays, in the view and in its output."""
+        """Stop updating (from any thread). The view draws the rows that came since its last
+        picture, and that last picture stays: in the view, and in its output of a saved notebook."""
         already = self._stopped
         self._stopped = True
         task = self._task
@@ -276,9 +280,15 @@ class View(widgets.VBox):
         _live_views.discard(self)
         if already and task is None:
             return
-        self._call_in_loop(self._set_status)
-        if threading.current_thread() is threading.main_thread():
-            self._freeze()
+        self._call_in_loop(self._finish)
+
+    def _finish(self) -> None:
+        try:
+            self._show(self._picture(force=False))
+        except Exception:  # the error is in the status line already, or the source is gone
+            log.debug("%s: no last picture", type(self).__name__, exc_info=True)
+        self._set_status()
+        self._freeze()
 
     # commands -------------------------------------------------------------------------------
     def _command(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
