@@ -23,6 +23,8 @@ GROUPINGS = {"track": ("publisher", "track"), "subscriber": ("subscriber",)}
 #: Seconds over which the table's current message rate is averaged.
 RATE_WINDOW_S = 5.0
 TRACK_STYLES = ("-", "--", ":", "-.")
+#: The loss axis shows at least 0-5 % (no loss is a flat line at the bottom, not noise blown up).
+LOSS_AXIS_MIN_PCT = 5.0
 #: Latency axis ticks (log scale), in ms.
 LATENCY_TICKS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 LINK_KEYS = ("publisher", "subscriber", "track")
@@ -130,7 +132,9 @@ class DataMonitor(View):
         super().__init__(source, room=room, period=period)
 
     def _controls(self) -> list[Any]:
-        grouping = widgets.ToggleButtons(options=list(GROUPINGS), value=self.by, description="per")
+        grouping = widgets.ToggleButtons(
+            options=list(GROUPINGS), value=self.by, description="per", style={"description_width": "initial"}
+        )
         grouping.style.button_width = "90px"
         grouping.add_class("roomlab-data-grouping")
         grouping.observe(self._regroup, "value")
@@ -190,7 +194,7 @@ class DataMonitor(View):
         latency_ax.yaxis.set_major_formatter(ScalarFormatter())
         latency_ax.yaxis.set_minor_formatter(NullFormatter())
         loss_ax.set_ylabel("lost (%)", fontsize=8)
-        loss_ax.set_ylim(bottom=0)
+        loss_ax.set_ylim(0, max(LOSS_AXIS_MIN_PCT, float(data["loss_pct"].max()) * 1.1))
         rate_ax.set_ylim(bottom=0)
         loss_ax.set_xlabel("seconds", fontsize=8)
         for ax in axes:

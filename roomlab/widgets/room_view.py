@@ -286,14 +286,16 @@ class RoomView(View):
                 continue
             x = float(seconds(time, start))
             ax.plot([x, x], [y - 0.42, y + 0.42], color=LINK_COLOUR, linewidth=1.5)
+            late = x > span * 0.6  # label on the side with room for it
             ax.annotate(
-                clip(_change_text(detail), 24),
+                clip(_change_text(detail), 32),
                 (x, y - 0.3),
                 fontsize=6.5,
                 color=LINK_COLOUR,
-                xytext=(2, 0),
+                xytext=(-2 if late else 2, 0),
                 textcoords="offset points",
                 va="bottom",
+                ha="right" if late else "left",
             )
         ax.set_ylim(len(people) - 0.5, -1.2)
         ax.set_yticks([])
