@@ -26,7 +26,7 @@ TRACK_STYLES = ("-", "--", ":", "-.")
 #: The loss axis shows at least 0-5 % (no loss is a flat line at the bottom, not noise blown up).
 LOSS_AXIS_MIN_PCT = 5.0
 #: Latency axis ticks (log scale), in ms.
-LATENCY_TICKS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+LATENCY_TICKS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000, 5000, 10000)
 LINK_KEYS = ("publisher", "subscriber", "track")
 
 
@@ -104,6 +104,18 @@ def data_model(messages: pd.DataFrame, events: pd.DataFrame, by: str = "track", 
     if by == "subscriber":
         summary["rate_per_s"] = (recent.groupby("label").size() / RATE_WINDOW_S).reindex(summary.index).fillna(0.0)
     return DataModel(by, per_second, summary.reset_index(), start, changes, link_rows)
+
+
+def latency_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round latencies for a log axis from `low` to `high` ms: those inside, and one on each side."""
+    if not (low > 0 and high >= low):
+        return []
+    inside = [t for t in LATENCY_TICKS_MS if low <= t <= high]
+    below = [t for t in LATENCY_TICKS_MS if t < low][-1:]
+    above = [t for t in LATENCY_TICKS_MS if t > high][:1]
+    while len(inside) > most:
+        inside = inside[::2]
+    return [*below, *inside, *above] if len(inside) < 2 else inside
 
 
 def _labels(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -190,7 +202,12 @@ class DataMonitor(View):
         rate_ax.set_ylabel("delivered\n(msg/s per sub.)" if model.by == "track" else "received\n(msg/s)", fontsize=8)
         latency_ax.set_ylabel("latency (ms)\np50 bold, p99 pale", fontsize=8)
         latency_ax.set_yscale("log")
-        latency_ax.yaxis.set_major_locator(FixedLocator(LATENCY_TICKS_MS))
+        ticks = latency_ticks(float(data["p50"].min()), float(data["p99"].max()))
+        if ticks:
+            latency_ax.set_ylim(
+                min(ticks[0], float(data["p50"].min())) * 0.85, max(ticks[-1], float(data["p99"].max())) * 1.15
+            )
+            latency_ax.yaxis.set_major_locator(FixedLocator(ticks))
         latency_ax.yaxis.set_major_formatter(ScalarFormatter())
         latency_ax.yaxis.set_minor_formatter(NullFormatter())
         loss_ax.set_ylabel("lost (%)", fontsize=8)
