@@ -241,7 +241,7 @@ async def test_link_commands_are_checked_in_the_callers_thread_and_bad_ones_chan
 async def test_views_of_a_client_show_what_it_sees_and_stop_when_it_leaves(join, views):
     cursor = roomlab.LocalDataTrack("cursor")
     alice = await join("alice", room="pair", tracks=[cursor])
-    bob = await join("bob", room="pair", link=roomlab.Link())
+    bob = await join("bob", room="pair", link=roomlab.Link(delay_ms=20))
     room = widgets.RoomView(bob, period=0.2)
     data = widgets.DataMonitor(bob, period=0.2)
     views += [room, data]
