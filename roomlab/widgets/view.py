@@ -229,18 +229,23 @@ class View(widgets.VBox):
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._wake is not None
+        busy = 0.0
         try:
             while not self._stopped:
+                # one update a period, start to start; but the renderer rests at least as long as it
+                # worked, so that a slow figure takes half a core at most
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self.period)
+                    await asyncio.wait_for(self._wake.wait(), max(self.period - busy, busy))
                 except TimeoutError:
                     pass
                 self._wake.clear()
+                started = loop.time()
                 finished = self.source.finished()
                 force, self._force = self._force or finished, False
                 picture = await loop.run_in_executor(_renderer_thread(), self._picture, force)
                 if not self._stopped:
                     self._show(picture)
+                busy = loop.time() - started
                 if finished:
                     break
         except asyncio.CancelledError:
