@@ -183,29 +183,31 @@ async def test_views_follow_a_running_simulation_and_its_link_control_changes_th
     views += [room, data]
     assert room.live and data.live and sim.status == "ready"
     run = asyncio.ensure_future(sim.run(4, progress=False))
-    pictures: set[bytes] = set()
+    try:
+        pictures: set[bytes] = set()
 
-    def changed_twice() -> bool:
-        pictures.add(data.png)
-        return len(pictures) >= 3 and "ann/cursor" in data.details.value
+        def changed_twice() -> bool:
+            pictures.add(data.png)
+            return len(pictures) >= 3 and "ann/cursor" in data.details.value
 
-    assert await eventually(changed_twice, timeout=10), data.status.value
-    assert "connected" in room.details.value and sim.status == "running"
+        assert await eventually(changed_twice, timeout=10), data.status.value
+        assert "connected" in room.details.value and sim.status == "running"
 
-    # the control's callback on a thread of its own, as a subshell runs it
-    controls = room.link_controls
-    assert list(controls.identity.options) == ["ann", "ben"]
-    clicked = threading.Thread(target=lambda: _apply(controls, "ann", loss_pct=20, delay_ms=60), name="subshell")
-    clicked.start()
-    clicked.join()
-    assert room.commands[-1].thread == "subshell" and "ann" in room.commands[-1].what
-    changed = await eventually(lambda: _link_changes(sim, "ann"), timeout=5)
-    assert changed == [{"delay_ms": 60.0, "down_kbps": None, "loss": 0.2, "up_kbps": None}]
-    assert sim.link("ann").parameters()["loss"] == 0.2  # the room's link, not only the table
-    assert await eventually(lambda: "delay 60 ms · loss 20 %" in room.details.value, timeout=5)
-    assert "sent: link of ann" in room.feedback.value
+        # the control's callback on a thread of its own, as a subshell runs it
+        controls = room.link_controls
+        assert list(controls.identity.options) == ["ann", "ben"]
+        clicked = threading.Thread(target=lambda: _apply(controls, "ann", loss_pct=20, delay_ms=60), name="subshell")
+        clicked.start()
+        clicked.join()
+        assert room.commands[-1].thread == "subshell" and "ann" in room.commands[-1].what
+        changed = await eventually(lambda: _link_changes(sim, "ann"), timeout=5)
+        assert changed == [{"delay_ms": 60.0, "down_kbps": None, "loss": 0.2, "up_kbps": None}]
+        assert sim.link("ann").parameters()["loss"] == 0.2  # the room's link, not only the table
+        assert await eventually(lambda: "delay 60 ms · loss 20 %" in room.details.value, timeout=5)
+        assert "sent: link of ann" in room.feedback.value
 
-    await run
+    finally:
+        await run  # (a failure above leaves no run behind)
     assert await eventually(lambda: not room.live and not data.live, timeout=5)  # the run ended: they stop
     assert "stopped" in room.status.value
     updates = data.updates
@@ -276,3 +278,4 @@ async def test_a_server_view_shows_one_room_and_stops_with_the_server(views):
     finally:
         server.stop()
     assert await eventually(lambda: not one.live and not both.live, timeout=5)
+
