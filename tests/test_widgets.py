@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 import roomlab
 from roomlab import widgets
-from roomlab.sim import Cursor, Strokes
+from roomlab.sim import Cursor, Strokes, Talker
 from roomlab.telemetry.links import current, describe, links
 from roomlab.widgets.data_monitor import data_model, lost_per_message
 from roomlab.widgets.room_view import room_model
@@ -279,3 +280,42 @@ async def test_a_server_view_shows_one_room_and_stops_with_the_server(views):
         server.stop()
     assert await eventually(lambda: not one.live and not both.live, timeout=5)
 
+
+ALWAYS_TALKING = Talker(mean_talk_s=1000, mean_silence_s=0.001)
+
+
+def _level(details: str, identity: str) -> int | None:
+    """The level the dashboard's table gives `identity` now."""
+    found = re.search(rf"<td>{identity}</td><td>(\d)</td>", details)
+    return int(found.group(1)) if found else None
+
+
+async def test_quality_dashboard_follows_the_levels_and_a_lossy_link_set_by_its_control_lowers_one(server, views):
+    sim = roomlab.Simulation(server, room="quality", workers=0, seed=13)
+    sim.add(identity="ann", audio=ALWAYS_TALKING)
+    sim.add(identity="ben", audio=ALWAYS_TALKING)
+    dashboard = widgets.QualityDashboard(sim, period=0.2)
+    views.append(dashboard)
+    assert "no network quality levels yet" in dashboard.status.value
+    run = asyncio.ensure_future(sim.run(9, progress=False))
+    try:
+        assert await eventually(lambda: _level(dashboard.details.value, "ben") == 5, timeout=10), (
+            dashboard.details.value
+        )
+        before = dashboard.png
+        controls = dashboard.link_controls
+        clicked = threading.Thread(target=lambda: _apply(controls, "ben", loss_pct=25, delay_ms=0), name="subshell")
+        clicked.start()
+        clicked.join()
+        dropped = await eventually(lambda: (_level(dashboard.details.value, "ben") or 5) <= 2, timeout=8)
+        assert dropped, dashboard.details.value
+        ben = re.search(r"<td>ben</td><td>\d</td><td>\d</td><td>([^<]*)</td>", dashboard.details.value)
+        assert ben and ben.group(1).startswith("audio_") and "loss" in ben.group(1)  # why, in the table
+        assert _level(dashboard.details.value, "ann") >= 3  # ann's own link is clean
+        assert dashboard.png != before
+    finally:
+        sim.stop()
+        await run
+    assert await eventually(lambda: not dashboard.live, timeout=5)
+    levels = sim.frame("network_quality")
+    assert levels.loc[levels["participant"] == "ben", "level"].min() <= 2  # the table the view drew
