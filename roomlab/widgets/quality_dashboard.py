@@ -79,7 +79,7 @@ class QualityDashboard(View):
 
     def _draw(self, figure: Any, model: QualityModel) -> None:
         figure.set_size_inches(12, 7.6)
-        grid = figure.add_gridspec(2, 2, left=0.07, right=0.86, top=0.95, bottom=0.07, hspace=0.35, wspace=0.2)
+        grid = figure.add_gridspec(2, 2, left=0.09, right=0.86, top=0.95, bottom=0.07, hspace=0.35, wspace=0.22)
         level_ax = figure.add_subplot(grid[0, 0])
         input_axes = [figure.add_subplot(grid[0, 1]), figure.add_subplot(grid[1, 0]), figure.add_subplot(grid[1, 1])]
         if model.levels.empty or model.start is None:

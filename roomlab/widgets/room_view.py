@@ -23,7 +23,7 @@ from .view import View
 #: Marker per track kind on the timeline.
 KIND_MARKERS = {"audio": "o", "video": "s", "data": "^"}
 #: Colours of network quality levels 0 (unreachable) to 5 (excellent).
-LEVEL_COLOURS = ("#6d0000", "#d7301f", "#fc8d59", "#fdcc8a", "#a1d99b", "#31a354")
+LEVEL_COLOURS = ("#67000d", "#d73027", "#f46d43", "#e6a100", "#66bd63", "#1a9850")
 
 
 @dataclass
@@ -280,21 +280,23 @@ class RoomView(View):
                         linewidths=0,
                     )
         changes = model.link_changes
-        for time, identity, detail in changes[["time", "identity", "detail"]].itertuples(index=False):
+        rows = changes[["time", "identity", "detail"]].itertuples(index=False)
+        for number, (time, identity, detail) in enumerate(rows):
             y = next((i for i, who in enumerate(people) if who.identity == identity), None)
             if y is None:
                 continue
             x = float(seconds(time, start))
             ax.plot([x, x], [y - 0.42, y + 0.42], color=LINK_COLOUR, linewidth=1.5)
             late = x > span * 0.6  # label on the side with room for it
+            above = number % 2 == 0  # successive changes alternate above and below the lane
             ax.annotate(
-                clip(_change_text(detail), 32),
-                (x, y - 0.3),
+                clip(_change_text(detail), 28),
+                (x, y - 0.3 if above else y + 0.3),
                 fontsize=6.5,
                 color=LINK_COLOUR,
                 xytext=(-2 if late else 2, 0),
                 textcoords="offset points",
-                va="bottom",
+                va="bottom" if above else "top",
                 ha="right" if late else "left",
             )
         ax.set_ylim(len(people) - 0.5, -1.2)
