@@ -7,10 +7,11 @@ fields and hand one command to the view (`View._command`), which passes it to th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+
+from ..telemetry.links import current, links
 
 if TYPE_CHECKING:
     from .view import View
@@ -30,9 +31,8 @@ def _field(kind: type, description: str, css: str, **options: Any) -> Any:
 class LinkControls(widgets.HBox):
     """Rate (each direction), delay and loss of one participant's emulated link, applied together."""
 
-    def __init__(self, view: View, identities: list[str], current: Callable[[str], Mapping[str, Any] | None]) -> None:
+    def __init__(self, view: View, identities: list[str]) -> None:
         self._view = view
-        self._current = current
         self.identity = widgets.Dropdown(
             options=identities, description="link of", layout=widgets.Layout(width="190px")
         )
@@ -72,9 +72,10 @@ class LinkControls(widgets.HBox):
     def fill(self) -> None:
         """Show the chosen participant's link as the tables have it now (on the view's loop)."""
         identity = self.identity.value
-        link = self._current(identity) if identity is not None else None
-        if link is None:
-            return
+        now = current(links(self._view.source.frame("events")))
+        if identity is None or identity not in now.index:
+            return  # not joined yet: its link is not in the tables
+        link = now.loc[identity]
 
         def number(value: Any) -> float:
             return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)

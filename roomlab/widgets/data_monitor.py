@@ -14,7 +14,6 @@ from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
 from ..telemetry.analysis import loss as loss_table
 from ..telemetry.links import links
-from .controls import LinkControls
 from .drawing import empty, mark_link_changes, participant_colours, seconds
 from .view import View
 
@@ -140,7 +139,6 @@ class DataMonitor(View):
         if by not in GROUPINGS:
             raise ValueError(f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
         self.by = by
-        self._model: DataModel | None = None
         super().__init__(source, room=room, period=period)
 
     def _controls(self) -> list[Any]:
@@ -151,12 +149,7 @@ class DataMonitor(View):
         grouping.add_class("roomlab-data-grouping")
         grouping.observe(self._regroup, "value")
         self.grouping = grouping
-        found: list[Any] = [grouping]
-        identities = self.source.links() if self.source.live else []
-        if identities:
-            self.link_controls = LinkControls(self, identities, self._current_link)
-            found.append(self.link_controls)
-        return found
+        return [grouping, *self._link_controls()]
 
     def _regroup(self, change: Any) -> None:
         self.by = change["new"]  # a view setting, read by the next update
@@ -165,17 +158,8 @@ class DataMonitor(View):
         else:
             self._call_in_loop(self.refresh)
 
-    def _current_link(self, identity: str) -> Any:
-        model = self._model
-        if model is None or model.links.empty:
-            return None
-        rows = model.links[model.links["identity"] == identity]
-        return None if rows.empty else rows.iloc[-1]
-
     def _read(self) -> DataModel:
-        model = data_model(self.source.frame("messages"), self.source.frame("events"), self.by)
-        self._model = model
-        return model
+        return data_model(self.source.frame("messages"), self.source.frame("events"), self.by)
 
     def _draw(self, figure: Any, model: DataModel) -> None:
         figure.set_size_inches(10, 6.2)

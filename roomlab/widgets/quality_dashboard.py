@@ -14,7 +14,6 @@ import pandas as pd
 
 from .. import plots
 from ..telemetry.links import links
-from .controls import LinkControls
 from .drawing import empty, mark_link_changes
 from .view import View
 
@@ -48,23 +47,8 @@ class QualityDashboard(View):
     title: ClassVar[str] = "network quality"
     tables: ClassVar[tuple[str, ...]] = ("network_quality", "events")
 
-    def __init__(self, source: Any, *, room: str | None = None, period: float = 1.0) -> None:
-        self._model: QualityModel | None = None
-        super().__init__(source, room=room, period=period)
-
     def _controls(self) -> list[Any]:
-        identities = self.source.links() if self.source.live else []
-        if not identities:
-            return []
-        self.link_controls = LinkControls(self, identities, self._current_link)
-        return [self.link_controls]
-
-    def _current_link(self, identity: str) -> Any:
-        model = self._model
-        if model is None or model.links.empty:
-            return None
-        rows = model.links[model.links["identity"] == identity]
-        return None if rows.empty else rows.iloc[-1]
+        return self._link_controls()
 
     def _read(self) -> QualityModel:
         levels = self.source.frame("network_quality")
@@ -74,7 +58,6 @@ class QualityDashboard(View):
         model = QualityModel(
             levels, min(starts) if starts else None, link_rows[link_rows["event"] == "link-changed"], link_rows
         )
-        self._model = model
         return model
 
     def _draw(self, figure: Any, model: QualityModel) -> None:

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from ..telemetry.links import current, describe, links
-from .controls import LinkControls
 from .drawing import LINK_COLOUR, clip, empty, participant_colours, seconds
 from .view import View
 
@@ -172,30 +171,13 @@ class RoomView(View):
     title: ClassVar[str] = "room"
     tables: ClassVar[tuple[str, ...]] = ("events", "network_quality")
 
-    def __init__(self, source: Any, *, room: str | None = None, period: float = 1.0) -> None:
-        self._model: RoomModel | None = None
-        super().__init__(source, room=room, period=period)
-
     def _controls(self) -> list[Any]:
-        identities = self.source.links() if self.source.live else []
-        if not identities:
-            return []
-        self.link_controls = LinkControls(self, identities, self._current_link)
-        return [self.link_controls]
-
-    def _current_link(self, identity: str) -> Any:
-        model = self._model
-        if model is None or model.links.empty:
-            return None
-        rows = model.links[model.links["identity"] == identity]
-        return None if rows.empty else rows.iloc[-1]
+        return self._link_controls()
 
     def _read(self) -> RoomModel:
-        model = room_model(
+        return room_model(
             self.source.frame("events"), self.source.frame("rtc_stats"), self.source.frame("network_quality")
         )
-        self._model = model
-        return model
 
     def _draw(self, figure: Any, model: RoomModel) -> None:
         people = model.participants

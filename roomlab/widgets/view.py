@@ -154,6 +154,16 @@ class View(widgets.VBox):
         """Widgets that change the running room (none by default)."""
         return []
 
+    def _link_controls(self) -> list[widgets.Widget]:
+        """Controls of the links the source can change (`link_controls`), none for a saved run."""
+        from .controls import LinkControls
+
+        identities = self.source.links() if self.source.live else []
+        if not identities:
+            return []
+        self.link_controls = LinkControls(self, identities)
+        return [self.link_controls]
+
     # updating -------------------------------------------------------------------------------
     @property
     def live(self) -> bool:
