@@ -37,7 +37,6 @@ class DataModel:
     summary: pd.DataFrame
     start: pd.Timestamp | None
     link_changes: pd.DataFrame
-    links: pd.DataFrame
 
 
 def lost_per_message(messages: pd.DataFrame) -> pd.Series:
@@ -60,7 +59,7 @@ def data_model(messages: pd.DataFrame, events: pd.DataFrame, by: str = "track", 
     starts = [f["time"].min() for f in (messages, events) if not f.empty]
     start = min(starts) if starts else None
     if messages.empty:
-        return DataModel(by, pd.DataFrame(), pd.DataFrame(), start, changes, link_rows)
+        return DataModel(by, pd.DataFrame(), pd.DataFrame(), start, changes)
     frame = messages[["time", "publisher", "subscriber", "track", "latency_ms"]].copy()
     for key in LINK_KEYS:
         frame[key] = frame[key].astype(str)
@@ -102,7 +101,7 @@ def data_model(messages: pd.DataFrame, events: pd.DataFrame, by: str = "track", 
     summary["rate_per_s"] = (per_subscriber / RATE_WINDOW_S).reindex(summary.index).fillna(0.0)
     if by == "subscriber":
         summary["rate_per_s"] = (recent.groupby("label").size() / RATE_WINDOW_S).reindex(summary.index).fillna(0.0)
-    return DataModel(by, per_second, summary.reset_index(), start, changes, link_rows)
+    return DataModel(by, per_second, summary.reset_index(), start, changes)
 
 
 def latency_ticks(low: float, high: float, most: int = 6) -> list[float]:

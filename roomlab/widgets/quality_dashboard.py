@@ -26,7 +26,6 @@ class QualityModel:
     levels: pd.DataFrame
     start: pd.Timestamp | None
     link_changes: pd.DataFrame
-    links: pd.DataFrame
 
 
 def _percent(value: Any) -> str:
@@ -53,12 +52,9 @@ class QualityDashboard(View):
     def _read(self) -> QualityModel:
         levels = self.source.frame("network_quality")
         events = self.source.frame("events")
-        link_rows = links(events)
+        changes = links(events).query("event == 'link-changed'")
         starts = [f["time"].min() for f in (levels, events) if not f.empty]
-        model = QualityModel(
-            levels, min(starts) if starts else None, link_rows[link_rows["event"] == "link-changed"], link_rows
-        )
-        return model
+        return QualityModel(levels, min(starts) if starts else None, changes)
 
     def _draw(self, figure: Any, model: QualityModel) -> None:
         figure.set_size_inches(12, 7.6)
