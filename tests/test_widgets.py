@@ -319,3 +319,16 @@ async def test_quality_dashboard_follows_the_levels_and_a_lossy_link_set_by_its_
     assert await eventually(lambda: not dashboard.live, timeout=5)
     levels = sim.frame("network_quality")
     assert levels.loc[levels["participant"] == "ben", "level"].min() <= 2  # the table the view drew
+
+
+async def test_a_view_of_a_watch_follows_the_server_it_watches_and_stops_with_the_watch(server, join, views):
+    watch = roomlab.watch(server.url, server.api_key, server.api_secret)
+    try:
+        room = widgets.RoomView(watch, room="watched", period=0.2)
+        views.append(room)
+        assert room.live and "watched server" in room.status.value
+        await join("zoe", room="watched")
+        assert await eventually(lambda: "<td>zoe</td><td>watched</td><td>connected" in room.details.value, timeout=5)
+    finally:
+        watch.stop()
+    assert await eventually(lambda: not room.live, timeout=5)

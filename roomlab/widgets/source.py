@@ -284,7 +284,7 @@ class WatchSource(TelemetrySource):
     label = "watched server"
 
     def __init__(self, watch: Any, room: str | None = None) -> None:
-        super().__init__(watch.telemetry, watch._thread.is_alive, room)
+        super().__init__(watch.telemetry, lambda: watch.running, room)
 
 
 def source_of(obj: Any, room: str | None = None) -> Source:
