@@ -254,9 +254,14 @@ async def test_views_of_a_client_show_what_it_sees_and_stop_when_it_leaves(join,
         cursor.send(f"point {i}")
     assert await eventually(lambda: "<td>20</td>" in data.details.value, timeout=5), data.details.value
     assert "alice/cursor" in data.details.value
+    assert room.link_controls.delay_ms.value == 20  # the client's link, as the view recorded it
     room.link_controls.loss_pct.value = 5
-    room.link_controls.apply.click()
+    room.link_controls.apply.click()  # sends what changed: the loss
     assert await eventually(lambda: bob.link.parameters().get("loss") == 0.05)
+    assert bob.link.parameters()["delay_ms"] == 20
+    assert await eventually(lambda: "<td>delay 20 ms · loss 5 %</td>" in room.details.value, timeout=5)
+    room.link_controls.apply.click()
+    assert "nothing changed" in room.feedback.value and len(room.commands) == 1
     await alice.disconnect()
     assert await eventually(lambda: "left" in room.details.value, timeout=5)
     await bob.disconnect()

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -29,8 +27,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Listener
 from typing import TYPE_CHECKING, Any
 
-from ..net.link import BurstLoss, Link
+from ..net.link import Link
 from ..policy.quality import NetworkQualityConfiguration
+from ..telemetry.links import link_detail
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
 from .bot import Bot, BotSpec, settle
@@ -89,21 +88,6 @@ def _link_parameters(link: Any) -> dict[str, Any] | None:
         raise ValueError(f"link must be a roomlab.Link or a dict of its parameters, got {type(link).__name__}")
     Link(**link)  # a bad parameter fails here, not in a worker
     return dict(link)
-
-
-def _link_detail(parameters: dict[str, Any]) -> dict[str, Any]:
-    """A bot's link parameters for `events.detail` (a trace or schedule is named, not copied)."""
-    detail: dict[str, Any] = {}
-    for name, value in parameters.items():
-        if name == "seed":
-            continue
-        if value is None or isinstance(value, int | float | str | bool):
-            detail[name] = value
-        elif isinstance(value, BurstLoss):
-            detail[name] = dataclasses.asdict(value)
-        else:
-            detail[name] = "schedule" if isinstance(value, list) else type(value).__name__
-    return detail
 
 
 @dataclass
@@ -446,12 +430,12 @@ class Simulation:
         event = {"joined": "bot-joined", "left": "bot-left", "failed": "bot-failed", "lost": "bot-lost"}.get(state)
         detail = error
         if state == "joined":  # the link it joined with, so that a run's tables say what each link was
-            detail = json.dumps(_link_detail(self._links[identity].parameters()), sort_keys=True)
+            detail = link_detail(self._links[identity].parameters())
         if event is not None:
             self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, detail)
 
     def _change_link(self, identity: str, changes: dict[str, Any]) -> None:
-        detail = json.dumps(changes, sort_keys=True)
+        detail = link_detail(changes)
         self.telemetry.record("events", now_ns(), self.room, None, "link-changed", None, identity, None, None, detail)
         bot = self._local_bots.get(identity)
         if bot is not None:

@@ -5,17 +5,38 @@ parameter sets both directions, `up_`/`down_` names one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: What `links()` follows per direction, and the value of a link that shapes nothing.
 DIRECTION_FIELDS = {"kbps": None, "delay_ms": 0.0, "jitter_ms": 0.0, "loss": 0.0}
 DIRECTIONS = ("up", "down")
 COLUMNS = ("time", "identity", "event", *(f"{d}_{f}" for d in DIRECTIONS for f in DIRECTION_FIELDS), "other")
 LINK_EVENTS = ("bot-joined", "link-changed")
+"""A bot's link as it joined, and every change (a client's views record its link as a change)."""
+
+
+def link_detail(parameters: dict[str, Any]) -> str:
+    """`roomlab.Link` parameters (or changes) as an `events.detail`: JSON, a burst loss model as its
+    fields, a trace or schedule named rather than copied, no seed."""
+    detail: dict[str, Any] = {}
+    for name, value in parameters.items():
+        if name == "seed":
+            continue
+        if value is None or isinstance(value, int | float | str | bool):
+            detail[name] = value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type) and name.endswith("burst_loss"):
+            detail[name] = dataclasses.asdict(value)
+        elif isinstance(value, dict):
+            detail[name] = value
+        else:
+            detail[name] = "schedule" if isinstance(value, list) else type(value).__name__
+    return json.dumps(detail, sort_keys=True)
 
 
 def _parameters(detail: Any) -> dict[str, Any]:
@@ -45,6 +66,8 @@ def links(events: pd.DataFrame) -> pd.DataFrame:
     order: `up_kbps`/`down_kbps` (NaN: no limit), `up_delay_ms`, `up_jitter_ms`, `up_loss` (0-1)
     and the same `down_`, and `other` (other parameters set, such as burst_loss or trace).
     The last row per identity is its link now (`current()`)."""
+    import pandas as pd
+
     if events.empty:
         return pd.DataFrame({name: pd.Series(dtype="float64") for name in COLUMNS}).astype(
             {"time": "datetime64[ns, UTC]", "identity": "str", "event": "str", "other": "str"}

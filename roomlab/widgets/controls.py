@@ -29,7 +29,8 @@ def _field(kind: type, description: str, css: str, **options: Any) -> Any:
 
 
 class LinkControls(widgets.HBox):
-    """Rate (each direction), delay and loss of one participant's emulated link, applied together."""
+    """Rate (each direction), delay and loss of one participant's emulated link. Choosing a
+    participant shows its link as the tables have it; `apply` sends what the fields changed."""
 
     def __init__(self, view: View, identities: list[str]) -> None:
         self._view = view
@@ -45,6 +46,8 @@ class LinkControls(widgets.HBox):
         self.apply.add_class("roomlab-link-apply")
         self.apply.on_click(self._apply)
         self.identity.observe(self._chosen, "value")
+        #: (identity, changes()) as last filled in from the tables or applied: apply sends what differs
+        self._shown: tuple[str, dict[str, Any]] | None = None
         super().__init__([self.identity, self.up_kbps, self.down_kbps, self.delay_ms, self.loss_pct, self.apply])
         self.add_class("roomlab-link-controls")
         self.fill()
@@ -62,7 +65,17 @@ class LinkControls(widgets.HBox):
         identity = self.identity.value
         if identity is None:
             return
-        changes = self.changes()
+        fields = self.changes()
+        shown = self._shown
+        changes = (
+            fields
+            if shown is None or shown[0] != identity
+            else {name: value for name, value in fields.items() if value != shown[1].get(name)}
+        )
+        if not changes:
+            self._view._say(f"link of {identity}: nothing changed")
+            return
+        self._shown = (identity, fields)
         what = f"link of {identity}: " + ", ".join(f"{k}={v}" for k, v in changes.items())
         self._view._command(what, self._view.source.change_link, identity, **changes)
 
@@ -84,3 +97,4 @@ class LinkControls(widgets.HBox):
         self.down_kbps.value = min(MAX_KBPS, round(number(link["down_kbps"])))
         self.delay_ms.value = min(MAX_DELAY_MS, round(number(link["down_delay_ms"])))
         self.loss_pct.value = round(number(link["down_loss"]) * 100, 2)
+        self._shown = (identity, self.changes())

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..net.link import Link
+from ..telemetry.links import link_detail
 from ..telemetry.recorder import Telemetry, empty_frame, now_ns
 from ..telemetry.schema import TABLES
 
@@ -228,6 +229,8 @@ class RoomSource(Source):
                 if publication.is_subscribed:
                     self._record("track-subscribed", local, publication)
 
+        if room.link is not None:  # the client's link as the view began (it changes only through change_link)
+            self._record("link-changed", local, detail=link_detail(room.link.parameters()))
         room.on("participant_connected", lambda p: self._record("participant-connected", p))
         room.on("participant_disconnected", lambda p: self._record("participant-disconnected", p))
         room.on("track_published", lambda pub, p: self._record("track-added", p, pub))
@@ -257,7 +260,12 @@ class RoomSource(Source):
         if identity not in self.links():
             raise ValueError(f"this client has no link to change for {identity!r}; it has {self.links() or 'none'}")
         Link(**self.client.link.parameters()).update(**changes)  # a bad change fails here, in the caller's thread
-        self.submit(self.client.link.update, **changes)
+
+        def change() -> None:
+            self.client.link.update(**changes)
+            self._record("link-changed", self.client.local_participant, detail=link_detail(changes))
+
+        self.submit(change)
 
 
 class FramesSource(Source):
