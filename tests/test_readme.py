@@ -25,6 +25,7 @@ import yaml
 
 import roomlab
 from roomlab.sim.scenario import Scenario
+from roomlab.web import INSTALL_TWILIO_VIDEO, twilio_video_version
 
 from .readme import README, of_language
 
@@ -129,6 +130,8 @@ def port_free(port: int) -> bool:
 
 def test_the_whiteboard_command_serves_its_page_and_stops_on_one_ctrl_c(scratch):
     (command,) = [block.code.strip() for block in BASH if "whiteboard" in block.code]
+    if twilio_video_version() is None:
+        pytest.skip(f"the whiteboard demo needs twilio-video: {INSTALL_TWILIO_VIDEO}")
     if not port_free(8000):
         pytest.skip("the whiteboard demo serves on port 8000, which something else holds here")
     process = subprocess.Popen(command.split(), cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
