@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import RoomError
-from ..auth import Credentials, token_allows_room, verify_access_token
+from ..auth import Credentials, verify_access_token
 from ..rooms import SIGNALING_BROKE, Rooms
 from ..sfu import Sfu
 from ..signaling import BURST, HEARTBEAT, RATE, TokenBucket
@@ -78,15 +78,7 @@ class TwilioSignalingEndpoint:
         access = verify_access_token(connect["token"], self.credentials)
         profile = connect.get("bandwidth_profile")
         profile = rsp.bandwidth_profile(profile) if profile is not None else None
-        room_key = connect.get("name") or access.room
-        if not room_key:
-            raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
-        live = self.rooms.find_live(room_key)
-        allowed = token_allows_room(access, room_key, None) or (
-            live is not None and token_allows_room(access, live.room.unique_name, live.room.sid)
-        )
-        if not allowed:
-            raise RoomError(20106, "Invalid Access Token grants: the token does not grant access to this room")
+        room_key = self.rooms.admit(access, connect.get("name"))
         live, participant = self.rooms.connect(
             room_key, access.identity, automatic_subscription=rsp.automatic_subscription(connect.get("subscribe"))
         )
