@@ -8,21 +8,25 @@ is learned by probing with media: the allocator steps tracks up a layer (aiortc 
 the estimator watches whether the downlink carries it.
 
 Each second the estimator looks for congestion in three independent signals: loss rising above
-the link's own loss (the median of the last 10 s) by 5 points, for two seconds or together with
-another signal; queueing delay (RTT above its 30 s minimum by 50 ms and not draining); and a REMB
-that stopped rising below 90 % of what the server sends on its SSRCs. On congestion the estimate
-falls at once to 0.85 times what the downlink demonstrably carried (what was sent less what was
-lost, whichever signal told), as GCC does; the first congestion replaces the initial estimate even
-upwards (evidence beats the prior). Without congestion it rises to what was delivered
-(the lowest of the last three seconds), and beyond only through a probe: when the allocator wants
-more (its `probe_step_bps`), no congestion has been seen for 3 s and the probe interval has
-passed, the estimator sets a probe goal (the next step plus 20 %, or double the estimate,
-whichever is larger: GCC probes at 2x) and the allocator fills it. After 3 s (time for a keyframe
-and for feedback) the estimate rises to what was delivered if no congestion appeared, and the
-next probe may follow a second later. If congestion appears, the probe ends at once, the estimate
-falls as above, and the probe interval doubles (2 s, 4 s, ... up to 10 s) with only step-sized
-probes until one succeeds. The estimate is thus damped by construction: noise in REMB, RTT or loss
-within the thresholds moves nothing.
+the link's own loss (the median of the last 10 s without congestion) by 5 points, for two seconds,
+or together with another signal, or during a probe, or while sending beyond the prior (a downlink
+overloaded from its first second has no loss of its own to learn); queueing delay (RTT above its
+30 s minimum by 50 ms, 25 ms during a probe, and not draining); and a REMB that stopped rising
+below 90 % of what the server sends on its SSRCs. What the downlink carried is what the subscriber
+received (the packets its receiver reports count, over their arrival times: `received_bps`), with
+the link's own loss added back (a lossy link carries what is sent). On congestion the estimate
+falls at once to 0.85 times that, as GCC does, and holds for 3 s while reports catch up; the first
+congestion replaces the initial estimate even upwards (evidence beats the prior). Without
+congestion it rises to what was carried (the lowest of the last three seconds), and beyond only
+through a probe: when the allocator wants more (its `probe_step_bps`), no congestion has been seen
+for 3 s and the probe interval has passed, the estimator sets a probe goal (the next step plus
+20 %, or double the estimate, whichever is larger: GCC probes at 2x) and the allocator fills it.
+After 3 s (time for a keyframe and for feedback; up to 5 s while the reports still lag what was
+sent) the estimate rises to what the probe carried, and the next probe may follow at once. If
+congestion appears, the probe ends at once; the estimate becomes what got through, within what it
+was before and the goal; the probe interval doubles (2 s, 4 s, ... up to 12 s) with only
+step-sized probes until two succeed in a row. The estimate is thus damped by construction: noise
+in REMB, RTT or loss within the thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
 after the audio and data delivered in the last second (served first). Every result carries its
@@ -59,6 +63,8 @@ REMB_OVERUSE_RATIO = 0.9
 LOSS_RISE = 0.05
 #: The link's own loss: the median of this many recent one-second samples.
 LOSS_BASE_SAMPLES = 10
+#: The link's own loss is taken as at most this when what it carries is inferred from what got through.
+OWN_LOSS_MAX = 0.5
 #: Loss alone must persist this many samples (a second of random loss can look like a rise).
 LOSS_CONFIRM_SAMPLES = 2
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
@@ -76,9 +82,16 @@ DELIVERED_PROOF_SAMPLES = 3
 #: After a cut, congestion signals cut again only this long later: receiver reports (every
 #: 0.5-1.5 s) and the queue still describe what was sent before the cut (GCC waits an RTT).
 CUT_HOLD_S = 3.0
+#: After a failed probe, the same for this long (the allocation is back within the estimate at once;
+#: reports lag it by a second, the emulated queue drains in 100 ms).
+PROBE_FAILED_HOLD_S = 2.0
 #: A probe lasts this long: a layer switch waits for a keyframe (<= 1 s here), then feedback (RR
 #: every 0.5-1.5 s, REMB every 0.5-1 s) must show what the downlink did with it.
 PROBE_DURATION_S = 3.0
+#: A probe may last up to this long while the subscriber's reports show less received than sent
+#: (by more than PROBE_RECEIVED_RATIO): they lag by a report interval.
+PROBE_MAX_DURATION_S = 5.0
+PROBE_RECEIVED_RATIO = 0.9
 #: The first probe starts this long after the first sample; after a successful probe the next may
 #: start at once; after a failed one, after twice this, doubling.
 PROBE_INTERVAL_S = 1.0
@@ -86,7 +99,7 @@ PROBE_INTERVAL_S = 1.0
 #: that improves is found within that long, and a steady bottleneck costs a step-sized probe that
 #: often (LiveKit backs off to 2 min; Twilio switches tracks back on in "typically around 20 s").
 PROBE_BACKOFF = 2.0
-PROBE_INTERVAL_MAX_S = 20.0
+PROBE_INTERVAL_MAX_S = 12.0
 #: No probe within this long of congestion.
 PROBE_AFTER_CONGESTION_S = 3.0
 #: A probe asks for the allocator's next step times this (LiveKit probes 120 % of the layer delta),
@@ -95,8 +108,9 @@ PROBE_AFTER_CONGESTION_S = 3.0
 PROBE_OVERSHOOT = 1.2
 PROBE_MIN_EXTRA_BPS = 50_000.0
 #: ...or for the estimate times (1 + this), whichever is larger (GCC probes at 2x the estimate),
-#: until a probe fails; from then on only the next step, until one succeeds.
+#: until a probe fails; from then on only the next step, until this many in a row have succeeded.
 PROBE_RAMP = 1.0
+RAMP_AFTER_SUCCESSES = 2
 
 
 # --- inputs and outputs ---------------------------------------------------------------------------------
@@ -117,6 +131,9 @@ class DownlinkSample:
     lost_bps: float | None = None
     """What the reports say was lost, stream by stream: each stream's bitrate times its own loss (a
     dropped video packet weighs what it carried, an audio one little); None: `fraction_lost` of all."""
+    received_bps: float | None = None
+    """What the subscriber received lately by its reports (packets received over the reports'
+    arrival times): on a congested downlink, its rate. None: not known (then `lost_bps` tells)."""
 
     @property
     def delivered_bps(self) -> float:
@@ -125,7 +142,10 @@ class DownlinkSample:
 
     @property
     def through_bps(self) -> float:
-        """What got through: what was sent less what the reports say was lost."""
+        """What got through: what the subscriber received, else what was sent less what the reports
+        say was lost."""
+        if self.received_bps is not None:
+            return self.received_bps
         if self.lost_bps is not None:
             return max(0.0, self.delivered_bps - self.lost_bps)
         return self.delivered_bps * (1.0 - (self.fraction_lost or 0.0))
@@ -195,12 +215,14 @@ class DownlinkEstimator:
         self._loss_streak = 0
         self._last_update_s: float | None = None
         self._last_congestion_s: float | None = None
-        self._last_cut_s: float | None = None
+        self._hold_until_s: float | None = None
         self._previous_through: float | None = None
         self._next_probe_s: float | None = None
         self._probe_interval_s = PROBE_INTERVAL_S
         self._probe: _Probe | None = None
         self._failed_probe = False
+        self._ever_failed = False
+        self._successes = 0
         self._reason = INITIAL_REASON
 
     # -- REMB --
@@ -258,7 +280,7 @@ class DownlinkEstimator:
         signals, capacity = self._congestion(time_s, sample)
         congested = bool(signals)
         loss_base = statistics.median(self._losses) if self._losses else None
-        if sample.fraction_lost is not None:
+        if sample.fraction_lost is not None and not congested:  # the link's own loss, not its overflow
             self._losses.append(sample.fraction_lost)
         self._last_update_s = time_s
 
@@ -267,24 +289,33 @@ class DownlinkEstimator:
             self._last_congestion_s = time_s
             self._delivered.clear()
             cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
-            held = self._last_cut_s is not None and time_s - self._last_cut_s < CUT_HOLD_S
+            held = self._hold_until_s is not None and time_s < self._hold_until_s
             if self._probe is not None:
-                # the downlink carries less than the goal: what got through while the probe over-used
-                # is its rate (no back-off: the allocator goes back below it with layers to spare)
+                # the downlink carries less than the goal, and at least what it carried before the probe:
+                # what got through while the probe over-used, within those (no back-off: the allocator
+                # goes back below it with layers to spare; what got through is measured over seconds
+                # that may reach back before the probe)
+                goal = self._probe.goal_bps
                 self._end_probe(time_s, success=False)
-                self.estimate_bps, self._last_cut_s = max(MIN_ESTIMATE_BPS, capacity), time_s
+                self.estimate_bps = max(MIN_ESTIMATE_BPS, min(goal, max(capacity, self.estimate_bps)))
+                self._hold_until_s = time_s + PROBE_FAILED_HOLD_S
                 self._reason = "probe-failed"
             elif not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
-                self.estimate_bps, self._last_cut_s = cut, time_s
+                self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
                 self._reason = "+".join(signals)
         else:
-            self._delivered.append(delivered)
+            carried = self._carried(sample)
+            self._delivered.append(carried)  # proof is what the downlink carried
             probe = self._probe
             if probe is not None:
-                probe.delivered.append(delivered)
-                if time_s - probe.start_s >= PROBE_DURATION_S:
-                    # what the probe carried in each of its last seconds (its first second switches layers)
-                    carried = min(probe.delivered[-2:])
+                probe.delivered.append(carried)
+                age = time_s - probe.start_s
+                # the receive rate is measured over the last reports: wait until it shows the probe
+                lagging = carried < PROBE_RECEIVED_RATIO * delivered
+                if age >= PROBE_DURATION_S and (not lagging or age >= PROBE_MAX_DURATION_S):
+                    # what the probe carried in its last seconds (its first second switches layers; a
+                    # layer's seconds vary by a tenth around its rate, so the larger of two)
+                    carried = max(probe.delivered[-2:])
                     if carried > self.estimate_bps:
                         self._end_probe(time_s, success=True)
                         self.estimate_bps = min(probe.goal_bps, carried)
@@ -324,14 +355,19 @@ class DownlinkEstimator:
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
         """The congestion signals of this sample and what the downlink demonstrably carried."""
         delivered = sample.delivered_bps
-        # reports and the queue lag what was sent by up to a second: what got through is over both
+        # what the subscriber received is measured over its last reports; what was sent less what was
+        # lost is not aligned with the reports, which lag it by up to a second: over two samples then
         through = sample.through_bps
-        if self._previous_through is not None:
+        if sample.received_bps is None and self._previous_through is not None:
             through = (through + self._previous_through) / 2
         signals: list[str] = []
         capacity = delivered
         loss = sample.fraction_lost
-        if loss is not None and self._losses and loss >= statistics.median(self._losses) + LOSS_RISE:
+        # sending beyond the prior, before any evidence: loss then is congestion, not the link's own (a
+        # downlink overloaded from its first second would learn its overflow as its own loss)
+        overload = self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
+        base = statistics.median(self._losses) if self._losses and not overload else 0.0
+        if loss is not None and (self._losses or overload) and loss >= base + LOSS_RISE:
             self._loss_streak += 1
         else:
             self._loss_streak = 0
@@ -354,14 +390,24 @@ class DownlinkEstimator:
             if fresh and not rising and entry.bitrate_bps < REMB_OVERUSE_RATIO * entry_sent:
                 remb = True
                 break
-        confirmed = self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._probe is not None
+        # a probe is a deliberate overload, and the prior has no loss of its own: one second of loss tells
+        confirmed = self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._probe is not None or overload
         if self._loss_streak and (confirmed or signals or remb):
             signals.insert(0, "loss")
         if remb and (signals or self._reason == INITIAL_REASON):
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
-            capacity = through
+            capacity = through / (1.0 - self._own_loss())
         return tuple(signals), capacity
+
+    def _own_loss(self) -> float:
+        """The link's own loss (random, before any bottleneck), as learnt: at most OWN_LOSS_MAX."""
+        return min(OWN_LOSS_MAX, statistics.median(self._losses)) if self._losses else 0.0
+
+    def _carried(self, sample: DownlinkSample) -> float:
+        """What the downlink carried of what was sent: what got through, with the link's own loss
+        added back (a lossy link carries what is sent; its loss is not a limit of its rate)."""
+        return min(sample.delivered_bps, sample.through_bps / (1.0 - self._own_loss()))
 
     def _probe_wanted(self, time_s: float, sample: DownlinkSample, wanted: float | None, step: float | None) -> bool:
         if not step or step <= 0 or wanted is None:
@@ -370,11 +416,15 @@ class DownlinkEstimator:
             return False
         if self._last_congestion_s is not None and time_s - self._last_congestion_s < PROBE_AFTER_CONGESTION_S:
             return False
+        if self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps:
+            return False  # already sending beyond the prior: that is the test
         return wanted + sample.other_bps > self.estimate_bps
 
     def _start_probe(self, time_s: float, sample: DownlinkSample, wanted: float, step: float) -> None:
-        # double while probes succeed (GCC's slow start); after a failure, only the next step
-        ramp = 0.0 if self._failed_probe else PROBE_RAMP * self.estimate_bps
+        # double while probes succeed (GCC's slow start); after a failure, only the next step, until
+        # RAMP_AFTER_SUCCESSES of them in a row have succeeded (the downlink widened)
+        ramping = not self._ever_failed or self._successes >= RAMP_AFTER_SUCCESSES
+        ramp = PROBE_RAMP * self.estimate_bps if ramping else 0.0
         increase = max(PROBE_OVERSHOOT * step, step + PROBE_MIN_EXTRA_BPS, ramp)
         goal = min(wanted + sample.other_bps, self.estimate_bps + increase)
         goal = max(goal, self.estimate_bps + step)
@@ -387,9 +437,11 @@ class DownlinkEstimator:
         if success:  # the next one may follow at once, from the new estimate
             self._probe_interval_s = PROBE_INTERVAL_S
             self._failed_probe = False
+            self._successes += 1
             self._next_probe_s = time_s
             return
         if success is not None:
             self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, self._probe_interval_s * PROBE_BACKOFF)
-            self._failed_probe = True
+            self._failed_probe = self._ever_failed = True
+            self._successes = 0
         self._next_probe_s = time_s + self._probe_interval_s

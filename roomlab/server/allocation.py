@@ -15,7 +15,8 @@ itself. Per subscriber and pass:
 - the subscriber's `BandwidthProfile`, the sizes it renders tracks at (the SDK's render hints) and
   its previous decision.
 
-Decisions go to the forwarder (`select_layer`, None: switched off), to the estimator (the
+Decisions go to the forwarder (`select_layer`, None: switched off), to the subscriber's pacer
+(`PACING_FACTOR` times what video is given, roomlab/net/pacing.py), to the estimator (the
 allocator's `wanted_bps` and `probe_step_bps`: what to probe for), to the `allocations` table (every
 decision, one row per track), and, when a track is switched off or on, to the room's history
 (`track-switched-off` / `track-switched-on` events, the reason in `detail`), which signaling passes on
@@ -39,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..net.pacing import PACING_FACTOR
 from ..policy.allocation import Allocation, BandwidthProfile, SubscribedVideoTrack, allocate, check_priority
 from ..policy.bandwidth_estimate import INITIAL_ESTIMATE_BPS, INITIAL_REASON
 from ..telemetry.recorder import Telemetry, now_ns
@@ -236,6 +238,8 @@ class BandwidthAllocation:
             if decision.reason != "publisher":  # nothing arrives: the selection waits for it, unchanged
                 self._select(participant_sid, forwarder, decision.layer)
             self._tell(participant_sid, state, forwarder, decision.switched_off, decision.reason)
+        # the layers chosen get through with their keyframes spread out (net/pacing.py)
+        session.pace_video(PACING_FACTOR * max(allocation.available_bps, allocation.allocated_bps))
         self._record(session, allocation, by_sid, estimate.estimate_bps if estimate is not None else budget, goal)
         return allocation
 

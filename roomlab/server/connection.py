@@ -22,6 +22,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 from ..errors import RoomError
 from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
+from ..net.pacing import Pacer, pace
 from ..net.rtp import limit_retransmissions
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol.batching import Batcher
@@ -79,6 +80,8 @@ class ParticipantConnection:
         #: what the client asked to hear of network quality (None: nothing) and of the dominant speaker
         self.network_quality: NetworkQualityConfiguration | None = None
         self.dominant_speaker = False
+        #: paces the video the server sends this participant (at the rate the bandwidth allocation sets)
+        self.pacer = Pacer()
 
     @property
     def sid(self) -> str:
@@ -174,6 +177,15 @@ class ParticipantConnection:
 
     def publishing_slot(self, transceiver: RTCRtpTransceiver) -> MediaSlot | None:
         return next((s for s in self.slots if s.transceiver is transceiver and s.role == "publish"), None)
+
+    def pace_video(self, rate_bps: float | None) -> None:
+        """Pace the video sent to this participant at `rate_bps` (None: as it comes)."""
+        self.pacer.set_rate(rate_bps)
+        if rate_bps is None:
+            return
+        for slot in self.slots:
+            if slot.role == "subscribe" and slot.kind == "video" and slot.transceiver is not None:
+                pace(slot.transceiver.sender, self.pacer)
 
     def send_media(self, track_sid: str, kind: str) -> OutgoingTrack:
         """A sending slot for `track_sid` (an idle one of the kind if there is one); the forwarder

@@ -4,7 +4,9 @@ Per participant, per direction and media kind:
 
 - **recv** (its downlink, the server's senders to it): loss and jitter from the receiver reports
   the participant sends about them, interval by interval (cumulative lost and highest sequence
-  number, as RFC 3550 §6.4.1 does); round-trip time from the same reports' LSR and DLSR, dropping
+  number, as RFC 3550 §6.4.1 does), and the rate at which it received each stream (the packets its
+  reports count as received, over the reports' arrival times, at the stream's packet size: on a
+  congested downlink, the downlink's rate); round-trip time from the same reports' LSR and DLSR, dropping
   a sample whose sender report described a sender paused for more than `RTT_MAX_STALENESS_S`
   (a paused sender repeats its LSR, and a report on an older sender report would then give a
   wrong RTT); the payload bitrate sent (the senders' counters; data from the server's data
@@ -32,6 +34,7 @@ available bandwidth of `video_recv`, and the allocator (issue 11) reads `estimat
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -65,6 +68,11 @@ FLOWING_WITHIN_S = 3.0
 UNREACHABLE_AFTER_S = 4.0
 #: A gap in the highest sequence number beyond this between two reports is a restart, not loss.
 MAX_SEQUENCE_GAP = 30_000
+#: A stream's receive rate is measured over its receiver reports of this long (two or three of
+#: aiortc's, which come every 0.5-1.5 s)...
+RECEIVE_RATE_WINDOW_S = 2.5
+#: ...spanning at least this long.
+RECEIVE_RATE_MIN_SPAN_S = 0.8
 NTP_EPOCH_OFFSET = 2_208_988_800
 
 
@@ -105,6 +113,8 @@ class _Outgoing:
         "expected",
         "lost",
         "jitter_s",
+        "received",
+        "packet_bytes",
     )
 
     def __init__(self, sender: RTCRtpSender, kind: str, track_sid: str, now: float) -> None:
@@ -121,15 +131,36 @@ class _Outgoing:
         self.expected = 0
         self.lost = 0
         self.jitter_s: float | None = None
+        #: (arrival, packets received in all) of the recent receiver reports: the receive rate
+        self.received: deque[tuple[float, int]] = deque()
+        #: mean bytes of its packets on the wire, lately (None: nothing sent yet)
+        self.packet_bytes: float | None = None
 
-    def on_report(self, report: RtcpReceiverInfo) -> None:
+    def on_report(self, report: RtcpReceiverInfo, now: float) -> None:
         if self.rr_highest is not None:
             expected = (report.highest_sequence - self.rr_highest) & 0xFFFF
             if expected <= MAX_SEQUENCE_GAP:
                 self.expected += expected
-                self.lost += min(max(report.packets_lost - self.rr_lost, 0), expected)
+                lost = min(max(report.packets_lost - self.rr_lost, 0), expected)
+                self.lost += lost
+                total = self.received[-1][1] if self.received else 0
+                self.received.append((now, total + expected - lost))
+        else:
+            self.received.append((now, 0))
         self.rr_highest, self.rr_lost = report.highest_sequence, report.packets_lost
         self.jitter_s = report.jitter / CLOCK_RATES.get(self.kind, 90_000)
+        while len(self.received) > 2 and now - self.received[1][0] >= RECEIVE_RATE_WINDOW_S:
+            self.received.popleft()
+
+    def received_bps(self, now: float) -> float | None:
+        """What the receiver got of this stream lately, bit/s on the wire: packets received between
+        its reports over their arrival times (None: too few reports to tell)."""
+        if self.packet_bytes is None or len(self.received) < 2:
+            return None
+        (first_at, first), (last_at, last) = self.received[0], self.received[-1]
+        if last_at - first_at < RECEIVE_RATE_MIN_SPAN_S or now - last_at > RECEIVE_RATE_WINDOW_S:
+            return None
+        return (last - first) * self.packet_bytes * 8 / (last_at - first_at)
 
     def rtt_sample(self, report: RtcpReceiverInfo, now_unix: float) -> float | None:
         counters = sender_counters(self.sender)
@@ -230,7 +261,7 @@ class ParticipantNetwork:
             for report in reports:
                 outgoing = self._outgoing.get(report.ssrc)
                 if outgoing is not None:
-                    outgoing.on_report(report)
+                    outgoing.on_report(report, now)
                     rtt = outgoing.rtt_sample(report, now_unix)
                     if rtt is not None:
                         self._rtts.append(rtt)
@@ -308,15 +339,17 @@ class ParticipantNetwork:
 
     def measure_downlink(
         self, now: float, data_sent: int | None
-    ) -> tuple[dict[str, _Totals], dict[int, float], float, float]:
+    ) -> tuple[dict[str, _Totals], dict[int, float], float, float, float | None]:
         """The recv direction per kind (payload bitrates), the video bitrate per outgoing SSRC and
         the rest of what was sent (audio and data: served before video), these two on the wire
         (with each RTP packet's headers, as the link carries them: what the downlink estimate and
-        the allocator count), and what the receiver reports lost of them, stream by stream."""
+        the allocator count), what the receiver reports lost of them, stream by stream, and what
+        its reports say it received lately (None: not known for every stream that flows)."""
         elapsed = max(now - self._sampled_at, 1e-3)
         totals: dict[str, _Totals] = {}
         video_bps: dict[int, float] = {}
         other_bps = lost_bps = 0.0
+        received: float | None = 0.0
         for outgoing in self._outgoing.values():
             counters = sender_counters(outgoing.sender)
             packets, octets = counters.packets - outgoing.packets, counters.octets - outgoing.octets
@@ -325,6 +358,10 @@ class ParticipantNetwork:
                 outgoing.flowed_at = now
             bps = max(octets, 0) * 8 / elapsed
             wire_bps = bps + max(packets, 0) * RTP_PACKET_OVERHEAD_BYTES * 8 / elapsed
+            if packets > 0:
+                size = octets / packets + RTP_PACKET_OVERHEAD_BYTES
+                previous = outgoing.packet_bytes
+                outgoing.packet_bytes = size if previous is None else 0.5 * previous + 0.5 * size
             expected, lost = outgoing.expected, outgoing.lost
             outgoing.expected = outgoing.lost = 0
             if now - outgoing.flowed_at > FLOWING_WITHIN_S:
@@ -340,11 +377,20 @@ class ParticipantNetwork:
                 other_bps += wire_bps
             if expected:
                 lost_bps += wire_bps * lost / expected
+            stream_received = outgoing.received_bps(now)
+            if stream_received is None or received is None:
+                received = None
+            else:
+                received += stream_received
+        data_bps = 0.0
         if data_sent is not None:
             if self._data_sent is not None:
-                other_bps += max(data_sent - self._data_sent, 0) * 8 / elapsed
+                data_bps = max(data_sent - self._data_sent, 0) * 8 / elapsed
             self._data_sent = data_sent
-        return totals, video_bps, other_bps, lost_bps
+        other_bps += data_bps
+        if received is not None:
+            received += data_bps  # reliable data arrives (or is sent again): as sent
+        return totals, video_bps, other_bps, lost_bps, received
 
     def take_rtt(self, now: float) -> float | None:
         """The round-trip time of the last sample (the mean of its reports), or the last one for a while."""
@@ -364,7 +410,7 @@ class ParticipantNetwork:
         uplink: dict[str, _Totals],
         data_sent: int | None = None,
     ) -> ParticipantMeasurement:
-        down, video_bps, other_bps, lost_bps = self.measure_downlink(now, data_sent)
+        down, video_bps, other_bps, lost_bps, received_bps = self.measure_downlink(now, data_sent)
         rtt = self.take_rtt(now)
         video_recv = down.get("video")
         fraction_lost = None
@@ -377,6 +423,7 @@ class ParticipantNetwork:
             fraction_lost=fraction_lost,
             rtt_s=rtt,
             lost_bps=lost_bps if expected else None,
+            received_bps=received_bps,
         )
         downlink = self.downlink
         downlink.sample = sample
