@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import roomlab
-from roomlab.sim import Camera, camera_track
+from roomlab.sim import Camera, Talker, camera_track
 from roomlab.sim.scenario import Scenario, ScenarioError
 
 from .conftest import eventually
@@ -241,3 +241,164 @@ def test_a_scenario_gives_bots_a_bandwidth_profile_and_cameras_a_priority():
     assert specs["cam"].bandwidth_profile is None
     (camera,) = specs["cam"].behaviours
     assert isinstance(camera, Camera) and camera.priority == "high"
+
+
+# --- done when (issue 11): real server, real aiortc clients, camera bots, emulated links -----------------
+
+
+def seconds_since(frame: pd.DataFrame, start: pd.Timestamp) -> pd.Series:
+    return (frame["time"] - start).dt.total_seconds()
+
+
+@pytest.mark.slow
+async def test_presentation_on_400_kbits_switches_off_lower_priorities_and_back_on_at_20_mbits(server):
+    sim = roomlab.Simulation(server, room="present", workers=0, seed=5)
+    sim.add(3, identity="cam-{i}", video=Camera(), subscribe=False)
+    run = asyncio.ensure_future(sim.run(100, progress=False))
+    link = roomlab.Link(down_kbps=400, seed=5)
+    viewer = await roomlab.connect(
+        server.url,
+        server.token("viewer"),
+        name="present",
+        link=link,
+        bandwidth_profile={"video": {"mode": "presentation"}},
+    )
+    off: list[tuple[str, str | None]] = []
+    on: list[str] = []
+    viewer.on(
+        "track_switched_off",
+        lambda track, publication, participant: off.append((participant.identity, track.switch_off_reason)),
+    )
+    viewer.on("track_switched_on", lambda track, publication, participant: on.append(participant.identity))
+    try:
+        tracks = await eventually(lambda: len(video_tracks(viewer)) == 3 and video_tracks(viewer), timeout=15)
+        joined = pd.Timestamp.now(tz="UTC")
+        tracks["cam-1"].set_priority("high")  # the subscriber raises one camera above the others
+        # a lower priority is switched off for bandwidth, the client hears it, the high one stays on
+        assert await eventually(lambda: ("cam-0", "bandwidth") in off or ("cam-2", "bandwidth") in off, timeout=30)
+        await asyncio.sleep(15)
+        high = tracks["cam-1"]
+        assert not high.is_switched_off and high.layer is not None
+        assert ("cam-1", "bandwidth") not in off
+        narrow_until = pd.Timestamp.now(tz="UTC")
+        # the link widens: everything is switched back on, highest priority first
+        link.update(down_kbps=20_000)
+        widened = pd.Timestamp.now(tz="UTC")
+        assert await eventually(
+            lambda: not any(t.is_switched_off for t in tracks.values()) and all(t.layer for t in tracks.values()),
+            timeout=75,
+        ), latest(server, "viewer")[["layer", "reason", "available_bps", "estimate_bps"]]
+        back_on_s = (pd.Timestamp.now(tz="UTC") - widened).total_seconds()
+    finally:
+        await viewer.disconnect()
+        sim.stop()
+        await run
+    rows = server.frame("allocations")
+    rows = rows[rows["subscriber"] == "viewer"]
+    assert set(rows["mode"]) == {"presentation"}
+    narrow = rows[(rows["time"] >= joined) & (rows["time"] < narrow_until)]
+    high_rows = narrow[narrow["publisher"] == "cam-1"]
+    assert set(high_rows["priority"]) == {"high"}
+    settled = high_rows[seconds_since(high_rows, joined) > 10]
+    assert not settled["switched_off"].any(), settled[["time", "layer", "reason"]]
+    # what is allocated stays within the estimate (outside probes), the estimate within the link
+    decisions = narrow.groupby("time").agg(
+        allocated=("allocated_bps", "sum"), available=("available_bps", "first"), probing=("probing", "first")
+    )
+    evidence = narrow[narrow["estimate_reason"] != "initial"]["time"].unique()  # on the prior nothing is off
+    steady = decisions[~decisions["probing"].astype(bool) & decisions.index.isin(evidence)]
+    assert (steady["allocated"] <= steady["available"] + 1).all(), steady[steady["allocated"] > steady["available"]]
+    estimates = narrow[seconds_since(narrow, joined) > 5]["estimate_bps"]
+    assert estimates.max() <= 400_000 * 1.1, estimates.describe()
+    # the switches are in the events table with their reasons
+    events = server.frame("events")
+    switched = events[(events["room"] == "present") & (events["event"] == "track-switched-off")]
+    assert "bandwidth" in set(switched["detail"])
+    print(
+        f"\nswitched back on {back_on_s:.1f} s after the link rose to 20 Mbit/s; estimates on 400 kbit/s: "
+        f"{estimates.min() / 1e3:.0f}-{estimates.max() / 1e3:.0f} kbit/s"
+    )
+
+
+#: Talking all the time (Opus every 20 ms), so that audio loss is measured on a steady stream.
+TALKING = Talker(mean_talk_s=1000, mean_silence_s=0.001)
+
+
+async def audio_loss_behind_400_kbits(bandwidth_allocation: bool, seconds: float = 30) -> tuple[float, float]:
+    """Three talking camera bots and a subscriber bot behind a 400 kbit/s downlink: the subscriber's
+    audio loss over the run, and from 5 s after it joined on, from its own rtc_stats (percent)."""
+    with roomlab.serve(bandwidth_allocation=bandwidth_allocation) as server:
+        sim = roomlab.Simulation(server, room="talk", workers=0, seed=6)
+        sim.add(3, identity="cam-{i}", audio=TALKING, video=Camera(), subscribe=False)
+        sim.add(identity="sub", link={"down_kbps": 400})
+        await sim.run(seconds, progress=False)
+        stats = sim.frame("rtc_stats")
+    audio = stats[
+        (stats["participant"] == "sub")
+        & (stats["source"] == "client")
+        & (stats["direction"] == "inbound")
+        & (stats["kind"] == "audio")
+    ].sort_values("time")
+    assert audio["track"].nunique() == 3
+
+    def loss(rows: pd.DataFrame) -> float:
+        first, last = rows.groupby("track", observed=True).first(), rows.groupby("track", observed=True).last()
+        lost = (last["packets_lost"] - first["packets_lost"]).sum()
+        received = (last["packets"] - first["packets"]).sum()
+        assert received > 500
+        return float(100 * lost / (lost + received))
+
+    whole = audio.groupby("track", observed=True)[["packets", "packets_lost"]].last().sum()
+    settled = audio[seconds_since(audio, audio["time"].min()) >= 5]
+    return float(100 * whole["packets_lost"] / whole.sum()), loss(settled)
+
+
+@pytest.mark.slow
+async def test_allocation_keeps_audio_through_a_400_kbits_downlink_that_forwarding_everything_floods():
+    with_whole, with_settled = await audio_loss_behind_400_kbits(True)
+    without_whole, without_settled = await audio_loss_behind_400_kbits(False)
+    print(
+        f"\naudio loss behind 400 kbit/s, 3 talking cameras: with allocation {with_whole:.1f} % "
+        f"({with_settled:.1f} % from 5 s on), without {without_whole:.1f} % ({without_settled:.1f} %)"
+    )
+    assert with_settled < 2.0
+    assert without_settled > 5 * max(with_settled, 1.0)
+
+
+@pytest.mark.slow
+async def test_the_estimate_tracks_an_emulated_downlink_down_and_up(server):
+    sim = roomlab.Simulation(server, room="steps", workers=0, seed=7)
+    sim.add(3, identity="cam-{i}", video=Camera(), subscribe=False)
+    sim.add(identity="sub", link={"down_kbps": 600})
+    sim.at(24, "sub", down_kbps=300)
+    sim.at(34, "sub", down_kbps=3000)
+    await sim.run(64, progress=False)
+    rows = server.frame("allocations")
+    rows = rows[rows["subscriber"] == "sub"]
+    started = server.frame("events")["time"].min()  # the room's creation, as the bots start
+    per_pass = (
+        rows.assign(t=seconds_since(rows, started))
+        .groupby("time")
+        .agg(t=("t", "first"), estimate=("estimate_bps", "first"), allocated=("allocated_bps", "sum"))
+    )
+
+    def during(start: float, end: float) -> pd.DataFrame:
+        return per_pass[(per_pass["t"] >= start) & (per_pass["t"] < end)]
+
+    # 600 kbit/s: settled within 25 % (a cut and the probe after it may dip below it for a second)
+    at_600 = during(14, 24)["estimate"]
+    assert len(at_600) > 5 and 450e3 <= at_600.median() <= 750e3, at_600.describe()
+    assert at_600.between(450e3, 750e3).mean() >= 0.75 and at_600.max() <= 750e3, at_600.describe()
+    # dropped to 300: below 375 within 5 s
+    after_drop = during(29, 34)["estimate"]
+    assert len(after_drop) > 2 and (after_drop < 375e3).all(), after_drop.describe()
+    # raised to 3000: the allocations climb back above what they were at 600 within 30 s
+    before_drop = during(14, 24)["allocated"].median()
+    climbed = during(34, 64)
+    back = climbed[climbed["allocated"] > before_drop]
+    assert len(back) and back["t"].iloc[0] - 34 <= 30, climbed
+    print(
+        f"\nestimate at 600 kbit/s: {at_600.median() / 1e3:.0f} kbit/s (median from 14 s); after the drop to 300: "
+        f"{after_drop.max() / 1e3:.0f} kbit/s at most from 5 s on; allocations back above "
+        f"{before_drop / 1e3:.0f} kbit/s {back['t'].iloc[0] - 34:.1f} s after the rise to 3000"
+    )

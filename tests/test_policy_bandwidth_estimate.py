@@ -146,14 +146,18 @@ def test_a_downlink_congested_from_its_first_second_is_estimated_at_what_gets_th
     narrow = DownlinkEstimator()
     narrow.on_remb(0.2, 400e3, [1])
     narrow.on_remb(0.7, 380e3, [1])  # no longer rising: over-use
-    first = narrow.update(1, sample({1: 2.8e6}, loss=0.84))
+    first = narrow.update(1, DownlinkSample({1: 2.8e6}, 0.0, 0.84, 0.08, received_bps=450e3))
     assert first.signals == ("loss", "remb")  # on the prior, the first second's loss counts
-    assert first.estimate_bps == pytest.approx(0.85 * 2.8e6 * 0.16)  # below what was sent by far
+    assert first.estimate_bps == pytest.approx(0.85 * 450e3)  # what got through, far below what was sent
     # a downlink wider than the initial estimate: the first congestion raises it to the evidence
     wide = DownlinkEstimator()
     wide.on_remb(0.2, 1.6e6, [1])
     wide.on_remb(0.7, 1.5e6, [1])
-    raised = wide.update(1, sample({1: 2.8e6}, loss=0.3))
+    assert wide.update(1, sample({1: 2.8e6}, loss=0.3)).estimate_bps == 0.85 * INITIAL_ESTIMATE_BPS  # reports lag
+    wide = DownlinkEstimator()
+    wide.on_remb(0.2, 1.6e6, [1])
+    wide.on_remb(0.7, 1.5e6, [1])
+    raised = wide.update(1, DownlinkSample({1: 2.8e6}, 0.0, 0.3, 0.08, received_bps=0.7 * 2.8e6))
     assert raised.estimate_bps == pytest.approx(0.85 * 2.8e6 * 0.7)
     assert raised.estimate_bps > INITIAL_ESTIMATE_BPS
     assert raised.reason == "loss+remb"

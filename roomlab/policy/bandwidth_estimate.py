@@ -87,7 +87,7 @@ CUT_HOLD_S = 3.0
 PROBE_FAILED_HOLD_S = 2.0
 #: A probe lasts this long: a layer switch waits for a keyframe (<= 1 s here), then feedback (RR
 #: every 0.5-1.5 s, REMB every 0.5-1 s) must show what the downlink did with it.
-PROBE_DURATION_S = 3.0
+PROBE_DURATION_S = 2.0
 #: A probe may last up to this long while the subscriber's reports show less received than sent
 #: (by more than PROBE_RECEIVED_RATIO): they lag by a report interval.
 PROBE_MAX_DURATION_S = 5.0
@@ -288,6 +288,10 @@ class DownlinkEstimator:
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
+            if self._reason == INITIAL_REASON and sample.received_bps is None:
+                # what was sent less the loss reported so far, before the receive rate is known, is
+                # above what got through (loss is reported up to a second late): no higher than the prior
+                capacity = min(capacity, self.estimate_bps)
             cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
             held = self._hold_until_s is not None and time_s < self._hold_until_s
             if self._probe is not None:

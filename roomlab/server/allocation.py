@@ -240,7 +240,14 @@ class BandwidthAllocation:
             self._tell(participant_sid, state, forwarder, decision.switched_off, decision.reason)
         # the layers chosen get through with their keyframes spread out (net/pacing.py)
         session.pace_video(PACING_FACTOR * max(allocation.available_bps, allocation.allocated_bps))
-        self._record(session, allocation, by_sid, estimate.estimate_bps if estimate is not None else budget, goal)
+        self._record(
+            session,
+            allocation,
+            by_sid,
+            estimate.estimate_bps if estimate is not None else budget,
+            goal,
+            estimate.reason if estimate is not None else INITIAL_REASON,
+        )
         return allocation
 
     def _input(
@@ -305,6 +312,7 @@ class BandwidthAllocation:
         forwarders: dict[str, MediaTrackForwarder],
         estimate_bps: float,
         probe_goal_bps: float | None,
+        estimate_reason: str,
     ) -> None:
         at = now_ns()
         room, subscriber = session.live.room.unique_name, session.participant.identity
@@ -313,4 +321,5 @@ class BandwidthAllocation:
             row["track_name"] = forwarder.track.name if forwarder is not None else None
             row["estimate_bps"] = estimate_bps
             row["probe_goal_bps"] = probe_goal_bps
+            row["estimate_reason"] = estimate_reason
             self.telemetry.record("allocations", at, room, subscriber, *(row[name] for name in ROW_COLUMNS))

@@ -165,6 +165,13 @@ ALLOCATIONS = (
     Column("probing", "bool", "", "a probe was under way: allocations may exceed available_bps up to probe_goal_bps"),
     Column("estimate_bps", "float", "bit/s", "the subscriber's downlink estimate for all media"),
     Column("probe_goal_bps", "float", "bit/s", "the probe's video goal while probing"),
+    Column(
+        "estimate_reason",
+        "str",
+        "",
+        "why the estimate has its value: initial (the prior: nothing is switched off for bandwidth on it), "
+        "delivered, probe-succeeded, probe-failed, or the congestion signals that cut it (loss, delay, remb)",
+    ),
 )
 
 EVENTS = (
