@@ -1,6 +1,6 @@
 """Measure roomlab against what a user would pick instead, in one run, and print one Markdown table.
 
-    python bench/run.py [--quick] [--only data,media,memory,telemetry] [--server-arg=--some-option ...]
+    python bench/run.py [--quick] [--only data,media,memory,telemetry,sim,quality,allocation] [--server-arg=...]
 
 Every participant, relay and server runs in a process of its own (bench/worker.py, and
 `python -m roomlab serve` for the server); the measuring happens in those processes and comes back
@@ -36,7 +36,7 @@ from roomlab.server.auth import Credentials, mint_access_token
 BENCH = Path(__file__).resolve().parent
 WORKER = BENCH / "worker.py"
 ROOM = "bench"
-SECTIONS = ("data", "media", "memory", "telemetry", "sim", "quality")
+SECTIONS = ("data", "media", "memory", "telemetry", "sim", "quality", "allocation")
 SIZES = (64, 1024, 16384)
 #: the processes that others connect to, stopped after those
 SERVERS = ("server", "ws-relay")
@@ -862,6 +862,77 @@ async def bench_quality(quick: bool, results: Results) -> None:
         )
 
 
+async def bench_allocation(quick: bool, results: Results) -> None:
+    """Bandwidth allocation (bench/allocation.py, in a process of its own): server CPU per
+    subscriber, the estimate on SPEC §11's link steps, audio loss behind 400 kbit/s with and without."""
+    progress("allocation: CPU per subscriber, the estimate on 600 -> 300 -> 3000 kbit/s, audio behind 400 kbit/s")
+    command = [sys.executable, str(Path(__file__).with_name("allocation.py"))] + (["--quick"] if quick else [])
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 900)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        results.fail(["allocation"], ROOMLAB, "allocation", TimeoutError("bench/allocation.py took over 900 s"))
+        return
+    if process.returncode != 0:
+        tail = err.decode(errors="replace")[-2000:]
+        results.fail(["allocation"], ROOMLAB, "allocation", RuntimeError(f"exit {process.returncode}: {tail}"))
+        return
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    cpu, steps, audio = report["cpu"], report["steps"], report["audio"]
+    results.set(
+        f"server CPU for bandwidth allocation per subscriber, {cpu['subscribers']} subscribers of 3 camera bots "
+        "(3 layers each): allocation + estimate, allocation, estimate (% of a core)",
+        ROOMLAB,
+        Cell(
+            f"{cpu['both_pct_per_subscriber']}, {cpu['allocate_pct_per_subscriber']}, "
+            f"{cpu['estimate_pct_per_subscriber']} (server {cpu['server_cpu_pct']}% of a core in all; "
+            f"{cpu['passes_per_subscriber_s']} passes/s per subscriber at {cpu['us_per_pass']} µs each)"
+        ),
+        ratio=False,
+    )
+    low, high = steps["estimate_at_600_range_kbps"]
+    results.set(
+        "downlink estimate, 3 camera bots and a subscriber behind Link(down_kbps=600): within 25 % after "
+        "joining (s); median and range over the last 8 s at 600 (kbit/s)",
+        ROOMLAB,
+        Cell(f"{steps['settled_within_25pct_s']} s; {steps['estimate_at_600_median_kbps']} ({low}-{high})"),
+        ratio=False,
+    )
+    results.set(
+        "downlink estimate after the drop to 300 kbit/s: below 375 after (s); median from 5 s on (kbit/s)",
+        ROOMLAB,
+        Cell(
+            f"{steps['below_375_after_drop_s']} s; {steps['estimate_at_300_median_kbps']}"
+            + (" (above 375 again later)" if steps["above_375_again"] else "")
+        ),
+        ratio=False,
+    )
+    results.set(
+        "after the rise to 3000 kbit/s: allocations back above their level at 600 after (s); estimate and "
+        "allocated at the end (kbit/s)",
+        ROOMLAB,
+        Cell(
+            f"{steps['climbed_back_after_rise_s']} s (above {steps['allocated_at_600_kbps']}); "
+            f"{steps['estimate_at_3000_end_kbps']}, {steps['allocated_at_3000_end_kbps']}"
+        ),
+        ratio=False,
+    )
+    with_, without = audio["with"], audio["without"]
+    results.set(
+        "subscriber's audio loss, 3 talking camera bots behind 400 kbit/s, with allocation / "
+        "serve(bandwidth_allocation=False): whole run (from 5 s on), %",
+        ROOMLAB,
+        Cell(
+            f"{with_['loss_pct']} ({with_['loss_from_5s_pct']}) / {without['loss_pct']} ({without['loss_from_5s_pct']})"
+        ),
+        ratio=False,
+    )
+
+
 # the run --------------------------------------------------------------------------------------
 LOG_TROUBLE = re.compile(r"Traceback|Error|Exception|exception")
 
@@ -934,6 +1005,8 @@ async def run(args: argparse.Namespace) -> str:
             await bench_sim(plan, args.quick, results)
         if "quality" in sections:
             await bench_quality(args.quick, results)
+        if "allocation" in sections:
+            await bench_allocation(args.quick, results)
     finally:
         await launcher.stop_all()
     scan_logs(launcher, results)
