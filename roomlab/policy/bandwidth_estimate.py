@@ -181,6 +181,9 @@ class DownlinkEstimate:
     queue_delay_s: float | None
     next_probe_s: float | None
     """Earliest time of the next probe."""
+    limited: bool = False
+    """Congestion has been seen on this downlink: the estimate is a limit it showed. Until then it
+    is a prior or a floor (what it carried so far), and the allocator switches nothing off on it."""
 
 
 @dataclass
@@ -354,6 +357,7 @@ class DownlinkEstimator:
             loss_base=loss_base,
             queue_delay_s=sample.rtt_s - rtt_base if sample.rtt_s is not None and rtt_base is not None else None,
             next_probe_s=self._next_probe_s if self._probe is None else None,
+            limited=self._last_congestion_s is not None,
         )
 
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:

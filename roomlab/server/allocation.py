@@ -214,7 +214,7 @@ class BandwidthAllocation:
         estimate = downlink.estimate if downlink is not None else None
         if estimate is not None:
             budget, goal, congested = estimate.video_budget_bps, estimate.probe_video_budget_bps, estimate.congested
-            prior = estimate.reason == INITIAL_REASON
+            prior = not estimate.limited  # no limit shown yet: nothing is switched off for bandwidth
         else:  # before the first sample: the estimator's prior
             budget = downlink.estimator.estimate_bps if downlink is not None else INITIAL_ESTIMATE_BPS
             goal, congested, prior = None, False, True
