@@ -92,6 +92,23 @@ async def test_a_bot_given_no_link_has_one_to_change_while_running_and_a_link_ob
     assert sim.link("sub").parameters()["delay_ms"] == 150.0
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+async def test_bots_that_leave_together_each_leave_the_server_cleanly(server, workers):
+    # a busy room whose participants all leave at the end: the server tells everyone about every
+    # departure while the others are saying goodbye; each goodbye must still reach it (before, a
+    # socket dropped without its closing handshake lost 5 goodbyes of 6: 'reconnecting', 53001)
+    room = f"leave-together-{workers}"
+    sim = roomlab.Simulation(server, room=room, workers=workers, seed=8)
+    sim.add(6, identity="bot-{i}", audio=True, data=[Cursor(rate_hz=30), Chat(mean_interval_s=0.5)])
+    await sim.run(3, progress=False)
+    events = server.telemetry.frame("events")
+    events = events[events["room"] == room]
+    left = events[events["event"] == "participant-disconnected"]
+    assert sorted(left["identity"]) == [f"bot-{i}" for i in range(6)]
+    assert left["code"].isna().all(), left[["identity", "code"]]
+    assert not (events["event"] == "participant-reconnecting").any()
+
+
 async def test_audio_through_lossy_links_shows_the_loss_in_rtc_stats(server):
     sim = roomlab.Simulation(server, room="audio-loss", workers=0, seed=6)
     sim.add(identity="speaker", audio=ALWAYS_TALKING, link={"up_loss": 0.2})

@@ -31,7 +31,7 @@ from .media_track import EncodedTap, FrameTap, LocalMediaTrack, RemoteAudioTrack
 from .participant import PUBLISH_TIMEOUT, LocalParticipant, RemoteParticipant
 from .publication import RemoteTrackPublication
 from .reconnection import RECONNECT_WINDOW, Reconnection
-from .signaling import SignalingConnection
+from .signaling import LEAVE_TIMEOUT, SignalingConnection
 
 log = logging.getLogger(__name__)
 sctp.install()
@@ -209,6 +209,8 @@ class Room(Reconnection, EventEmitter):
         try:
             while True:
                 ended, error = await self._read_socket()
+                if self.state == "disconnected":  # the socket closed because the room is leaving
+                    return
                 if ended or self.state == "connecting":  # (a break while joining fails the join)
                     break
                 error = await self._reconnect(error)
@@ -774,8 +776,6 @@ class Room(Reconnection, EventEmitter):
         if self._sampler is not None:
             self._sampler.cancel()
         self._restored.clear()
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
         if self._restoring is not None:
             self._restoring.cancel()
         for tap in self._taps.values():
@@ -790,8 +790,16 @@ class Room(Reconnection, EventEmitter):
         for future in [*self._pending.values(), *self._media_waiters.values()]:
             if not future.done():
                 future.set_exception(RoomError(53001, "Signaling connection disconnected"))
+        # the reader stops when signaling closes: cancelling it first would make aiohttp drop the
+        # socket without the closing handshake, and the server could lose the goodbye still unread
+        reader = self._reader if self._reader is not asyncio.current_task() else None
         cancelled = False
-        for step in (self._close_signaling(leave), closing.close_peer_connection(self.pc), self._closed_pcs()):
+        for step in (
+            self._close_signaling(leave),
+            self._reader_stopped(reader),
+            closing.close_peer_connection(self.pc),
+            self._closed_pcs(),
+        ):
             try:
                 await step
             except asyncio.CancelledError:
@@ -805,6 +813,13 @@ class Room(Reconnection, EventEmitter):
             if leave:
                 await signaling.leave()
             await signaling.close()
+
+    @staticmethod
+    async def _reader_stopped(reader: asyncio.Task[None] | None) -> None:
+        """The signaling reader has seen its socket close (bounded: cancelled if it has not)."""
+        if reader is not None and not reader.done():
+            await asyncio.wait({reader}, timeout=LEAVE_TIMEOUT)
+            reader.cancel()
 
     async def _closed_pcs(self) -> None:
         """Wait for the connections and sockets replaced after breaks to finish closing (each is bounded)."""

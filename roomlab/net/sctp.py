@@ -190,6 +190,16 @@ def _packet(self: Any, body: bytes) -> bytes:
 
 
 async def _send_bundled(self: Any, chunks: list[Chunk]) -> None:
+    """Send the chunks in as few packets as fit. When the connection went away meanwhile the
+    packets are lost like any other (the chunks stay queued for retransmission, or the association
+    closes), which is no error: aiortc runs the flush in a task whose error nobody would retrieve."""
+    try:
+        await _send_packets(self, chunks)
+    except (ConnectionError, OpenSSL.SSL.Error):
+        pass
+
+
+async def _send_packets(self: Any, chunks: list[Chunk]) -> None:
     room = MAX_PACKET_BYTES - rtcsctptransport.SCTP_COMMON_HEADER_LENGTH
     parts: list[bytes] = []
     size = 0
