@@ -3,6 +3,7 @@ real Chrome call into the same `rtc_stats` schema as a simulated one."""
 
 from .telemetry.analysis import HOPS, bitrate, end_to_end_loss, latency, loss, media_loss
 from .telemetry.chrome import read_rtcstats, read_webrtc_internals
+from .telemetry.links import links
 from .telemetry.streams import DELIVERY_STATUSES, media_delivery, subscriptions, tracks
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "bitrate",
     "end_to_end_loss",
     "latency",
+    "links",
     "loss",
     "media_delivery",
     "media_loss",

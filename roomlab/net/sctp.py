@@ -19,7 +19,9 @@ This module changes two methods of `RTCSctpTransport`, within the standard (RFC 
 
 Also, a malformed packet that bundles an INIT with other chunks is dropped instead of tripping
 aiortc's `assert` (which would end the receiving task). Chromium's SCTP does both itself and
-accepts both: the browser test exchanges data over a patched server.
+accepts both: the browser test exchanges data over a patched server. And the delayed SACK and a
+closing channel's stream reset, which aiortc sends from tasks of their own, find a connection that
+closed meanwhile quietly (it is no error, and nobody would retrieve it).
 
 `install()` applies the changes once per process (roomlab's client and server call it on import);
 they apply to every aiortc connection in the process. aiortc is pinned to 1.16.0 because this
@@ -46,6 +48,7 @@ MAX_PACKET_BYTES = 1200
 _original_transmit = RTCSctpTransport._transmit
 _original_data_channel_flush = RTCSctpTransport._data_channel_flush
 _original_send_chunk = RTCSctpTransport._send_chunk
+_original_transmit_reconfig = RTCSctpTransport._transmit_reconfig
 _installed = False
 
 
@@ -97,6 +100,16 @@ async def _sack_when_due(self: Any) -> None:
     """The delayed SACK; the connection may have closed under it meanwhile, which is no error."""
     try:
         await _sack_now(self)
+    except (ConnectionError, OpenSSL.SSL.Error):
+        pass
+
+
+async def _transmit_reconfig(self: Any) -> None:
+    """A data channel's stream reset; when the channel closed because the connection is going
+    away, the connection may be gone by the time it is sent, which is no error (aiortc starts it
+    in a task of its own, whose error nobody would retrieve)."""
+    try:
+        await _original_transmit_reconfig(self)
     except (ConnectionError, OpenSSL.SSL.Error):
         pass
 
@@ -201,6 +214,7 @@ def install() -> None:
     RTCSctpTransport._data_channel_flush = _data_channel_flush  # type: ignore[method-assign]
     RTCSctpTransport._t3_expired = _t3_expired  # type: ignore[method-assign]
     RTCSctpTransport._send_chunk = _send_chunk  # type: ignore[method-assign]
+    RTCSctpTransport._transmit_reconfig = _transmit_reconfig  # type: ignore[method-assign]
     _installed = True
 
 

@@ -34,38 +34,20 @@ def buffer_bound(channel: RTCDataChannel) -> int:
     return RELIABLE_BUFFER_BOUND if reliable else UNRELIABLE_BUFFER_BOUND
 
 
-class Batcher:
-    """Collects frames for one channel and sends them as few messages as the turn allows."""
+class ChannelOutlet:
+    """What every sender of frames on one data channel does alike: it keeps the channel's bound
+    (over it, frames are dropped and counted, and `on_drop` told), and it holds what is written
+    while the channel is still opening, within that bound, until it opens."""
 
-    __slots__ = (
-        "channel",
-        "bound",
-        "dropped",
-        "on_sent",
-        "on_drop",
-        "_parts",
-        "_size",
-        "_scheduled",
-        "_waiting",
-        "_waiting_bytes",
-    )
+    __slots__ = ("channel", "bound", "dropped", "on_drop", "_waiting", "_waiting_bytes")
 
-    def __init__(
-        self,
-        channel: RTCDataChannel,
-        on_sent: Callable[[int, int], None] | None = None,
-        on_drop: Callable[[int], None] | None = None,
-    ) -> None:
+    def __init__(self, channel: RTCDataChannel, on_drop: Callable[[int], None] | None = None) -> None:
         self.channel = channel
         self.bound = buffer_bound(channel)
         self.dropped = 0
-        self.on_sent = on_sent
         self.on_drop = on_drop
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._scheduled = False
-        #: batches written before the channel opened, with their frame counts
-        self._waiting: list[tuple[bytes, int]] = []
+        #: messages written before the channel opened: (message, frames in it, bytes)
+        self._waiting: list[tuple[bytes | str, int, int]] = []
         self._waiting_bytes = 0
         if channel.readyState == "connecting":
             channel.once("open", self._send_waiting)
@@ -75,12 +57,64 @@ class Batcher:
         """The channel is open, or opening (what is written waits for it)."""
         return self.channel.readyState in ("open", "connecting")
 
+    @property
+    def queued(self) -> int:
+        """Bytes not yet handed to the channel (waiting for it to open)."""
+        return self._waiting_bytes
+
+    def _admit(self, count: int) -> bool:
+        """Room for `count` more frames under the bound; if not, they are dropped and counted."""
+        if self.channel.bufferedAmount + self._waiting_bytes <= self.bound:
+            return True
+        self.dropped += count
+        if self.on_drop is not None:
+            self.on_drop(count)
+        return False
+
+    def _deliver(self, message: bytes | str, count: int, size: int) -> None:
+        state = self.channel.readyState
+        if state == "connecting":
+            self._waiting.append((message, count, size))
+            self._waiting_bytes += size
+        elif state == "open":
+            self._send(message, count, size)
+
+    def _send(self, message: bytes | str, count: int, size: int) -> None:
+        try:
+            self.channel.send(message)
+        except ValueError:  # larger than the far end accepts: nothing else to do with it
+            return
+        self._sent(size, count)
+
+    def _sent(self, size: int, count: int) -> None:
+        """A message of `size` bytes holding `count` frames left."""
+
+    def _send_waiting(self) -> None:
+        waiting, self._waiting, self._waiting_bytes = self._waiting, [], 0
+        for message, count, size in waiting:
+            self._send(message, count, size)
+
+
+class Batcher(ChannelOutlet):
+    """Collects frames for one channel and sends them as few messages as the turn allows."""
+
+    __slots__ = ("on_sent", "_parts", "_size", "_scheduled")
+
+    def __init__(
+        self,
+        channel: RTCDataChannel,
+        on_sent: Callable[[int, int], None] | None = None,
+        on_drop: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(channel, on_drop)
+        self.on_sent = on_sent
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
+
     def add(self, frames: bytes, count: int = 1) -> bool:
         """Queue encoded frames (one or more); False if the channel is over its bound (dropped)."""
-        if self.channel.bufferedAmount + self._waiting_bytes > self.bound:
-            self.dropped += count
-            if self.on_drop is not None:
-                self.on_drop(count)
+        if not self._admit(count):
             return False
         if self._size + len(frames) > MAX_BATCH_BYTES and self._parts:
             self.flush()
@@ -104,22 +138,8 @@ class Batcher:
             return
         parts, self._parts, self._size = self._parts, [], 0
         message = parts[0] if len(parts) == 1 else b"".join(parts)
-        state = self.channel.readyState
-        if state == "connecting":
-            self._waiting.append((message, len(parts)))
-            self._waiting_bytes += len(message)
-        elif state == "open":
-            self._send(message, len(parts))
+        self._deliver(message, len(parts), len(message))
 
-    def _send(self, message: bytes, count: int) -> None:
-        try:
-            self.channel.send(message)
-        except ValueError:  # larger than the far end accepts: nothing else to do with it
-            return
+    def _sent(self, size: int, count: int) -> None:
         if self.on_sent is not None:
-            self.on_sent(len(message), count)
-
-    def _send_waiting(self) -> None:
-        waiting, self._waiting, self._waiting_bytes = self._waiting, [], 0
-        for message, count in waiting:
-            self._send(message, count)
+            self.on_sent(size, count)

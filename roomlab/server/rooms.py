@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import RoomError
 from ..policy.subscribe_rules import TrackFacts, subscribed_track_sids, validate_subscribe_rules
+from .auth import VideoAccess, token_allows_room
 from .model import (
     DEFAULT_MAX_PARTICIPANT_DURATION,
     DEFAULT_ROOM_TIMEOUT_MINUTES,
@@ -215,6 +216,20 @@ class Rooms:
         if live is not None:
             return live
         return next((r for r in self.live.values() if r.room.unique_name == key), None)
+
+    def admit(self, access: VideoAccess, requested: str | None) -> str:
+        """The room a participant holding this verified token joins: the one it asks for, else the
+        token's; refused (53100, 20106) when neither names one, or the token grants another room."""
+        room_key = requested or access.room
+        if not room_key:
+            raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
+        live = self.find_live(room_key)
+        allowed = token_allows_room(access, room_key, None) or (
+            live is not None and token_allows_room(access, live.room.unique_name, live.room.sid)
+        )
+        if not allowed:
+            raise RoomError(20106, "Invalid Access Token grants: the token does not grant access to this room")
+        return room_key
 
     def find_room(self, key: str) -> Room:
         """A room by SID (any status) or unique name (in-progress only), else 53106."""

@@ -21,7 +21,7 @@ from ..policy.quality import NetworkQualityConfiguration
 from ..protocol import signaling
 from ..protocol.layers import parse_layers
 from .allocation import BandwidthAllocation
-from .auth import Credentials, token_allows_room, verify_access_token
+from .auth import Credentials, verify_access_token
 from .model import TRACK_KINDS, Participant
 from .rooms import MEDIA_BROKE, SIGNALING_BROKE, LiveRoom, Rooms
 from .session import Session, participant_info, track_info
@@ -193,15 +193,7 @@ class SignalingEndpoint:
         features = connect_options(message.get("options") or {})
         if "resume" in message:
             return self._resume(ws, access.identity, message["resume"], features)
-        room_key = message.get("room") or access.room
-        if not room_key:
-            raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
-        live = self.rooms.find_live(room_key)
-        allowed = token_allows_room(access, room_key, None) or (
-            live is not None and token_allows_room(access, live.room.unique_name, live.room.sid)
-        )
-        if not allowed:
-            raise RoomError(20106, "Invalid Access Token grants: the token does not grant access to this room")
+        room_key = self.rooms.admit(access, message.get("room"))
         live, participant = self.rooms.connect(
             room_key,
             access.identity,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..net.link import Link
 from ..policy.quality import NetworkQualityConfiguration
+from ..telemetry.links import link_detail
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
 from .bot import Bot, BotSpec, settle
@@ -218,6 +218,13 @@ class Simulation:
     @property
     def identities(self) -> list[str]:
         return [spec.identity for spec in self._specs]
+
+    @property
+    def status(self) -> str:
+        """ "ready" (not run yet), "running", or "ended" (a run finished)."""
+        if self._running:
+            return "running"
+        return "ready" if self._started_wall is None else "ended"
 
     def at(self, seconds: float, identity: str, **changes: Any) -> None:
         """Change `identity`'s link `seconds` after the start of the run (any bot's, given one or not)."""
@@ -421,11 +428,14 @@ class Simulation:
                 return
             self.states[identity] = state
         event = {"joined": "bot-joined", "left": "bot-left", "failed": "bot-failed", "lost": "bot-lost"}.get(state)
+        detail = error
+        if state == "joined":  # the link it joined with, so that a run's tables say what each link was
+            detail = link_detail(self._links[identity].parameters())
         if event is not None:
-            self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, error)
+            self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, detail)
 
     def _change_link(self, identity: str, changes: dict[str, Any]) -> None:
-        detail = json.dumps(changes, sort_keys=True)
+        detail = link_detail(changes)
         self.telemetry.record("events", now_ns(), self.room, None, "link-changed", None, identity, None, None, detail)
         bot = self._local_bots.get(identity)
         if bot is not None:

@@ -1,22 +1,27 @@
 """The SDK's signaling endpoint, `/twilio/signaling`: a TCMP connection per client, whose hello
 carries the RSP `connect` (or `ice` first, answered `iced` with no servers). The token decides who
 joins and where, through the same rooms and forwarding plane as roomlab's own signaling.
+
+A socket that drops (no goodbye, no close frame of a client leaving) leaves its participant
+`reconnecting` for the room's reconnect window, the session and its peer connection kept; the
+SDK opens a new socket whose hello carries `sync` with the session key, and carries on there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from ...errors import RoomError
-from ..auth import Credentials, token_allows_room, verify_access_token
-from ..rooms import Rooms
+from ..auth import Credentials, verify_access_token
+from ..rooms import SIGNALING_BROKE, Rooms
 from ..sfu import Sfu
 from ..signaling import BURST, HEARTBEAT, RATE, TokenBucket
-from . import rsp
+from . import media_signaling, rsp
 from .session import TwilioSession
 from .tcmp import MAX_FRAME_BYTES, TcmpConnection
 
@@ -45,7 +50,14 @@ class TwilioSignalingEndpoint:
             connection.send(rsp.error(error))
             await connection.close()
             return ws
-        code = await self._serve(session)
+        code = await self._serve(session, connection)
+        if session.closed or self.sfu.sessions.get(session.sid) is not session or session.connection is not connection:
+            return ws  # the server ended the session (and said why), or it resumed on another socket
+        resumable = self.rooms.reconnect_window > 0 and not connection.client_left
+        if code == SIGNALING_BROKE and resumable and self.rooms.is_connected(session.sid):
+            session.detach()  # the SDK syncs on a new socket within its session_timeout
+            self.rooms.start_reconnecting(session.sid, SIGNALING_BROKE)
+            return ws
         if self.rooms.is_connected(session.sid):
             self.rooms.disconnect(session.live.room.sid, session.sid, code=code)
         self.sfu.remove_session(session)
@@ -59,22 +71,27 @@ class TwilioSignalingEndpoint:
         if body is None:
             raise rsp.invalid("the hello must carry a connect message")
         connect = rsp.parse_client_message(body)
+        if connect["type"] == "sync":
+            return await self._resume(connection, connect)
         if connect["type"] != "connect":
-            raise rsp.invalid(f"the first message must be connect, got {connect['type']}")
+            raise rsp.invalid(f"the first message must be connect or sync, got {connect['type']}")
         access = verify_access_token(connect["token"], self.credentials)
-        room_key = connect.get("name") or access.room
-        if not room_key:
-            raise RoomError(53100, "Room name is invalid: neither the connect message nor the token names a room")
-        live = self.rooms.find_live(room_key)
-        allowed = token_allows_room(access, room_key, None) or (
-            live is not None and token_allows_room(access, live.room.unique_name, live.room.sid)
-        )
-        if not allowed:
-            raise RoomError(20106, "Invalid Access Token grants: the token does not grant access to this room")
+        profile = connect.get("bandwidth_profile")
+        profile = rsp.bandwidth_profile(profile) if profile is not None else None
+        room_key = self.rooms.admit(access, connect.get("name"))
         live, participant = self.rooms.connect(
             room_key, access.identity, automatic_subscription=rsp.automatic_subscription(connect.get("subscribe"))
         )
-        session = TwilioSession(live, participant, connection, self.rooms, self._ended)
+        session = TwilioSession(
+            live,
+            participant,
+            connection,
+            self.rooms,
+            self._ended,
+            session_key=self.rooms.new_session_key(participant),
+            media_signaling=media_signaling.requested(connect.get("media_signaling")),
+            bandwidth_profile=profile,
+        )
         self.sfu.add_session(session)
         try:
             await session.start(connect)
@@ -85,6 +102,29 @@ class TwilioSignalingEndpoint:
             await session.pc.close()
             raise
         log.debug("room %s, participant %s joined with twilio-video.js", live.room.sid, participant.sid)
+        return session
+
+    async def _resume(self, connection: TcmpConnection, sync: dict[str, Any]) -> TwilioSession:
+        """A client back on a new socket with its session key, within the reconnect window: the
+        same session (and peer connection) carries on; else 53204, the session has ended."""
+        access = verify_access_token(sync["token"], self.credentials)
+        key = sync.get("session")
+        session = next(
+            (
+                s
+                for s in self.sfu.sessions.values()
+                if isinstance(s, TwilioSession) and isinstance(key, str) and hmac.compare_digest(s.rsp_session, key)
+            ),
+            None,
+        )
+        if session is None or session.closed:
+            raise RoomError(53204, "Participant not found: the session to resume has ended")
+        self.rooms.resumable(session.sid, access.identity, key)  # (its identity, key and window)
+        if session.attached:  # its old socket, which the server still thought alive, goes
+            session.detach()
+        self.rooms.resume(session.sid)
+        await session.attach(connection, sync)
+        log.debug("room %s, participant %s resumed with twilio-video.js", session.live.room.sid, session.sid)
         return session
 
     @staticmethod
@@ -102,11 +142,11 @@ class TwilioSignalingEndpoint:
         except TimeoutError:
             raise RoomError(53002, f"Signaling connection timed out: no connect within {CONNECT_TIMEOUT:g} s") from None
 
-    async def _serve(self, session: TwilioSession) -> int | None:
-        """Handle the client's messages until it leaves (None), floods (53004) or its socket ends
-        (53001); return the code its participant leaves with."""
+    async def _serve(self, session: TwilioSession, connection: TcmpConnection) -> int | None:
+        """Handle the client's messages on `connection` until it leaves (None), floods (53004) or
+        its socket ends (53001); return the code its participant leaves with."""
         bucket = TokenBucket(RATE, BURST)
-        async for message in session.connection.messages():
+        async for message in connection.messages():
             if not bucket.take():
                 return 53004
             if message["type"] == "bye":
@@ -121,7 +161,7 @@ class TwilioSignalingEndpoint:
                     await session.handle(body)
             except RoomError as error:
                 session.report_error(error)
-        return 53002 if session.connection.overflowed else 53001
+        return 53002 if connection.overflowed else SIGNALING_BROKE
 
     def _ended(self, session: TwilioSession, code: int | None) -> None:
         """A session broke (no answer, no transport, bad SDP): remove its participant with `code`."""

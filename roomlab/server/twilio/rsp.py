@@ -3,11 +3,15 @@ server inside TCMP `msg` bodies (read from `lib/signaling/v2/`). Pure functions:
 client sends, and building what the server sends from the room's records.
 
     client  connect {name, token, participant, peer_connections, subscribe, media_signaling, ...}
-            update {session, participant?, peer_connections?}     disconnect {session}
-            (ice: asks for ICE servers before connect when the app gave none; sync: after a
-             dropped socket, never sent here because `session_timeout` is 0)
-    server  connected {session, options, sid, name, participant, participants, peer_connections,
-                       published, subscribed}
+            update {session, participant?, peer_connections?, bandwidth_profile?}
+            disconnect {session}
+            sync {session, token, participant, peer_connections}: the first message on a new
+                 socket after the last one dropped, within `session_timeout` seconds
+            (ice: asks for ICE servers before connect when the app gave none)
+    server  connected {session, options: {session_timeout}, sid, name, participant, participants,
+                       peer_connections, published, subscribed, media_signaling}
+            synced {session, participant, participants, peer_connections, published, subscribed}:
+                   the answer to sync, with the whole state (remote participants it omits are gone)
             update {participants?, published?, subscribed?, peer_connections?}
             disconnected {status?}     error {code, message}     iced {ice_servers}
 
@@ -22,15 +26,24 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import RoomError
+from ...policy.allocation import BandwidthProfile
 from ..model import Participant, PublishedTrack
 
 VERSION = 2
 CLIENT_MESSAGES = ("connect", "update", "disconnect", "sync", "ice")
 LOCAL_TRACK_KINDS = ("audio", "video", "data")
+#: The SDK's bandwidth_profile.video keys and roomlab's names for them (VideoBandwidthProfile).
+BANDWIDTH_PROFILE_VIDEO = {
+    "mode": "mode",
+    "max_subscription_bandwidth": "max_subscription_bitrate",
+    "max_tracks": "max_tracks",
+    "render_dimensions": "render_dimensions",
+    "active_speaker_priority": "dominant_speaker_priority",
+    "track_switch_off": "track_switch_off_mode",
+}
 DESCRIPTION_TYPES = ("offer", "answer", "pranswer", "close", "rollback", "create-offer")
-#: Seconds the SDK may spend reconnecting a dropped socket with `sync`. 0: it does not try (this
-#: server keeps no session after its socket goes), and reports SignalingConnectionError at once.
-SESSION_TIMEOUT = 0
+#: Participant states the SDK knows (`reconnecting`: its signaling broke, it may come back).
+PARTICIPANT_STATES = ("connected", "reconnecting", "disconnected")
 
 
 def invalid(reason: str) -> RoomError:
@@ -115,11 +128,14 @@ def track_state(track: PublishedTrack) -> dict[str, Any]:
 
 
 def participant_state(participant: Participant, tracks: list[PublishedTrack], revision: int) -> dict[str, Any]:
+    """A remote participant as the SDK's RemoteParticipantV2 reads it (its `state` drives the
+    SDK's participantReconnecting / participantReconnected)."""
+    state = participant.status if participant.status in PARTICIPANT_STATES else "connected"
     return {
         "sid": participant.sid,
         "identity": participant.identity,
         "revision": revision,
-        "state": "connected",
+        "state": state,
         "tracks": [track_state(t) for t in tracks],
     }
 
@@ -127,6 +143,25 @@ def participant_state(participant: Participant, tracks: list[PublishedTrack], re
 def departed_state(sid: str, identity: str, revision: int) -> dict[str, Any]:
     """What makes the SDK drop a remote participant: its state `disconnected` at a higher revision."""
     return {"sid": sid, "identity": identity, "revision": revision, "state": "disconnected", "tracks": []}
+
+
+def bandwidth_profile(payload: Any) -> BandwidthProfile:
+    """The SDK's `bandwidth_profile` (its createBandwidthProfilePayload: `video` with `mode`,
+    `max_subscription_bandwidth`, `max_tracks`, `render_dimensions: {priority: {width, height}}`,
+    `active_speaker_priority`, `track_switch_off`) as roomlab's BandwidthProfile; else 53004."""
+    _check(isinstance(payload, dict), "bandwidth_profile must be an object")
+    unknown = set(payload) - {"video"}
+    _check(not unknown, f"bandwidth_profile has unknown key(s) {sorted(unknown)}; allowed: ['video']")
+    video = payload.get("video") or {}
+    _check(isinstance(video, dict), "bandwidth_profile.video must be an object")
+    unknown = set(video) - set(BANDWIDTH_PROFILE_VIDEO)
+    allowed = ", ".join(BANDWIDTH_PROFILE_VIDEO)
+    _check(not unknown, f"bandwidth_profile.video has unknown key(s) {sorted(unknown)}; allowed: {allowed}")
+    options = {BANDWIDTH_PROFILE_VIDEO[key]: value for key, value in video.items()}
+    try:
+        return BandwidthProfile.from_options({"video": options})
+    except (ValueError, TypeError) as exc:
+        raise invalid(f"bandwidth_profile.video: {exc}") from None
 
 
 def published_entry(track_id: str, sid: str | None, error: RoomError | None = None) -> dict[str, Any]:

@@ -16,7 +16,15 @@ Negotiation follows the SDK's rules (`lib/signaling/v2/peerconnection.js`):
 
 Room events arrive through `notify`; the state the SDK holds (remote participants and their tracks,
 this participant's publications and subscriptions) is recomputed from the room, and whatever
-changed is sent in one `update` per event-loop turn, each part at a higher revision.
+changed is sent in one `update` per event-loop turn, each part at a higher revision. In-room
+features (dominant speaker, network quality, track switch-off, the subscriber's priorities and
+render hints) go over the media-signaling channels (`media_signaling.MediaSignaling`).
+
+Reconnection: when the socket drops, the session outlives it (`detach`) while its participant is
+`reconnecting`; the peer connection goes on. The SDK opens a new socket within `session_timeout`
+and sends `sync`; the session carries on there (`attach`), answering with `synced`: the whole
+state again, and the last offer or answer it sent (lost, perhaps, with the old socket). Time spent
+reconnecting does not count against the client's answer to an offer.
 """
 
 from __future__ import annotations
@@ -36,13 +44,16 @@ from ...errors import RoomError
 from ...net import closing
 from ...net.ice import host_addresses
 from ...net.renegotiation import transport_ready
+from ...policy.allocation import BandwidthProfile
+from ...policy.quality import NetworkQualityStats
 from ...telemetry.sampling import ChannelCounters
 from ..connection import DropNotice, MediaSlot, ParticipantConnection
 from ..model import Participant, PublishedTrack, RoomEvent
-from ..rooms import LiveRoom, Rooms
+from ..rooms import MEDIA_BROKE, LiveRoom, Rooms
 from ..signaling import track_options
 from . import rsp
 from .data import PlainOutlet, frame_arrivals
+from .media_signaling import MediaSignaling
 from .sdp import Numbering, ice_candidate, media_track_ids, renumber
 from .tcmp import TcmpConnection
 
@@ -52,6 +63,9 @@ log = logging.getLogger(__name__)
 ANSWER_TIMEOUT = 15.0
 #: Seconds a later negotiation waits for ICE and DTLS to come up before it gives up.
 TRANSPORT_TIMEOUT = 20.0
+#: Seconds a peer connection that ended waits for the socket to say why (a page that goes away
+#: closes both) before the session ends for a lost media path.
+MEDIA_LOST_GRACE = 1.0
 
 
 class TwilioSession(ParticipantConnection):
@@ -62,16 +76,29 @@ class TwilioSession(ParticipantConnection):
         connection: TcmpConnection,
         rooms: Rooms,
         on_closed: Callable[[TwilioSession, int | None], None],
+        session_key: str | None = None,
+        media_signaling: tuple[str, ...] = (),
+        bandwidth_profile: BandwidthProfile | None = None,
     ) -> None:
         super().__init__(live, participant)
         self.connection = connection
         self.rooms = rooms
-        #: the RSP session id the client repeats in its updates
-        self.rsp_session = secrets.token_hex(16)
+        #: the RSP session id the client repeats in its updates and resumes with (`sync`): the
+        #: participant's session key (the room domain keeps its hash)
+        self.rsp_session = session_key or secrets.token_hex(16)
         #: the SDK's peer connection id (it opens one)
         self.pc_id = ""
+        #: the media-signaling channels the client asked for (`connect.media_signaling`)
+        self.media_signaling = MediaSignaling(self, media_signaling)
+        #: the client's `bandwidth_profile` (None: it gave none; Twilio's defaults apply)
+        self.bandwidth_profile = bandwidth_profile
         self._on_closed = on_closed
         self._connected_sent = False
+        #: set while a socket is attached (cleared while the participant is reconnecting)
+        self._attached = asyncio.Event()
+        self._attached.set()
+        #: the last offer or answer sent, sent again in `synced` (it may have been lost)
+        self._last_description: dict[str, Any] | None = None
         # negotiation
         self._revision = 0
         self._sdp_lock = asyncio.Lock()
@@ -112,30 +139,50 @@ class TwilioSession(ParticipantConnection):
         self.pc_id = state["id"]
         async with self._sdp_lock:
             answer = await self._answer_offer(state["description"]["sdp"], state["description"]["revision"])
-        self.connection.send(self._connected_message(answer))
+        self._last_description = self._description("answer", self._revision, answer)
+        announced = self.media_signaling.open(self.open_data_channel)  # negotiated next if SCTP is not yet
+        self.connection.send(self._connected_message(answer, announced))
         self._connected_sent = True
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed") and not self.closed:
+                asyncio.get_running_loop().call_later(MEDIA_LOST_GRACE, self._media_lost)
+
         if state.get("ice"):
             await self._add_candidates(state["ice"])
         if self._renegotiate:
             self.request_negotiation()
 
-    def _connected_message(self, answer_sdp: str) -> dict[str, Any]:
+    def _media_lost(self) -> None:
+        """The peer connection ended and the socket did not say why: the media path is lost, and
+        aiortc has no ICE restart (the SDK's way back), so the session ends with 53405."""
+        if not self.closed:
+            log.debug("participant %s: peer connection lost (%s)", self.sid, self.pc.connectionState)
+            self._on_closed(self, MEDIA_BROKE)
+
+    def _connected_message(self, answer_sdp: str, media_signaling: dict[str, Any]) -> dict[str, Any]:
         room = self.live.room
         return {
             "type": "connected",
             "version": rsp.VERSION,
             "session": self.rsp_session,
-            "options": {"session_timeout": rsp.SESSION_TIMEOUT},
+            # how long the SDK tries to resume a dropped socket: the room's reconnect window
+            "options": {"session_timeout": round(self.rooms.reconnect_window)},
             "sid": room.sid,
             "name": room.unique_name,
             "participant": {"sid": self.sid, "identity": self.participant.identity},
             "peer_connections": [self._description("answer", self._revision, answer_sdp)],
+            "media_signaling": media_signaling,
             **self._changed_state(),
         }
 
     # the client's messages ---------------------------------------------------------------------
     async def handle(self, body: dict[str, Any]) -> None:
-        """An `update` from the client: its publications, then its SDP and ICE."""
+        """An `update` (or the `sync` that resumes the session) from the client: its bandwidth
+        profile, its publications, then its SDP and ICE."""
+        if body.get("bandwidth_profile") is not None:
+            self.bandwidth_profile = rsp.bandwidth_profile(body["bandwidth_profile"])
         if body.get("participant") is not None:
             self.apply_participant(body["participant"])
         for state in body.get("peer_connections") or []:
@@ -306,7 +353,8 @@ class TwilioSession(ParticipantConnection):
                 if self.closed or revision <= self._revision:
                     return  # the server offered meanwhile: the client rolled this one back
                 answer = await self._answer_offer(sdp, revision)
-            self._send_update({"peer_connections": [self._description("answer", revision, answer)]})
+            self._last_description = self._description("answer", revision, answer)
+            self._send_update({"peer_connections": [self._last_description]})
         except RoomError as error:
             log.debug("participant %s: offer %d failed: %s", self.sid, revision, error)
             self._on_closed(self, error.code)
@@ -343,15 +391,28 @@ class TwilioSession(ParticipantConnection):
             self._offer_revision = revision = self._revision + 1
             self._answer = asyncio.get_running_loop().create_future()
             sdp = renumber(self.pc.localDescription.sdp, self._numbering)
-            self._send_update({"peer_connections": [self._description("offer", revision, sdp)]})
+            self._last_description = self._description("offer", revision, sdp)
+            self._send_update({"peer_connections": [self._last_description]})
             try:
-                answer = await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
+                answer = await self._wait_for_answer()
                 self._mid_track_ids.update(media_track_ids(answer))
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 self._revision = revision
                 self._bind_client_media()
             finally:
                 self._answer = None
+
+    async def _wait_for_answer(self) -> str:
+        """The client's answer within ANSWER_TIMEOUT of being attached: time spent reconnecting does
+        not count (the offer goes again in `synced`)."""
+        assert self._answer is not None
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
+            except TimeoutError:
+                if self.attached:
+                    raise
+                await self._attached.wait()
 
     async def _add_candidates(self, ice: dict[str, Any]) -> None:
         """Trickled candidates (the SDK sends all so far each time); those on the server's addresses."""
@@ -368,6 +429,15 @@ class TwilioSession(ParticipantConnection):
     def notify(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
+        name = event.name
+        if name == "dominant-speaker-changed":
+            if self.dominant_speaker:
+                self.report_dominant_speaker(participant.sid if participant is not None else None)
+            return
+        if name == "participant-disconnected" and participant is not None:
+            self.media_signaling.forget(participant.sid)
+        elif name == "track-removed" or (name == "track-unsubscribed" and event.participant_sid == self.sid):
+            self.media_signaling.forget_track(event.track_sid or "")
         self._schedule_push()
 
     def _schedule_push(self) -> None:
@@ -378,13 +448,15 @@ class TwilioSession(ParticipantConnection):
 
     def _push(self) -> None:
         self._push_scheduled = False
-        if self.closed or not self._connected_sent:
-            return  # `connected` carries everything so far
+        if self.closed or not self._connected_sent or not self.attached:
+            return  # `connected` (or `synced`, on return) carries everything so far
         changed = self._changed_state()
         if changed:
             self._send_update(changed)
 
     def _send_update(self, fields: dict[str, Any]) -> None:
+        if not self.attached:
+            return  # the state goes whole in `synced`, with the last description
         self.connection.send({"type": "update", "version": rsp.VERSION, "session": self.rsp_session, **fields})
 
     def _changed_state(self) -> dict[str, Any]:
@@ -413,7 +485,7 @@ class TwilioSession(ParticipantConnection):
                 continue
             present.add(other.sid)
             tracks = [t for t in self.live.tracks.values() if t.participant_sid == other.sid]
-            fingerprint = json.dumps([rsp.track_state(t) for t in tracks], sort_keys=True)
+            fingerprint = json.dumps([other.status, *(rsp.track_state(t) for t in tracks)], sort_keys=True)
             told = self._told_participants.get(other.sid)
             if told is None or told[2] != fingerprint:
                 revision = next(self._revisions)
@@ -449,12 +521,54 @@ class TwilioSession(ParticipantConnection):
         log.debug("participant %s: track %s %s: %s", self.sid, track_sid, name, "cleared" if cleared else message)
 
     def report_layer(self, track_sid: str, layer: str | None) -> None:
-        """The SDK has no message for the layer it receives (it sees the picture size change)."""
+        """The SDK has no message for the layer it receives (it sees the picture size change);
+        nothing forwarded at all is a switch-off (`track_switch_off`), and a layer again after it
+        a switch-on."""
         log.debug("participant %s: track %s: layer %s", self.sid, track_sid, layer)
+        self.media_signaling.switched(track_sid, off=layer is None)
+
+    def report_network_quality(self, participants: dict[str, NetworkQualityStats | None]) -> None:
+        self.media_signaling.network_quality(participants)
+
+    def report_dominant_speaker(self, participant_sid: str | None) -> None:
+        self.media_signaling.dominant_speaker(participant_sid)
 
     def report_error(self, error: RoomError, **context: Any) -> None:
         """RSP's `error` ends the SDK's session, so a non-fatal one is only logged."""
         log.debug("participant %s: %s %s", self.sid, error, context or "")
+
+    # reconnection ------------------------------------------------------------------------------
+    @property
+    def attached(self) -> bool:
+        return self._attached.is_set()
+
+    def detach(self) -> None:
+        """The socket dropped (or the client is back on another): nothing is sent until it
+        resumes (or its window closes); the old socket is closed, if it is not yet."""
+        self._attached.clear()
+        self._spawn(self.connection.close())
+
+    async def attach(self, connection: TcmpConnection, sync: dict[str, Any]) -> None:
+        """Carry on over `connection`, whose client sent `sync`: answer `synced` with the whole
+        state and the last description, then take what the client holds (its tracks, its offer
+        or its answer to ours) as from an `update`."""
+        self.connection = connection
+        self._attached.set()
+        self._told_participants, self._told_published, self._told_subscribed = {}, "", ""
+        synced: dict[str, Any] = {
+            "type": "synced",
+            "version": rsp.VERSION,
+            "session": self.rsp_session,
+            "participant": {"sid": self.sid, "identity": self.participant.identity},
+            **self._changed_state(),
+        }
+        if self._last_description is not None:
+            synced["peer_connections"] = [self._last_description]
+        connection.send(synced)
+        try:
+            await self.handle(sync)
+        except RoomError as error:
+            self.report_error(error)
 
     # teardown ----------------------------------------------------------------------------------
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:

@@ -38,6 +38,8 @@ OUTBOX_LIMIT = 1000
 #: Largest TCMP frame read (an SDP of a large room fits many times over).
 MAX_FRAME_BYTES = 1024 * 1024
 MESSAGE_TYPES = ("hello", "msg", "heartbeat", "bye")
+#: Close codes of a client that will not come back: it left (1000), or its page went away (1001).
+LEAVING_CLOSE_CODES = (1000, 1001)
 
 
 def parse(text: str) -> dict[str, Any]:
@@ -74,6 +76,9 @@ class TcmpConnection:
         self.timeout_ms = MAX_NEGOTIATED_TIMEOUT_MS
         self.closed = False
         self.overflowed = False
+        #: the code of the client's close frame (1000: it left, 1001: its page went away); None
+        #: when the socket ended without one (a dropped connection: the SDK will `sync`)
+        self.client_close_code: int | None = None
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -96,8 +101,15 @@ class TcmpConnection:
         return body if isinstance(body, dict) else None
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
-        """The client's frames after the handshake, parsed (a malformed one is answered `bad`)."""
-        async for frame in self.ws:
+        """The client's frames after the handshake, parsed (a malformed one is answered `bad`),
+        until the socket closes (`client_close_code` then says whether the client closed it)."""
+        while True:
+            frame = await self.ws.receive()
+            if frame.type == WSMsgType.CLOSE:
+                self.client_close_code = frame.data
+                return
+            if frame.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
             if frame.type == WSMsgType.TEXT:
                 try:
                     yield parse(frame.data)
@@ -108,6 +120,12 @@ class TcmpConnection:
             elif frame.type == WSMsgType.ERROR:
                 log.debug("TCMP socket error: %s", self.ws.exception())
                 return
+
+    @property
+    def client_left(self) -> bool:
+        """The client closed the socket as one that leaves (not a dropped connection, after which
+        the SDK opens another and sends `sync`)."""
+        return self.client_close_code in LEAVING_CLOSE_CODES
 
     def send(self, body: dict[str, Any]) -> None:
         """Queue an RSP message; a client that stops reading is cut off, not waited on."""
