@@ -130,6 +130,27 @@ def stacked(rows: pd.DataFrame, tracks: list[str]) -> pd.DataFrame:
     return table.reindex(columns=tracks).fillna(0.0)
 
 
+#: The event a bandwidth profile set for a participant is recorded as (`detail`: the whole profile, JSON).
+PROFILE_EVENT = "bandwidth-profile-changed"
+
+
+def profiles(events: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Each identity's Bandwidth Profile as last recorded in `events` (Twilio's options in snake
+    case, as `connect(bandwidth_profile=...)` takes them); identities without one are left out."""
+    import json
+
+    if events.empty:
+        return {}
+    rows = events[events["event"] == PROFILE_EVENT].sort_values("time", kind="stable")
+    found: dict[str, dict[str, Any]] = {}
+    for identity, detail in rows[["identity", "detail"]].itertuples(index=False):
+        try:
+            found[str(identity)] = json.loads(detail)
+        except (TypeError, ValueError):
+            continue
+    return found
+
+
 def label(publisher: Any, track_name: Any) -> str:
     """'cam-1's camera' (or the publisher alone when the track's name is unknown)."""
     return f"{publisher}'s {track_name}" if isinstance(track_name, str) and track_name else str(publisher)
