@@ -204,17 +204,21 @@ class SimulationSource(Source):
     def set_bandwidth_profile(self, identity: str, bandwidth_profile: Any) -> None:
         self._check_bot(identity)
         BandwidthProfile.from_options(bandwidth_profile)  # a bad value fails here, in the caller's thread
+        self._check_running(identity)
         self.submit(self.simulation.set_bandwidth_profile, identity, bandwidth_profile)
 
     def set_track_priority(self, identity: str, track: str, priority: str | None) -> None:
         self._check_bot(identity)
         if priority is not None:
             check_priority(priority)
+        self._check_running(identity)
         self.submit(self.simulation.set_track_priority, identity, track, priority)
 
     def _check_bot(self, identity: str) -> None:
         if identity not in self.simulation.identities:
             raise ValueError(f"no bot named {identity!r} in this simulation; bots: {', '.join(self.profiles())}")
+
+    def _check_running(self, identity: str) -> None:
         if self.simulation.status != "running":
             raise RuntimeError(
                 f"the simulation is {self.simulation.status}, not running: bot {identity!r} is not in the room"
