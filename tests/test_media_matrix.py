@@ -109,10 +109,10 @@ async def test_three_cameras_and_two_viewers_all_see_every_camera(server):
     ]
     stats = sim.frame("rtc_stats")
     assert missing_pairs(stats, published, sim.identities, {"video": 30}) == []
-    # every subscriber, from its own rows, receives one layer of each camera: the highest, with no limit
+    # every subscriber, from its own rows, receives one layer of each camera (which one: its allocation)
     inbound = stats[(stats["source"] == "client") & (stats["direction"] == "inbound") & (stats["kind"] == "video")]
     last = inbound.sort_values("time").groupby(["participant", "track"], observed=True)["layer"].last()
-    assert len(last) == 3 * 4 and set(last) == {"high"}
+    assert len(last) == 3 * 4 and set(last) <= {"low", "standard", "high"}, last
     # and the server receives the three layers of every camera
     uplinks = server.frame("rtc_stats").query("source == 'server' and direction == 'outbound' and packets > 20")
     received = uplinks.groupby("track", observed=True)["layer"].unique()

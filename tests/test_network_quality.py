@@ -134,12 +134,14 @@ async def test_150_ms_of_delay_lowers_the_latency_level(join, server):
     assert_rows_explain_their_levels(far_rows)
 
 
-async def test_a_subscriber_whose_downlink_is_narrower_than_its_video_gets_a_low_video_recv_level(server):
-    sim = roomlab.Simulation(server, room="narrow", workers=0, seed=2)
-    sim.add(identity="camera", video=True, subscribe=False)
-    sim.add(identity="narrow", link={"down_kbps": 600}, network_quality=True)
-    sim.add(identity="wide", network_quality=True)
-    await sim.run(12, progress=False)
+async def test_a_subscriber_whose_downlink_is_narrower_than_its_video_gets_a_low_video_recv_level():
+    # without bandwidth allocation, which would fit the video into the downlink (SPEC §11)
+    with roomlab.serve(bandwidth_allocation=False) as server:
+        sim = roomlab.Simulation(server, room="narrow", workers=0, seed=2)
+        sim.add(identity="camera", video=True, subscribe=False)
+        sim.add(identity="narrow", link={"down_kbps": 600}, network_quality=True)
+        sim.add(identity="wide", network_quality=True)
+        await sim.run(12, progress=False)
     narrow = rows_of(server, "narrow").dropna(subset=["video_recv"])
     wide = rows_of(server, "wide").dropna(subset=["video_recv"])
     assert narrow["video_recv"].iloc[-4:].max() <= 2

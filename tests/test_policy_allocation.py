@@ -266,6 +266,18 @@ def test_detected_keeps_tracks_on_until_congestion_is_seen():
     assert layers(predicted) == {"A": "low", "B": "low", "C": None}
 
 
+def test_on_the_estimators_prior_nothing_is_switched_off_for_bandwidth():
+    tracks = [track(name) for name in "ABC"]
+    first = allocate(300e3, tracks, profile(), prior=True)
+    assert layers(first) == {"A": "low", "B": "low", "C": "low"}  # over the budget: the prior predicts nothing
+    assert first.allocated_bps == 510e3 > first.available_bps
+    evidence = allocate(300e3, tracks, profile(), first, now_s=1)
+    assert layers(evidence) == {"A": "low", "B": None, "C": None}
+    assert reasons(evidence) == {"A": "bandwidth", "B": "bandwidth", "C": "bandwidth"}
+    # max_tracks still holds on the prior
+    assert layers(allocate(300e3, tracks, profile(max_tracks=1), prior=True)) == {"A": "low", "B": None, "C": None}
+
+
 # --- damping -------------------------------------------------------------------------------------------------
 
 

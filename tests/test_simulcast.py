@@ -27,6 +27,13 @@ FRAME_TICKS = 6000
 SIZES = {name: (width, height) for name, (width, height, _) in LAYERS.items()}
 
 
+@pytest.fixture
+def server():
+    """A server whose layers only the tests choose (the forwarder's API): no allocator behind them."""
+    with roomlab.serve(bandwidth_allocation=False) as running:
+        yield running
+
+
 def video_track(room: roomlab.Room) -> roomlab.RemoteVideoTrack | None:
     return next(
         (p.track for x in room.participants.values() for p in x.tracks.values() if p.kind == "video" and p.track),

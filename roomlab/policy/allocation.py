@@ -25,7 +25,9 @@ estimate, capped by `max_subscription_bitrate`. Then, as Twilio documents the mo
 `track_switch_off_mode`: `predicted` switches tracks off as soon as the estimate says they do not
 fit; `detected` keeps tracks that are on at their lowest layer until the estimator reports
 congestion (loss, queueing delay, a falling REMB), then switches off; `disabled` never switches
-off for bandwidth (lowest layers may exceed the budget). `max_tracks` applies in every mode.
+off for bandwidth (lowest layers may exceed the budget). `max_tracks` applies in every mode. Before
+the estimator has any evidence (its prior: a new subscriber's first seconds) every mode behaves as
+`disabled`: a prior predicts nothing, and a downlink shows what it carries only once it carries it.
 
 Damping: downgrades and switch-offs are immediate (they protect audio). A track switched off for
 bandwidth comes back only after the budget has fitted it (with `UPGRADE_HEADROOM` to spare) for
@@ -423,11 +425,14 @@ def allocate(
     now_s: float = 0.0,
     probe_goal_bps: float | None = None,
     congestion_detected: bool = False,
+    prior: bool = False,
 ) -> Allocation:
     """Divide `estimate_bps` (the subscriber's downlink estimate minus its audio and data) among its
     video `tracks`. `probe_goal_bps` (same units): the estimator is probing, upgrades that fit it
     happen now. `congestion_detected`: the estimator saw congestion (track_switch_off_mode
-    `detected`). Pure: the same inputs give the same decision."""
+    `detected`). `prior`: the estimate is the estimator's prior, with no evidence yet: nothing is
+    switched off for bandwidth (every track keeps its lowest layer, as in `disabled`) until the
+    downlink has shown what it carries. Pure: the same inputs give the same decision."""
     if isinstance(profile, BandwidthProfile):
         profile = profile.video
     profile = profile or VideoBandwidthProfile()
@@ -480,7 +485,7 @@ def allocate(
 
     # `disabled` never switches off for bandwidth; `detected` keeps what is on until congestion shows
     keep_on: set[str] = set()
-    if profile.track_switch_off_mode == "disabled":
+    if profile.track_switch_off_mode == "disabled" or prior:
         keep_on = {s.spec.track for s in slots}
     elif profile.track_switch_off_mode == "detected" and not congestion_detected:
         keep_on = {s.spec.track for s in slots if _level_of(s.spec, before.get(s.spec.track)) != _OFF}

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 
 #: Estimate before any evidence: Chromium's GCC start bitrate.
 INITIAL_ESTIMATE_BPS = 300_000.0
+#: The estimate's reason while it is still the prior (the allocator switches nothing off on it).
+INITIAL_REASON = "initial"
 #: The estimate never falls below this (a probe must stay possible; audio alone needs ~30 kbit/s).
 MIN_ESTIMATE_BPS = 50_000.0
 #: On congestion the estimate falls to this fraction of what got through (GCC, aiortc: 0.85).
@@ -199,7 +201,7 @@ class DownlinkEstimator:
         self._probe_interval_s = PROBE_INTERVAL_S
         self._probe: _Probe | None = None
         self._failed_probe = False
-        self._reason = "initial"
+        self._reason = INITIAL_REASON
 
     # -- REMB --
 
@@ -272,7 +274,7 @@ class DownlinkEstimator:
                 self._end_probe(time_s, success=False)
                 self.estimate_bps, self._last_cut_s = max(MIN_ESTIMATE_BPS, capacity), time_s
                 self._reason = "probe-failed"
-            elif not held and (cut < self.estimate_bps or self._reason == "initial"):  # evidence beats the prior
+            elif not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
                 self.estimate_bps, self._last_cut_s = cut, time_s
                 self._reason = "+".join(signals)
         else:
@@ -355,7 +357,7 @@ class DownlinkEstimator:
         confirmed = self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._probe is not None
         if self._loss_streak and (confirmed or signals or remb):
             signals.insert(0, "loss")
-        if remb and (signals or self._reason == "initial"):
+        if remb and (signals or self._reason == INITIAL_REASON):
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
             capacity = through

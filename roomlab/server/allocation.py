@@ -24,9 +24,9 @@ Passes run from the server's sampler right after the estimates (`update`, about 
 coalesced into one per loop turn, on every change (`schedule`): a subscription, a priority, a
 profile, a track enabled, disabled, stalled or resumed, the dominant speaker.
 
-`enabled=False` (`serve(bandwidth_allocation=False)`) forwards every layer-selecting track at its
-highest layer, whatever the downlink: for side-by-side comparison. A subscriber's own switch-off is
-still honoured then.
+`enabled=False` (`serve(bandwidth_allocation=False)`) forwards every track at the layer a
+subscription starts with, the highest, whatever the downlink: for side-by-side comparison. A
+subscriber's own switch-off is still honoured then, and nothing is recorded in `allocations`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..policy.allocation import Allocation, BandwidthProfile, SubscribedVideoTrack, allocate, check_priority
-from ..policy.bandwidth_estimate import INITIAL_ESTIMATE_BPS
+from ..policy.bandwidth_estimate import INITIAL_ESTIMATE_BPS, INITIAL_REASON
 from ..telemetry.recorder import Telemetry, now_ns
 from ..telemetry.schema import ALLOCATIONS
 from .dominant_speaker import DominantSpeakers
@@ -197,11 +197,19 @@ class BandwidthAllocation:
         estimate = downlink.estimate if downlink is not None else None
         if estimate is not None:
             budget, goal, congested = estimate.video_budget_bps, estimate.probe_video_budget_bps, estimate.congested
+            prior = estimate.reason == INITIAL_REASON
         else:  # before the first sample: the estimator's prior
             budget = downlink.estimator.estimate_bps if downlink is not None else INITIAL_ESTIMATE_BPS
-            goal, congested = None, False
+            goal, congested, prior = None, False, True
         allocation = allocate(
-            budget, tracks, state.profile, state.previous, now, probe_goal_bps=goal, congestion_detected=congested
+            budget,
+            tracks,
+            state.profile,
+            state.previous,
+            now,
+            probe_goal_bps=goal,
+            congestion_detected=congested,
+            prior=prior,
         )
         state.previous = allocation
         if downlink is not None:
@@ -242,11 +250,13 @@ class BandwidthAllocation:
     def _forward_everything(
         self, participant_sid: str, state: SubscriberState, forwarders: list[MediaTrackForwarder]
     ) -> None:
-        """Allocation off: the highest layer of every track, unless the subscriber switched it off."""
+        """Allocation off: every track stays at the layer it has (the highest, where a subscription
+        starts), and only the subscriber's own switch-offs and switch-ons are applied."""
         for forwarder in forwarders:
             off = forwarder.track.sid in state.switched_off
-            self._select(participant_sid, forwarder, None if off else forwarder.media.stream_names[-1])
-            self._tell(participant_sid, state, forwarder, off, "subscriber" if off else "optimal")
+            if (state.told.get(forwarder.track.sid) is not None) != off:
+                self._select(participant_sid, forwarder, None if off else forwarder.media.stream_names[-1])
+                self._tell(participant_sid, state, forwarder, off, "subscriber" if off else "optimal")
 
     def _select(self, participant_sid: str, forwarder: MediaTrackForwarder, layer: str | None) -> None:
         selection = forwarder.selection(participant_sid)
