@@ -518,6 +518,7 @@ PRIORITY_ORDER = ("high", "standard", "low")
 ALLOCATION_LINES = (
     ("available_bps", {"color": "black", "linewidth": 1.6}, "available to video (budget)"),
     ("estimate_bps", {"color": "0.45", "linewidth": 1.1, "linestyle": "--"}, "downlink estimate (all media)"),
+    ("probe_goal_bps", {"color": "tab:olive", "linewidth": 1.1, "linestyle": ":"}, "probe goal (while probing)"),
 )
 #: Colour of mode changes in `allocations`.
 MODE_COLOUR = "darkviolet"
@@ -662,8 +663,7 @@ def allocations(
     ax.set_xlim(0, max(span_s, float(edges[-1])))
     ax.set_xlabel("seconds")
     ax.set_ylabel("allocated (kbit/s)")
-    first_mode = modes.dropna().iloc[0] if modes.notna().any() else "?"
-    ax.set_title(f"{title} · mode {first_mode}")
+    ax.set_title(f"{title} · mode {' → '.join(dict.fromkeys(modes.dropna().astype(str))) or '?'}")
     handles = [
         Patch(facecolor=colours.get(str(p), "0.4"), hatch=hatches[t], label=allocation_frames.label(p, n))
         for t, p, n in zip(latest["track"], latest["publisher"], latest["track_name"], strict=True)
