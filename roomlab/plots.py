@@ -512,8 +512,6 @@ def quality_inputs(
 LAYER_ALPHAS = {"low": 0.3, "standard": 0.55, "single": 0.55, "high": 0.85}
 #: Short layer names for the lanes of `allocations`.
 LAYER_SHORT = {"low": "low", "standard": "std", "high": "high", "single": "on"}
-#: Ranking of priorities in `allocations`: the highest at the bottom of the stack.
-PRIORITY_ORDER = ("high", "standard", "low")
 #: The lines drawn over the stack: column of `allocations`, style, label.
 ALLOCATION_LINES = (
     ("available_bps", {"color": "black", "linewidth": 1.6}, "available to video (budget)"),
@@ -552,10 +550,7 @@ def allocations(
     if rows.empty:
         return _empty(ax, title, "no allocations yet")
     start = rows["time"].min() if start is None else start
-    latest = rows.drop_duplicates("track", keep="last")
-    rank = {p: i for i, p in enumerate(PRIORITY_ORDER)}
-    latest = latest.assign(rank=latest["priority"].map(rank).fillna(len(rank)))
-    latest = latest.sort_values(["rank", "publisher", "track"], kind="stable")
+    latest = allocation_frames.latest_per_track(rows)
     tracks = list(latest["track"])
     colours = colours or participant_colours(list(latest["publisher"].astype(str)))
     info = latest.set_index("track")

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 #: Seconds the last decision is taken to hold when the table says no more (the allocator decides
 #: about once a second).
 LAST_DECISION_S = 1.0
+#: Priorities from the highest: the order tracks are listed and stacked in.
+PRIORITY_ORDER = ("high", "standard", "low")
 #: What makes a new period of a track: its layer, being switched off and why, its priority.
 PERIOD_KEYS = ("layer", "switched_off", "off_reason", "priority")
 PERIOD_COLUMNS = (
@@ -121,6 +123,14 @@ def periods(allocations: pd.DataFrame, subscriber: str | None = None) -> pd.Data
     result = pd.DataFrame(found).sort_values(["start", "track"], ignore_index=True)
     result["seconds"] = (result["end"] - result["start"]).dt.total_seconds()
     return result[list(PERIOD_COLUMNS)]
+
+
+def latest_per_track(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each track's last row of `rows` (one subscriber's decisions), highest priority first, then by
+    publisher: the order in which the plot stacks them and the view lists them."""
+    latest = rows.drop_duplicates("track", keep="last")
+    rank = latest["priority"].map({p: i for i, p in enumerate(PRIORITY_ORDER)}).fillna(len(PRIORITY_ORDER))
+    return latest.assign(rank=rank).sort_values(["rank", "publisher", "track"], kind="stable").drop(columns="rank")
 
 
 def stacked(rows: pd.DataFrame, tracks: list[str]) -> pd.DataFrame:

@@ -128,12 +128,15 @@ class AllocationView(View):
         first = latest.iloc[0]
         on = latest[~latest["switched_off"].fillna(False).astype(bool)]
         states = []
+        latest = allocation_frames.latest_per_track(latest)
         for row in latest.itertuples(index=False):
             states.append(f"{row.publisher} {'off (' + str(row.reason) + ')' if row.switched_off else row.layer}")
         summary = (
             f"{model.subscriber} in {first['mode']} mode: {', '.join(states)}; "
             f"{on['allocated_bps'].sum() / 1000:.0f} of {first['available_bps'] / 1000:.0f} kbit/s allocated"
         )
+        if bool(first["probing"]) and not pd.isna(first["probe_goal_bps"]):
+            summary += f" (probing up to {first['probe_goal_bps'] / 1000:.0f})"
         periods = allocation_frames.periods(model.rows, model.subscriber)
         off_seconds = periods[periods["switched_off"]].groupby("track")["seconds"].sum()
         total_seconds = periods.groupby("track")["seconds"].sum()
@@ -167,7 +170,7 @@ class AllocationView(View):
             latest = model.latest
             tracks = [
                 (str(row.track), allocation_frames.label(row.publisher, row.track_name), str(row.priority))
-                for row in latest.sort_values("publisher").itertuples(index=False)
+                for row in allocation_frames.latest_per_track(latest).itertuples(index=False)
             ]
             mode = str(latest["mode"].iloc[0]) if len(latest) else None
             controls.fill(mode, model.profile, tracks)
