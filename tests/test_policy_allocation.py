@@ -274,8 +274,10 @@ def test_on_the_estimators_prior_nothing_is_switched_off_for_bandwidth():
     evidence = allocate(300e3, tracks, profile(), first, now_s=1)
     assert layers(evidence) == {"A": "low", "B": None, "C": None}
     assert reasons(evidence) == {"A": "bandwidth", "B": "bandwidth", "C": "bandwidth"}
-    # max_tracks still holds on the prior
+    # max_tracks and max_subscription_bitrate still hold on the prior
     assert layers(allocate(300e3, tracks, profile(max_tracks=1), prior=True)) == {"A": "low", "B": None, "C": None}
+    capped = allocate(300e3, tracks, profile(max_subscription_bitrate=400e3), prior=True)
+    assert layers(capped) == {"A": "low", "B": "low", "C": None} and capped.allocated_bps <= 400e3
 
 
 # --- damping -------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlencode
 
+import pandas as pd
 import pytest_asyncio
 
 import roomlab
@@ -134,12 +135,27 @@ async def test_network_quality_levels_reach_the_page_in_the_sdks_shape(server, j
     assert (configuration.local, configuration.remote) == (3, 1)
 
 
+def last_allocation(server: roomlab.Server, subscriber: str, track_sid: str) -> dict | None:
+    rows = server.frame("allocations")
+    rows = rows[(rows["subscriber"] == subscriber) & (rows["track"] == track_sid)]
+    return rows.sort_values("time").iloc[-1].to_dict() if len(rows) else None
+
+
+def explain(row: dict | None) -> str:
+    """An allocations row in short, for assertion messages."""
+    if row is None:
+        return "no allocation"
+    names = ("layer", "reason", "desired_layer", "available_bps", "estimate_bps", "probing", "probe_goal_bps")
+    return " ".join(f"{name}={row[name]}" for name in names)
+
+
 async def test_a_layered_camera_reaches_the_page_one_layer_at_a_time(server, open_page, run_simulation):
     sim = roomlab.Simulation(server, room="cams", workers=0, seed=1)
     sim.add(identity="cam", video=Camera())
-    run_simulation(sim, 40)
+    run_simulation(sim, 60)
     page = await open_page()
-    joined = await js_join(page, server.token("js"), name="cams")
+    profile = {"contentPreferencesMode": "manual"}  # the page says at what size it shows the track
+    joined = await js_join(page, server.token("js"), name="cams", bandwidthProfile={"video": profile})
     assert "error" not in joined, page.console
     (camera,) = await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == 1, timeout=15)
     assert (camera["from"], camera["name"], camera["kind"]) == ("cam", "camera", "video"), page.console
@@ -147,9 +163,9 @@ async def test_a_layered_camera_reaches_the_page_one_layer_at_a_time(server, ope
     def shown(progress: dict, width: int, frames: int) -> bool:
         return progress.get("camera", {}).get("width") == width and progress["camera"].get("shown", 0) >= frames
 
-    # the highest layer by default: decoded and shown, frame after frame
-    progress = await page_eventually(page, "window.videoProgress()", lambda p: shown(p, 640, 30), timeout=15)
-    assert shown(progress, 640, 30), (progress, page.console)
+    # on an unconstrained link the allocation climbs to the highest layer (probing from the lowest)
+    progress = await page_eventually(page, "window.videoProgress()", lambda p: shown(p, 640, 30), timeout=40)
+    assert shown(progress, 640, 30), (explain(last_allocation(server, "js", camera["sid"])), progress)
     assert progress[camera["sid"]]["packets"] > 0
 
     def layers_sampled() -> set:
@@ -157,14 +173,18 @@ async def test_a_layered_camera_reaches_the_page_one_layer_at_a_time(server, ope
         rows = rtc[(rtc["participant"] == "js") & (rtc["direction"] == "inbound") & (rtc["kind"] == "video")]
         return set(rows[rows["packets"] > 0]["layer"].dropna())
 
-    assert await eventually(lambda: layers_sampled() == {"high"}, timeout=5), layers_sampled()
+    assert await eventually(lambda: "high" in layers_sampled(), timeout=5), layers_sampled()
 
-    # another layer: the page's picture changes size, telemetry records the layer it gets now
-    forwarder = server.call(lambda: server.sfu.forwarders[camera["sid"]])
-    server.call(forwarder.select_layer, joined["participant"], "low")
+    # shown at 160 x 90 (the SDK's render hint): the allocation forwards the low layer, the picture follows
+    track = f"window.room.participants.get([...window.room.participants.keys()][0]).videoTracks.get({camera['sid']!r})"
+    await page.evaluate(
+        f"{track}.track.setContentPreferences({{renderDimensions: {{width: 160, height: 90}}}}) && null"
+    )
     before = progress["camera"]["shown"]
     progress = await page_eventually(page, "window.videoProgress()", lambda p: shown(p, 160, before + 15), timeout=10)
     assert shown(progress, 160, before + 15), progress
+    decided = last_allocation(server, "js", camera["sid"])
+    assert (decided["layer"], decided["desired_layer"], decided["reason"]) == ("low", "low", "render_dimensions")
 
     def latest_layer() -> str | None:
         rtc = server.frame("rtc_stats")
@@ -172,13 +192,13 @@ async def test_a_layered_camera_reaches_the_page_one_layer_at_a_time(server, ope
         return rows.sort_values("time")["layer"].iloc[-1] if len(rows) else None
 
     assert await eventually(lambda: latest_layer() == "low", timeout=5), latest_layer()
-    assert layers_sampled() == {"high", "low"}
+    assert {"high", "low"} <= layers_sampled()
 
 
-async def test_track_switch_off_priorities_and_render_hints_over_media_signaling(server, open_page, run_simulation):
+async def test_the_sdks_profile_priorities_and_render_hints_drive_the_allocation(server, open_page, run_simulation):
     sim = roomlab.Simulation(server, room="profile", workers=0, seed=2)
     sim.add(identity="cam", video=Camera(layers=("low", "standard")))
-    run_simulation(sim, 40)
+    run_simulation(sim, 60)
     page = await open_page()
     profile = {
         "mode": "collaboration",
@@ -191,8 +211,8 @@ async def test_track_switch_off_priorities_and_render_hints_over_media_signaling
     joined = await js_join(page, server.token("js"), name="profile", bandwidthProfile={"video": profile})
     assert "error" not in joined, page.console
     session = sdk_session(server, joined["participant"])
-    # the SDK's bandwidth profile, in roomlab's terms
-    assert session.bandwidth_profile == BandwidthProfile.from_options(
+    # the SDK's bandwidth profile, in roomlab's terms, is the one the server's allocation uses for the page
+    expected_profile = BandwidthProfile.from_options(
         {
             "video": {
                 "mode": "collaboration",
@@ -202,39 +222,68 @@ async def test_track_switch_off_priorities_and_render_hints_over_media_signaling
             }
         }
     )
+    assert session.bandwidth_profile == expected_profile
+    state = server.call(server.allocation.state, joined["participant"])
+    assert state.profile == expected_profile
     (camera,) = await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == 1, timeout=15)
     sid = camera["sid"]
     track = f"window.room.participants.get([...window.room.participants.keys()][0]).videoTracks.get({sid!r}).track"
+    await page_eventually(page, "window.videoProgress()", lambda p: p.get("camera", {}).get("shown", 0) > 5, 15)
 
-    # the subscriber's priority and render hints reach the server
+    # the subscriber's priority and render hints reach the allocation
     await page.evaluate(f"{track}.setPriority('high') && null")
     await page.evaluate(f"{track}.setContentPreferences({{renderDimensions: {{width: 320, height: 180}}}}) && null")
-    await page.evaluate(f"{track}.switchOff() && null")
     hints = session.media_signaling
-
     assert await eventually(lambda: server.call(lambda: hints.priorities.get(sid)) == "high", timeout=5)
+    assert await eventually(lambda: server.call(lambda: state.priorities.get(sid)) == "high", timeout=5)
+    assert await eventually(lambda: server.call(lambda: state.render_dimensions.get(sid)) == (320, 180), timeout=5)
+    decided = await eventually(lambda: (last_allocation(server, "js", sid) or {}).get("priority") == "high", 5)
+    assert decided, last_allocation(server, "js", sid)
+
+    # switched off by the page (its render hint): the server stops forwarding and says so, reason `subscriber`
+    await page.evaluate(f"{track}.switchOff() && null")
     expected = RenderHint(enabled=False, render_dimensions=(320, 180))
     assert await eventually(lambda: server.call(lambda: hints.render_hints.get(sid)) == expected, timeout=5)
-    await page.evaluate(f"{track}.setPriority(null) && null")
-    await page.evaluate(f"{track}.switchOn() && null")
-    assert await eventually(lambda: server.call(lambda: sid not in hints.priorities), timeout=5)
-    expected = RenderHint(enabled=True, render_dimensions=(320, 180))
-    assert await eventually(lambda: server.call(lambda: hints.render_hints.get(sid)) == expected, timeout=5)
-
-    # the server stops forwarding the track to the page: trackSwitchedOff; a layer again: trackSwitchedOn
-    await page_eventually(page, "window.videoProgress()", lambda p: p.get("camera", {}).get("shown", 0) > 5, 15)
-    forwarder = server.call(lambda: server.sfu.forwarders[sid])
-    server.call(forwarder.select_layer, joined["participant"], None)
     off = await page_eventually(page, "window.eventsNamed('trackSwitchedOff')", bool, timeout=5)
     assert off == [["cam", "camera"]], page.console
     assert await page.evaluate(f"{track}.isSwitchedOff") is True
-    server.call(forwarder.select_layer, joined["participant"], "standard")
+    decided = last_allocation(server, "js", sid)
+    assert (decided["switched_off"], decided["reason"], pd.isna(decided["layer"])) == (True, "subscriber", True)
+    events = server.frame("events")
+    switches = events[(events["room"] == "profile") & (events["event"].astype(str).str.startswith("track-switched"))]
+    assert switches[["event", "detail"]].values.tolist()[-1] == ["track-switched-off", "subscriber"]
+
+    # back on, its priority the publisher's again: trackSwitchedOn, and the picture at the size it asked for
+    await page.evaluate(f"{track}.setPriority(null) && null")
+    await page.evaluate(f"{track}.switchOn() && null")
+    assert await eventually(lambda: server.call(lambda: sid not in hints.priorities and sid not in state.priorities), 5)
     on = await page_eventually(page, "window.eventsNamed('trackSwitchedOn')", bool, timeout=5)
     assert on == [["cam", "camera"]] and await page.evaluate(f"{track}.isSwitchedOff") is False
     progress = await page_eventually(
-        page, "window.videoProgress()", lambda p: p.get("camera", {}).get("width") == 320, timeout=10
+        page, "window.videoProgress()", lambda p: p.get("camera", {}).get("width") == 320, timeout=20
     )
-    assert progress["camera"]["width"] == 320
+    assert progress["camera"]["width"] == 320, (progress, last_allocation(server, "js", sid))
+
+
+async def test_a_js_subscriber_over_max_tracks_gets_switched_off_and_on(server, join, open_page, run_simulation):
+    sim = roomlab.Simulation(server, room="limit", workers=0, seed=4)
+    sim.add(identity="cam-high", video=Camera(layers=("low",), priority="high"), leave_at=12)
+    sim.add(identity="cam-low", video=Camera(layers=("low",), priority="low"))
+    run_simulation(sim, 60)
+    page = await open_page()
+    joined = await js_join(page, server.token("js"), name="limit", bandwidthProfile={"video": {"maxTracks": 1}})
+    assert "error" not in joined, page.console
+    await page_eventually(page, "window.subscribed()", lambda tracks: len(tracks) == 2, timeout=15)
+    # the lower priority is beyond max_tracks: Twilio's switchedOff on the page, the reason in the tables
+    off = await page_eventually(page, "window.eventsNamed('trackSwitchedOff')", bool, timeout=10)
+    assert off == [["cam-low", "camera"]], page.console
+    rows = server.frame("allocations")
+    low = rows[(rows["subscriber"] == "js") & (rows["publisher"] == "cam-low")].sort_values("time").iloc[-1]
+    assert (low["switched_off"], low["reason"]) == (True, "max_tracks")
+    assert await page.evaluate("window.eventsNamed('trackSwitchedOn')") == []
+    # the high one leaves: the low one is switched on
+    on = await page_eventually(page, "window.eventsNamed('trackSwitchedOn')", bool, timeout=25)
+    assert on == [["cam-low", "camera"]], page.console
 
 
 async def test_a_dropped_signaling_socket_resumes_the_same_participant(server, join, open_page, proxy):

@@ -485,12 +485,20 @@ def allocate(
 
     # `disabled` never switches off for bandwidth; `detected` keeps what is on until congestion shows
     keep_on: set[str] = set()
-    if profile.track_switch_off_mode == "disabled" or prior:
+    if profile.track_switch_off_mode == "disabled":
         keep_on = {s.spec.track for s in slots}
+    elif prior:  # within max_subscription_bitrate, which is the subscriber's own limit, not a prediction
+        lowest = 0.0
+        for s in slots:
+            lowest += s.cost(0) if s.spec.layers else 0.0
+            if cap is None or lowest <= cap:
+                keep_on.add(s.spec.track)
     elif profile.track_switch_off_mode == "detected" and not congestion_detected:
         keep_on = {s.spec.track for s in slots if _level_of(s.spec, before.get(s.spec.track)) != _OFF}
 
-    fill_to = probe_goal_bps if probe_goal_bps is not None and probing else budget
+    fill_to = budget
+    if probing:  # a probe tests the downlink, never the subscriber's own cap
+        fill_to = min(probe_goal_bps, cap) if cap is not None else probe_goal_bps  # type: ignore[type-var]
     # what the budget allows, with no damping: what the estimator may probe for
     _fill(slots, budget, profile.mode, keep_on)
     wanted = sum(s.cost(s.desired) for s in slots)

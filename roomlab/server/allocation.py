@@ -12,7 +12,8 @@ itself. Per subscriber and pass:
   priority (the subscriber's override, else the publisher's), the publisher's speaking activity and
   whether it is the dominant speaker (server/dominant_speaker.py), whether the publisher disabled
   the track, whether the subscriber switched it off itself;
-- the subscriber's `BandwidthProfile` and its previous decision.
+- the subscriber's `BandwidthProfile`, the sizes it renders tracks at (the SDK's render hints) and
+  its previous decision.
 
 Decisions go to the forwarder (`select_layer`, None: switched off), to the estimator (the
 allocator's `wanted_bps` and `probe_step_bps`: what to probe for), to the `allocations` table (every
@@ -66,7 +67,10 @@ class SubscriberState:
     priorities: dict[str, str] = field(default_factory=dict)
     """Track SID -> the subscriber's priority override (`RemoteVideoTrack.set_priority`)."""
     switched_off: set[str] = field(default_factory=set)
-    """Tracks the subscriber switched off itself (`RemoteVideoTrack.switch_off()`)."""
+    """Tracks the subscriber switched off itself (`RemoteVideoTrack.switch_off()`, or the SDK's render
+    hint that no element shows it)."""
+    render_dimensions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Track SID -> the size the subscriber renders it at (the SDK's render hints); else the profile's."""
     previous: Allocation | None = None
     told: dict[str, str | None] = field(default_factory=dict)
     """Track SID -> the switch-off reason last announced (None: on)."""
@@ -124,6 +128,16 @@ class BandwidthAllocation:
         (state.switched_off.add if off else state.switched_off.discard)(track_sid)
         self.schedule([participant_sid])
 
+    def set_render_dimensions(self, participant_sid: str, track_sid: str, size: tuple[int, int] | None) -> None:
+        """The size the subscriber shows a track at (None, or an empty size: the profile's for its
+        priority)."""
+        state = self.state(participant_sid)
+        if size is None or size[0] * size[1] <= 0:
+            state.render_dimensions.pop(track_sid, None)
+        else:
+            state.render_dimensions[track_sid] = size
+        self.schedule([participant_sid])
+
     # when --------------------------------------------------------------------------------------
     def schedule(self, participant_sids: Iterable[str]) -> None:
         """Allocate for these subscribers soon: once for all the changes of one loop turn."""
@@ -164,6 +178,7 @@ class BandwidthAllocation:
                 if state is not None:
                     state.priorities.pop(event.track_sid, None)
                     state.switched_off.discard(event.track_sid)
+                    state.render_dimensions.pop(event.track_sid, None)
                     state.told.pop(event.track_sid, None)
         elif name == "participant-disconnected" and participant is not None:
             self._states.pop(participant.sid, None)
@@ -218,7 +233,8 @@ class BandwidthAllocation:
         by_sid = {f.track.sid: f for f in forwarders}
         for decision in allocation.tracks:
             forwarder = by_sid[decision.track]
-            self._select(participant_sid, forwarder, decision.layer)
+            if decision.reason != "publisher":  # nothing arrives: the selection waits for it, unchanged
+                self._select(participant_sid, forwarder, decision.layer)
             self._tell(participant_sid, state, forwarder, decision.switched_off, decision.reason)
         self._record(session, allocation, by_sid, estimate.estimate_bps if estimate is not None else budget, goal)
         return allocation
@@ -245,6 +261,7 @@ class BandwidthAllocation:
             dominant_speaker=dominant,
             publisher_disabled=not track.enabled,
             subscriber_switched_off=track.sid in state.switched_off,
+            render_dimensions=state.render_dimensions.get(track.sid),
         )
 
     def _forward_everything(

@@ -170,7 +170,7 @@ class Server:
             enabled=self.bandwidth_allocation,
         )
         signaling = SignalingEndpoint(self.rooms, self.sfu, self.credentials, self.allocation)
-        twilio_signaling = TwilioSignalingEndpoint(self.rooms, self.sfu, self.credentials)
+        twilio_signaling = TwilioSignalingEndpoint(self.rooms, self.sfu, self.credentials, self.allocation)
         app = build_app(
             self.credentials,
             RestApi(self.rooms, self.store, self.sfu),

@@ -38,6 +38,8 @@ class BotSpec:
     """`connect(network_quality=...)`: False, True, or {"local": ..., "remote": ...}."""
     dominant_speaker: bool = False
     """`connect(dominant_speaker=...)`."""
+    bandwidth_profile: dict[str, Any] | None = None
+    """`connect(bandwidth_profile=...)`: Twilio's options in snake case (None: Twilio's defaults)."""
 
 
 class Bot:
@@ -80,6 +82,7 @@ class Bot:
                 automatic_subscription=self.spec.subscribe,
                 network_quality=self.spec.network_quality,
                 dominant_speaker=self.spec.dominant_speaker,
+                bandwidth_profile=self.spec.bandwidth_profile,
             )
             assert self.room.local_participant is not None
             for track, behaviour in tracks:  # as connect(tracks=...) would, with each behaviour's priority

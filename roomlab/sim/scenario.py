@@ -18,6 +18,7 @@ end into a directory of Parquet frames and a PNG report (`roomlab simulate SCENA
         leave_at: null       # seconds (optional)
         network_quality: {local: minimal, remote: none}   # or true (optional)
         dominant_speaker: true                            # (optional)
+        bandwidth_profile: {video: {mode: presentation, max_subscription_bitrate: 800000}}  # (optional)
     schedule:                # link changes while running
       - at: 20
         identity: "bot-1"
@@ -52,6 +53,7 @@ PARTICIPANT_KEYS = {
     "leave_at",
     "network_quality",
     "dominant_speaker",
+    "bandwidth_profile",
 }
 SCENARIO_KEYS = {"room", "duration", "seed", "workers", "participants", "schedule"}
 
@@ -128,6 +130,7 @@ class Scenario:
                     leave_at=group.get("leave_at"),
                     network_quality=group.get("network_quality", False),
                     dominant_speaker=group.get("dominant_speaker", False),
+                    bandwidth_profile=group.get("bandwidth_profile"),
                 )
             except (ValueError, TypeError) as exc:
                 raise ScenarioError(f"{self.source}: participants[{number}]: {exc}") from None

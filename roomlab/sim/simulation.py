@@ -164,6 +164,7 @@ class Simulation:
         subscribe: bool = True,
         network_quality: Any = False,
         dominant_speaker: bool = False,
+        bandwidth_profile: Any = None,
     ) -> list[str]:
         """Add `n` bots. `identity` is formatted with `i`, counting the bots added with that
         pattern from 0 (`add(2, identity="sub-{i}")` gives sub-0, sub-1; a later one, sub-2).
@@ -172,11 +173,14 @@ class Simulation:
         `link`: a `roomlab.Link` or a dict of its parameters (each bot gets a Link of its own);
         None starts the bot on an unconstrained link, which `link(identity)` changes like any
         other. `join_at`/`leave_at`: seconds. `subscribe=False` makes publish-only bots.
-        `network_quality` and `dominant_speaker` are passed to each bot's `connect()` (the server
-        records every level in `network_quality` whatever they ask)."""
+        `network_quality`, `dominant_speaker` and `bandwidth_profile` (Twilio's Bandwidth Profile
+        options in snake case, `{"video": {"mode": ..., ...}}`) are passed to each bot's `connect()`
+        (the server records every level in `network_quality` and every allocation in `allocations`
+        whatever they ask)."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         NetworkQualityConfiguration.from_option(network_quality)  # a bad option fails here, not in a worker
+        profile = BandwidthProfile.from_options(bandwidth_profile).options() if bandwidth_profile is not None else None
         if not isinstance(dominant_speaker, bool):
             raise ValueError(f"dominant_speaker must be True or False, got {dominant_speaker!r}")
         if join_at < 0 or (leave_at is not None and leave_at <= join_at):
@@ -212,6 +216,7 @@ class Simulation:
                     seed,
                     copy.deepcopy(network_quality),
                     dominant_speaker,
+                    copy.deepcopy(profile),
                 )
             )
             self._links[name] = Link(**(parameters or {"seed": seed}))

@@ -131,7 +131,6 @@ ALLOCATIONS = (
     Column("subscriber", "str", "", "identity of the subscriber whose downlink is divided"),
     Column("publisher", "str", "", "identity of the track's publisher"),
     Column("track", "str", "", "subscribed video track SID"),
-    Column("track_name", "str", "", "the track's name as its publisher gave it"),
     Column(
         "priority",
         "str",
@@ -159,6 +158,7 @@ ALLOCATIONS = (
         "on: optimal, render_dimensions, bandwidth, damping, probe",
     ),
     Column("mode", "str", "", "the subscriber's bandwidth profile mode: grid, collaboration, presentation"),
+    Column("track_name", "str", "", "the track's name as its publisher gave it"),
     Column("desired_layer", "str", "", "the layer it would get with enough bandwidth (render dimensions allowing)"),
     Column("limited_by", "str", "", "estimate or max_subscription_bitrate, when bandwidth set the decision"),
     Column("wanted_bps", "float", "bit/s", "what all the subscriber's video tracks would take at their desired layers"),

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import RoomError
+from ..allocation import BandwidthAllocation
 from ..auth import Credentials, verify_access_token
 from ..rooms import SIGNALING_BROKE, Rooms
 from ..sfu import Sfu
@@ -33,10 +34,13 @@ CONNECT_TIMEOUT = 10.0
 
 
 class TwilioSignalingEndpoint:
-    def __init__(self, rooms: Rooms, sfu: Sfu, credentials: Credentials) -> None:
+    def __init__(
+        self, rooms: Rooms, sfu: Sfu, credentials: Credentials, allocation: BandwidthAllocation | None = None
+    ) -> None:
         self.rooms = rooms
         self.sfu = sfu
         self.credentials = credentials
+        self.allocation = allocation
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME_BYTES * 2)
@@ -91,6 +95,7 @@ class TwilioSignalingEndpoint:
             session_key=self.rooms.new_session_key(participant),
             media_signaling=media_signaling.requested(connect.get("media_signaling")),
             bandwidth_profile=profile,
+            allocation=self.allocation,
         )
         self.sfu.add_session(session)
         try:

@@ -18,10 +18,11 @@ from twilio-video.js `lib/signaling/v2/*signaling.js` and `lib/data/transport.js
                       server  {type: "render_hints", subscriber: {id, hints: [{track, result: "OK"}]}}
 
 Nothing here computes a level, a speaker or an allocation: the server's network quality, dominant
-speaker and forwarding plane decide, and `MediaSignaling` says it in these words. The client's
+speaker and bandwidth allocation decide, and `MediaSignaling` says it in these words. The client's
 own network-quality stats are not used (the server measures both directions itself). The
-subscriber's priorities and render hints are kept (`priorities`, `render_hints`) as inputs of the
-bandwidth allocation.
+subscriber's priorities and render hints are kept (`priorities`, `render_hints`) and handed to the
+bandwidth allocation as they change (`on_priority`, `on_render_hint`): a hint that no element shows
+a track switches it off (reason `subscriber`), its size sets the layer it needs.
 """
 
 from __future__ import annotations
@@ -193,8 +194,16 @@ class MediaSignaling:
     `connection` is its `ParticipantConnection`: its `network_quality` (the configuration the
     server's network quality reports at) and `dominant_speaker` are set from what it asked for."""
 
-    def __init__(self, connection: Any, names: Iterable[str]) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        names: Iterable[str],
+        on_priority: Callable[[str, str | None], None] | None = None,
+        on_render_hint: Callable[[str, RenderHint], None] | None = None,
+    ) -> None:
         self.connection = connection
+        self._on_priority = on_priority
+        self._on_render_hint = on_render_hint
         self.names = tuple(name for name in CHANNELS if name in set(names))
         self.channels: dict[str, Channel] = {}
         #: what was said before the channels opened (the session joins the room first)
@@ -310,6 +319,8 @@ class MediaSignaling:
             self.priorities.pop(track, None)
         else:
             self.priorities[track] = priority
+        if self._on_priority is not None:
+            self._on_priority(track, priority)
 
     def _on_render_hints(self, message: dict[str, Any]) -> None:
         subscriber = message.get("subscriber")
@@ -326,5 +337,7 @@ class MediaSignaling:
                 continue
             self.render_hints[parsed[0]] = parsed[1]
             results.append({"track": track, "result": "OK"})
+            if self._on_render_hint is not None:
+                self._on_render_hint(*parsed)
         reply = {"id": subscriber.get("id"), "hints": results}  # type: ignore[union-attr]
         self._send("render_hints", {"type": "render_hints", "subscriber": reply})

@@ -18,7 +18,9 @@ Room events arrive through `notify`; the state the SDK holds (remote participant
 this participant's publications and subscriptions) is recomputed from the room, and whatever
 changed is sent in one `update` per event-loop turn, each part at a higher revision. In-room
 features (dominant speaker, network quality, track switch-off, the subscriber's priorities and
-render hints) go over the media-signaling channels (`media_signaling.MediaSignaling`).
+render hints) go over the media-signaling channels (`media_signaling.MediaSignaling`); the
+bandwidth profile, priorities and render hints go to the server's one bandwidth allocation, whose
+switch-offs and switch-ons come back as room events.
 
 Reconnection: when the socket drops, the session outlives it (`detach`) while its participant is
 `reconnecting`; the peer connection goes on. The SDK opens a new socket within `session_timeout`
@@ -44,16 +46,17 @@ from ...errors import RoomError
 from ...net import closing
 from ...net.ice import host_addresses
 from ...net.renegotiation import transport_ready
-from ...policy.allocation import BandwidthProfile
+from ...policy.allocation import PRIORITIES, BandwidthProfile
 from ...policy.quality import NetworkQualityStats
 from ...telemetry.sampling import ChannelCounters
+from ..allocation import BandwidthAllocation
 from ..connection import DropNotice, MediaSlot, ParticipantConnection
 from ..model import Participant, PublishedTrack, RoomEvent
 from ..rooms import MEDIA_BROKE, LiveRoom, Rooms
 from ..signaling import track_options
 from . import rsp
 from .data import PlainOutlet, frame_arrivals
-from .media_signaling import MediaSignaling
+from .media_signaling import MediaSignaling, RenderHint
 from .sdp import Numbering, ice_candidate, media_track_ids, renumber
 from .tcmp import TcmpConnection
 
@@ -79,6 +82,7 @@ class TwilioSession(ParticipantConnection):
         session_key: str | None = None,
         media_signaling: tuple[str, ...] = (),
         bandwidth_profile: BandwidthProfile | None = None,
+        allocation: BandwidthAllocation | None = None,
     ) -> None:
         super().__init__(live, participant)
         self.connection = connection
@@ -88,10 +92,13 @@ class TwilioSession(ParticipantConnection):
         self.rsp_session = session_key or secrets.token_hex(16)
         #: the SDK's peer connection id (it opens one)
         self.pc_id = ""
+        #: the server's bandwidth allocation, which takes this subscriber's profile, priorities and hints
+        self.allocation = allocation
         #: the media-signaling channels the client asked for (`connect.media_signaling`)
-        self.media_signaling = MediaSignaling(self, media_signaling)
+        self.media_signaling = MediaSignaling(self, media_signaling, self._set_priority, self._set_render_hint)
         #: the client's `bandwidth_profile` (None: it gave none; Twilio's defaults apply)
         self.bandwidth_profile = bandwidth_profile
+        self._set_profile(bandwidth_profile)
         self._on_closed = on_closed
         self._connected_sent = False
         #: set while a socket is attached (cleared while the participant is reconnecting)
@@ -177,12 +184,34 @@ class TwilioSession(ParticipantConnection):
             **self._changed_state(),
         }
 
+    # the subscriber's bandwidth profile, priorities and render hints, for the allocation -------
+    def _set_profile(self, profile: BandwidthProfile | None) -> None:
+        self.bandwidth_profile = profile
+        if self.allocation is not None:
+            self.allocation.set_profile(self.sid, profile or BandwidthProfile())
+
+    def _set_priority(self, track_sid: str, priority: str | None) -> None:
+        if self.allocation is not None and self._subscribed_video(track_sid):
+            self.allocation.set_priority(self.sid, track_sid, priority)
+
+    def _set_render_hint(self, track_sid: str, hint: RenderHint) -> None:
+        if self.allocation is None or not self._subscribed_video(track_sid):
+            return
+        if hint.enabled is not None:
+            self.allocation.switch(self.sid, track_sid, off=not hint.enabled)
+        if hint.render_dimensions is not None:
+            self.allocation.set_render_dimensions(self.sid, track_sid, hint.render_dimensions)
+
+    def _subscribed_video(self, track_sid: str) -> bool:
+        track = self.live.tracks.get(track_sid)
+        return track is not None and track.kind == "video" and track.participant_sid != self.sid
+
     # the client's messages ---------------------------------------------------------------------
     async def handle(self, body: dict[str, Any]) -> None:
         """An `update` (or the `sync` that resumes the session) from the client: its bandwidth
         profile, its publications, then its SDP and ICE."""
         if body.get("bandwidth_profile") is not None:
-            self.bandwidth_profile = rsp.bandwidth_profile(body["bandwidth_profile"])
+            self._set_profile(rsp.bandwidth_profile(body["bandwidth_profile"]))
         if body.get("participant") is not None:
             self.apply_participant(body["participant"])
         for state in body.get("peer_connections") or []:
@@ -215,8 +244,13 @@ class TwilioSession(ParticipantConnection):
                 elif track_id in self._unclaimed_channels:
                     # its channel opened before this message came: let the forwarding plane take it now
                     self.pc.emit("datachannel", self._unclaimed_channels.pop(track_id))
-            elif track_id in self._published and known.get("enabled", True) != track.get("enabled", True):
-                self.rooms.set_track_enabled(self._published[track_id], track.get("enabled", True))
+            elif track_id in self._published:
+                sid = self._published[track_id]
+                if known.get("enabled", True) != track.get("enabled", True):
+                    self.rooms.set_track_enabled(sid, track.get("enabled", True))
+                priority = track.get("priority") or "standard"
+                if known.get("priority") != track.get("priority") and priority in PRIORITIES:
+                    self.rooms.set_track_priority(sid, priority)  # its LocalTrackPublication.setPriority
         self._schedule_push()
 
     def _publish(self, track_id: str, track: dict[str, Any], channel: RTCDataChannel | None = None) -> str | None:
@@ -434,6 +468,10 @@ class TwilioSession(ParticipantConnection):
             if self.dominant_speaker:
                 self.report_dominant_speaker(participant.sid if participant is not None else None)
             return
+        if name in ("track-switched-off", "track-switched-on"):
+            if participant is not None and participant.sid == self.sid and event.track_sid is not None:
+                self.media_signaling.switched(event.track_sid, off=name == "track-switched-off")
+            return
         if name == "participant-disconnected" and participant is not None:
             self.media_signaling.forget(participant.sid)
         elif name == "track-removed" or (name == "track-unsubscribed" and event.participant_sid == self.sid):
@@ -521,11 +559,9 @@ class TwilioSession(ParticipantConnection):
         log.debug("participant %s: track %s %s: %s", self.sid, track_sid, name, "cleared" if cleared else message)
 
     def report_layer(self, track_sid: str, layer: str | None) -> None:
-        """The SDK has no message for the layer it receives (it sees the picture size change);
-        nothing forwarded at all is a switch-off (`track_switch_off`), and a layer again after it
-        a switch-on."""
+        """The SDK has no message for the layer it receives (it sees the picture size change).
+        Switch-offs and switch-ons come from the allocation's room events (`notify`)."""
         log.debug("participant %s: track %s: layer %s", self.sid, track_sid, layer)
-        self.media_signaling.switched(track_sid, off=layer is None)
 
     def report_network_quality(self, participants: dict[str, NetworkQualityStats | None]) -> None:
         self.media_signaling.network_quality(participants)
