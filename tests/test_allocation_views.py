@@ -201,7 +201,7 @@ def latest_rows(sim: roomlab.Simulation, after: pd.Timestamp) -> pd.DataFrame:
 async def test_the_view_follows_a_running_room_and_its_controls_change_the_next_rows(server, views):
     sim = roomlab.Simulation(server, room="live-alloc", workers=0, seed=5)
     cameras(sim)
-    sim.add(identity="viewer", link={"down_kbps": 1500})
+    sim.add(identity="viewer", link={"down_kbps": 1500}, bandwidth_profile={"video": {"max_tracks": 3}})
     view = widgets.AllocationView(sim, subscriber="viewer", period=0.2)
     views.append(view)
     assert view.live and "no allocations for viewer yet" in view.status.value
@@ -216,6 +216,7 @@ async def test_the_view_follows_a_running_room_and_its_controls_change_the_next_
         assert await eventually(three_tracks_drawn, timeout=15), view.status.value
         controls = view.allocation_controls
         assert controls.mode.value == "grid" and "viewer in grid mode" in view.status.value
+        assert controls.max_kbps.value == 0  # no limit, in the profile it joined with
 
         # the mode, chosen on a thread of its own: the next decisions are in that mode
         now = pd.Timestamp.now(tz="UTC")
@@ -225,7 +226,9 @@ async def test_the_view_follows_a_running_room_and_its_controls_change_the_next_
         rows = latest_rows(sim, now)
         assert await eventually(lambda: "viewer in presentation mode" in view.status.value, timeout=5)
         recorded = sim.frame("events").query("event == 'bandwidth-profile-changed'")
-        assert json.loads(recorded["detail"].iloc[-1])["video"]["mode"] == "presentation"
+        joined, changed = (json.loads(detail)["video"] for detail in recorded["detail"])
+        assert (joined["mode"], joined["max_tracks"]) == ("grid", 3)  # the profile it joined with
+        assert (changed["mode"], changed["max_tracks"]) == ("presentation", 3)  # the mode, the rest kept
 
         # the viewer's own priority for cam-hi's track: the next rows carry it
         cam_hi = rows.loc[rows["publisher"] == "cam-hi", "track"].iloc[0]

@@ -258,12 +258,12 @@ class Simulation:
         """Change bot `identity`'s Bandwidth Profile while the simulation runs, as the bot's own
         `room.local_participant.set_bandwidth_profile(...)` would: the options replace its current
         ones (keys left out take Twilio's defaults). Checked here (a ValueError names the allowed
-        values); recorded as a `bandwidth-profile-changed` event with the whole profile."""
+        values); recorded as a `bandwidth-profile-changed` event with the whole profile (so is the
+        profile a bot joins with)."""
         self._spec(identity)
         options = BandwidthProfile.from_options(bandwidth_profile or {}).options()
         self._running_bot(identity)
-        detail = json.dumps(options, sort_keys=True)
-        self.telemetry.record("events", now_ns(), self.room, None, PROFILE_EVENT, None, identity, None, None, detail)
+        self._record_profile(identity, options)
         self._command_bot(identity, "set_bandwidth_profile", options)
 
     def set_track_priority(self, identity: str, track: str, priority: str | None) -> None:
@@ -479,6 +479,13 @@ class Simulation:
             detail = link_detail(self._links[identity].parameters())
         if event is not None:
             self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, detail)
+        profile = self._spec(identity).bandwidth_profile
+        if state == "joined" and profile is not None:  # the profile it joined with, as its later changes are
+            self._record_profile(identity, profile)
+
+    def _record_profile(self, identity: str, options: dict[str, Any]) -> None:
+        detail = json.dumps(options, sort_keys=True)
+        self.telemetry.record("events", now_ns(), self.room, None, PROFILE_EVENT, None, identity, None, None, detail)
 
     def _change_link(self, identity: str, changes: dict[str, Any]) -> None:
         detail = link_detail(changes)
