@@ -771,7 +771,7 @@ REPORT_PANELS: list[Panel] = [
         each=_pressed_subscribers,
     ),
 ]
-"""The report's panels, in order. Append a `Panel` to add a view (e.g. network quality, allocations)."""
+"""The report's panels, in order. Append a `Panel` to add a view (`each=`: one per subscriber, ...)."""
 
 
 def _expand(panel: Panel, page: Page) -> list[Panel]:
