@@ -18,7 +18,6 @@ import pytest
 
 import roomlab
 from roomlab import plots, widgets
-from roomlab.policy.bandwidth_estimate import INITIAL_ESTIMATE_BPS
 from roomlab.sim import Camera
 from roomlab.telemetry import allocations as allocation_frames
 
@@ -242,12 +241,7 @@ async def test_the_view_follows_a_running_room_and_its_controls_change_the_next_
         assert changed, latest_rows(sim, now)
         assert await eventually(lambda: controls.priority_fields[cam_hi].value == "low", timeout=5)
 
-        # max_subscription_bitrate: the next decisions allocate no more than the cap in all (once the
-        # estimator has evidence: on its prior the allocator switches nothing off, the cap included)
-        evidence = await eventually(
-            lambda: (latest_rows(sim, now)["estimate_bps"] != INITIAL_ESTIMATE_BPS).all(), timeout=10
-        )
-        assert evidence, latest_rows(sim, now)
+        # max_subscription_bitrate: the next decisions allocate no more than the cap in all
         now = pd.Timestamp.now(tz="UTC")
         on_a_thread(lambda: setattr(controls.max_kbps, "value", 250))
         assert view.commands[-1].what == "max_subscription_bitrate of viewer: 250 kbit/s"
