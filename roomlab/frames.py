@@ -1,6 +1,7 @@
 """Telemetry frames for analysis: the helpers users need on every run, and readers that load a
 real Chrome call into the same `rtc_stats` schema as a simulated one."""
 
+from .telemetry.allocations import periods as allocation_periods
 from .telemetry.analysis import HOPS, bitrate, end_to_end_loss, latency, loss, media_loss
 from .telemetry.chrome import read_rtcstats, read_webrtc_internals
 from .telemetry.links import links
@@ -9,6 +10,7 @@ from .telemetry.streams import DELIVERY_STATUSES, media_delivery, subscriptions,
 __all__ = [
     "DELIVERY_STATUSES",
     "HOPS",
+    "allocation_periods",
     "bitrate",
     "end_to_end_loss",
     "latency",

@@ -12,10 +12,11 @@ media kinds (audio solid, video dashed).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .telemetry import allocations as allocation_frames
 from .telemetry import analysis, streams
 
 if TYPE_CHECKING:
@@ -507,6 +508,171 @@ def quality_inputs(
     return ax
 
 
+#: How opaque a track's band is at each layer in `allocations` (the lanes show the same).
+LAYER_ALPHAS = {"low": 0.3, "standard": 0.55, "single": 0.55, "high": 0.85}
+#: Short layer names for the lanes of `allocations`.
+LAYER_SHORT = {"low": "low", "standard": "std", "high": "high", "single": "on"}
+#: The lines drawn over the stack: column of `allocations`, style, label.
+ALLOCATION_LINES = (
+    ("available_bps", {"color": "black", "linewidth": 1.6}, "available to video (budget)"),
+    ("estimate_bps", {"color": "0.45", "linewidth": 1.1, "linestyle": "--"}, "downlink estimate (all media)"),
+    ("probe_goal_bps", {"color": "tab:olive", "linewidth": 1.1, "linestyle": ":"}, "probe goal (while probing)"),
+)
+#: Colour of mode changes in `allocations`.
+MODE_COLOUR = "darkviolet"
+#: Height of one lane under the stack, as a fraction of the stack's height.
+LANE_FRACTION = 0.09
+#: Width of a character of the lanes' labels, as a fraction of the time axis (labels never overlap).
+LANE_CHAR = 0.0065
+
+
+def allocations(
+    allocations: pd.DataFrame,
+    subscriber: str | None = None,
+    start: pd.Timestamp | None = None,
+    ax: Any = None,
+    colours: Mapping[str, Any] | None = None,
+    events: pd.DataFrame | None = None,
+) -> Any:
+    """How the server divided `subscriber`'s downlink among the video tracks it receives: the
+    bit/s allocated to each track stacked over time (the track's colour is its publisher's, darker
+    for a higher layer), under the video budget and the downlink estimate. Below the stack, a lane
+    per track: its layer, and where it was switched off, why (`off: bandwidth`, ...); priority
+    changes are written in the lane, mode changes marked across. With `events`, the subscriber's
+    link changes are marked too. `subscriber` may be left out when the table has one."""
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    ax = _axes(ax)
+    rows = allocation_frames.decisions(allocations, subscriber)
+    who = subscriber or (str(rows["subscriber"].iloc[0]) if len(rows) else "")
+    title = f"video allocated to {who or 'a subscriber'} per track (stacked), and the bandwidth it had"
+    if rows.empty:
+        return _empty(ax, title, "no allocations yet")
+    start = rows["time"].min() if start is None else start
+    latest = allocation_frames.latest_per_track(rows)
+    tracks = list(latest["track"])
+    colours = colours or participant_colours(list(latest["publisher"].astype(str)))
+    info = latest.set_index("track")
+    colour_of = {track: colours.get(str(info.loc[track, "publisher"]), "0.4") for track in tracks}
+    allocated = allocation_frames.stacked(rows, tracks) / 1000
+    times = allocated.index
+    edges = np.append(_elapsed(times, start), _elapsed([allocation_frames.decision_ends(rows).max()], start))
+    periods = allocation_frames.periods(rows, who)
+    seen_publishers: dict[str, int] = {}
+    hatches: dict[str, str | None] = {}
+    for track, publisher in zip(latest["track"], latest["publisher"].astype(str), strict=True):
+        number = seen_publishers.get(publisher, 0)
+        seen_publishers[publisher] = number + 1
+        hatches[track] = (None, "//", "..", "xx")[number % 4]  # a publisher's second track is hatched
+
+    # the stack: a band per track, its opacity the layer of each decision
+    layers = rows.pivot_table(index="time", columns="track", values="layer", aggfunc="last").reindex(
+        index=times, columns=tracks
+    )
+    bottom = np.zeros(len(times))
+    for track in tracks:
+        values = allocated[track].to_numpy(dtype=float)
+        top = bottom + values
+        colour = colour_of[track]
+        layer_of = layers[track].to_numpy(dtype=object)
+        start_index = 0
+        for index in range(1, len(times) + 1):
+            if index < len(times) and layer_of[index] == layer_of[start_index]:
+                continue
+            span = slice(start_index, index + 1)
+            ax.fill_between(
+                edges[span],
+                np.append(bottom[start_index:index], bottom[index - 1]),
+                np.append(top[start_index:index], top[index - 1]),
+                step="post",
+                facecolor=colour,
+                alpha=LAYER_ALPHAS.get(str(layer_of[start_index]), 0.55),
+                hatch=hatches[track],
+                edgecolor="white" if hatches[track] else "none",
+                linewidth=0,
+            )
+            start_index = index
+        bottom = top
+    per_decision = rows.drop_duplicates("time", keep="last").set_index("time").reindex(times)
+    for column, style, _ in ALLOCATION_LINES:
+        if column in per_decision.columns and per_decision[column].notna().any():
+            values = per_decision[column].to_numpy(dtype=float) / 1000
+            ax.plot(edges, np.append(values, values[-1]), drawstyle="steps-post", **style)
+    height = max(float(bottom.max()), float(np.nanmax(per_decision["available_bps"].to_numpy(dtype=float))) / 1000)
+    height = max(height, 1.0) * 1.15
+
+    # the lanes: one per track under the stack, its layer or why it was off
+    lane = height * LANE_FRACTION
+    span_s = max(float(edges[-1]), 1.0)
+    labels = []
+    for number, track in enumerate(tracks):
+        centre = -(number + 0.7) * lane
+        colour = colour_of[track]
+        name = allocation_frames.label(info.loc[track, "publisher"], info.loc[track, "track_name"])
+        labels.append((centre, f"{name} ({info.loc[track, 'priority']})"))
+        own = periods[periods["track"] == track]
+        previous_priority = None
+        free_from = -1.0  # where the lane has room for the next label
+        for period in own.itertuples(index=False):
+            x0 = float(_elapsed([period.start], start)[0])
+            width = float(_elapsed([period.end], start)[0]) - x0
+            if period.switched_off:
+                ax.broken_barh([(x0, width)], (centre - lane * 0.4, lane * 0.8), facecolor="white",
+                               edgecolor="0.5", hatch="////", linewidth=0.4)  # fmt: skip
+                text, text_colour = f"off: {period.reason}", "crimson"
+            else:
+                ax.broken_barh([(x0, width)], (centre - lane * 0.4, lane * 0.8), facecolor=colour,
+                               alpha=LAYER_ALPHAS.get(str(period.layer), 0.55), linewidth=0)  # fmt: skip
+                text, text_colour = LAYER_SHORT.get(str(period.layer), str(period.layer)), "black"
+            if previous_priority is not None and period.priority != previous_priority:
+                text = f"{period.priority} · {text}"
+                ax.plot([x0, x0], [centre - lane * 0.45, centre + lane * 0.45], color="black", linewidth=1.2)
+            previous_priority = period.priority
+            at = max(x0, free_from)
+            if at < x0 + width:  # in the period, after the last label
+                free_from = at + span_s * LANE_CHAR * (len(text) + 1)
+                ax.text(at + span_s * 0.004, centre, text, fontsize=6.5, va="center", ha="left", color=text_colour,
+                        clip_on=True)  # fmt: skip
+    bottom_edge = -(len(tracks) + 0.3) * lane
+    ax.axhline(0, color="0.3", linewidth=0.8)
+
+    # mode changes across the whole panel, link changes of this subscriber
+    modes = per_decision["mode"].astype(object)
+    changed = modes.ne(modes.shift()) & modes.shift().notna()
+    for time, mode in modes[changed].items():
+        x = float(_elapsed([time], start)[0])
+        ax.axvline(x, color=MODE_COLOUR, linewidth=1.2, linestyle="-.")
+        ax.annotate(f"mode → {mode}", (x, 1), xycoords=("data", "axes fraction"), rotation=90, va="top",
+                    ha="right", fontsize=7, color=MODE_COLOUR)  # fmt: skip
+    if events is not None and len(events):
+        own_changes = events[(events["event"] == "link-changed") & (events["identity"].astype(str) == who)]
+        mark_link_changes(ax, own_changes, start)
+
+    positive = [t for t in ax.get_yticks() if 0 <= t <= height]
+    ax.set_ylim(bottom_edge, height)
+    ax.set_yticks(positive + [c for c, _ in labels], [f"{t:g}" for t in positive] + [text for _, text in labels])
+    for tick, track in zip(ax.get_yticklabels()[len(positive) :], tracks, strict=True):
+        tick.set_fontsize(7)
+        tick.set_color(colour_of[track])
+    ax.set_xlim(0, max(span_s, float(edges[-1])))
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("allocated (kbit/s)")
+    ax.set_title(f"{title} · mode {' → '.join(dict.fromkeys(modes.dropna().astype(str))) or '?'}")
+    handles = [
+        Patch(facecolor=colours.get(str(p), "0.4"), hatch=hatches[t], label=allocation_frames.label(p, n))
+        for t, p, n in zip(latest["track"], latest["publisher"], latest["track_name"], strict=True)
+    ]
+    from matplotlib.lines import Line2D
+
+    handles += [Line2D([], [], label=label, **style) for _, style, label in ALLOCATION_LINES]
+    handles += [Patch(facecolor="0.3", alpha=a, label=f"layer {name}") for name, a in LAYER_ALPHAS.items()
+                if name != "single"]  # fmt: skip
+    handles.append(Patch(facecolor="white", edgecolor="0.5", hatch="////", label="switched off (reason)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return ax
+
+
 # the report ---------------------------------------------------------------------------------
 @dataclass
 class Page:
@@ -534,12 +700,29 @@ class Panel:
     """Relative height of its row, or a function of the page that gives it."""
     link_changes: bool = True
     """Mark the link changes of the run on it (time axes)."""
+    each: Callable[[Page], Sequence[str]] | None = None
+    """Draw it once per item of the page (such as each subscriber), as `draw(page, ax, item)`."""
 
 
 def _subscriptions_height(page: Page) -> float:
     """Room for one readable row per subscribed stream."""
     subscribed = streams.media_delivery(page.frame("rtc_stats"), page.frame("events"))
     return max(1.0, 0.3 + len(subscribed) * 0.06)
+
+
+#: At most this many subscribers get an allocation panel in the report: those whose video was
+#: held below its desired layers or switched off the most.
+REPORT_SUBSCRIBERS = 4
+
+
+def _pressed_subscribers(page: Page) -> list[str]:
+    """The subscribers with allocations, those that lost the most video first (`REPORT_SUBSCRIBERS`)."""
+    rows = page.frame("allocations")
+    short = rows["switched_off"].fillna(False).astype(bool) | (
+        rows["layer"].astype(str) != rows["desired_layer"].astype(str)
+    )
+    pressure = short.groupby(rows["subscriber"].astype(str)).mean()
+    return list(pressure.sort_values(ascending=False, kind="stable").index[:REPORT_SUBSCRIBERS])
 
 
 REPORT_PANELS: list[Panel] = [
@@ -578,8 +761,27 @@ REPORT_PANELS: list[Panel] = [
         lambda page, ax: quality_inputs(page.frame("network_quality"), "bandwidth", page.start, ax, page.colours),
         ("network_quality",),
     ),
+    Panel(
+        lambda page, ax, subscriber: allocations(
+            page.frame("allocations"), subscriber, page.start, ax, page.colours, page.frame("events")
+        ),
+        ("allocations",),
+        wide=True,
+        link_changes=False,  # the subscriber's own, drawn by the panel
+        each=_pressed_subscribers,
+    ),
 ]
-"""The report's panels, in order. Append a `Panel` to add a view (e.g. network quality, allocations)."""
+"""The report's panels, in order. Append a `Panel` to add a view (`each=`: one per subscriber, ...)."""
+
+
+def _expand(panel: Panel, page: Page) -> list[Panel]:
+    """A panel drawn once per item of the page becomes a panel per item."""
+    if panel.each is None:
+        return [panel]
+    return [
+        replace(panel, draw=lambda page, ax, draw=panel.draw, item=item: draw(page, ax, item), each=None)
+        for item in panel.each(page)
+    ]
 
 
 def report_figure(
@@ -595,6 +797,8 @@ def report_figure(
         ("messages", "subscriber"),
         ("messages", "publisher"),
         ("network_quality", "participant"),
+        ("allocations", "subscriber"),
+        ("allocations", "publisher"),
     ):
         if name in frames and column in frames[name].columns:
             identities.update(frames[name][column].dropna().astype("str"))
@@ -603,8 +807,9 @@ def report_figure(
         identities.update(events.loc[events["event"] == "participant-connected", "identity"].dropna().astype("str"))
     page = Page(frames, start, participant_colours(sorted(identities)))
     chosen = [p for p in (REPORT_PANELS if panels is None else panels) if all(len(page.frame(t)) for t in p.tables)]
+    drawn = [one for panel in chosen for one in _expand(panel, page)]
     rows: list[list[Panel]] = []
-    for panel in chosen:
+    for panel in drawn:
         if panel.wide or not rows or len(rows[-1]) == 2 or rows[-1][0].wide:
             rows.append([panel])
         else:

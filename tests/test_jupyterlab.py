@@ -1,6 +1,8 @@
 """The views in a real JupyterLab on 127.0.0.1, driven by headless Debian Chromium through
 Playwright: open notebook 05, run all its cells, watch a view's picture change while the room
-runs, change a link with a view's controls and see the view show the new link. Once with
+runs, change a link with a view's controls and see the view show the new link; open notebook 04,
+watch the allocation view update, change its mode control and see the view and the room's rows
+take the new mode. Each once with
 JupyterLab's default (widget messages on kernel subshells, so callbacks run on a thread of their
 own) and once with subshells disabled (callbacks on the kernel's main thread).
 
@@ -22,6 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,8 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 REPOSITORY = Path(__file__).resolve().parent.parent
-NOTEBOOK = "05-prototyping-a-whiteboard.ipynb"
+WHITEBOARD = "05-prototyping-a-whiteboard.ipynb"
+BANDWIDTH_PROFILES = "04-bandwidth-profiles.ipynb"
 #: Seconds JupyterLab may take to start (10-20 s on two busy cores).
 LAB_START_TIMEOUT = 120
 #: Seconds the notebook may take to run all its cells in the browser.
@@ -95,6 +99,8 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         JUPYTERLAB_WORKSPACES_DIR=str(root / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(root / "runtime"),
         IPYTHONDIR=str(root / "ipython"),
+        # the kernel imports the roomlab of this repository (a checkout or worktree), not another install
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH")) if p),
     )
     command = [
         sys.executable,
@@ -201,11 +207,12 @@ def _until(what: str, predicate: Any, timeout: float, interval: float = 0.25) ->
         time.sleep(interval)
 
 
-@pytest.mark.parametrize("subshells", ["default", "disabled"])
-def test_views_update_and_a_control_changes_the_room_in_jupyterlab(jupyterlab: Lab, subshells: str, tmp_path: Path):
+@contextmanager
+def _notebook_in_lab(lab: Lab, subshells: str, notebook: str) -> Iterator[Any]:
+    """A headless Chromium page with `notebook` (a copy) open in JupyterLab, its kernel idle, widget
+    comms over subshells as `subshells` says; all its cells running. The kernel ends afterwards."""
     from playwright.sync_api import sync_playwright
 
-    lab = jupyterlab
     setting = lab.settings / KERNEL_SETTINGS
     if subshells == "default":
         setting.unlink(missing_ok=True)  # JupyterLab's default: comms over subshells, one per comm target
@@ -213,9 +220,8 @@ def test_views_update_and_a_control_changes_the_room_in_jupyterlab(jupyterlab: L
         setting.parent.mkdir(parents=True, exist_ok=True)
         setting.write_text(json.dumps({"commsOverSubshells": subshells}))
     folder = lab.root / "notebooks" / subshells
-    folder.mkdir(parents=True)
-    shutil.copy(REPOSITORY / "notebooks" / NOTEBOOK, folder / NOTEBOOK)  # a copy: the run never touches the repository
-    started = time.monotonic()
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPOSITORY / "notebooks" / notebook, folder / notebook)  # a copy: the run never touches the repository
     console: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -228,7 +234,7 @@ def test_views_update_and_a_control_changes_the_room_in_jupyterlab(jupyterlab: L
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
             # ?reset: a fresh workspace, not the previous test's notebook reopened beside this one
-            page.goto(f"{lab.url}/lab/tree/notebooks/{subshells}/{NOTEBOOK}?reset&token={lab.token}")
+            page.goto(f"{lab.url}/lab/tree/notebooks/{subshells}/{notebook}?reset&token={lab.token}")
             page.wait_for_function(NOTEBOOK_READY, timeout=LAB_START_TIMEOUT * 1000, polling=250)
             effective = page.evaluate(
                 "async () => (await window.jupyterapp.serviceManager.settings.fetch("
@@ -236,95 +242,151 @@ def test_views_update_and_a_control_changes_the_room_in_jupyterlab(jupyterlab: L
             )
             print(f"\n[{subshells}] kernels settings: {effective}")
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-
-            # the whiteboard's data monitor: its picture changes while the room runs
-            pictures: set[str] = set()
-
-            def monitor_changed() -> bool:
-                source = page.evaluate(
-                    "() => { const img = document.querySelector('.roomlab-data-monitor img.roomlab-figure');"
-                    " return img ? img.src : null; }"
-                )
-                if source:
-                    pictures.add(source)
-                state = page.evaluate(CELLS_STATE)
-                assert not state["errors"], state["errors"]
-                return len(pictures) >= 3
-
-            _until("the data monitor's picture to change twice", monitor_changed, RUN_TIMEOUT)
-            print(f"[{subshells}] the monitor's picture changed {len(pictures) - 1} times so far")
-
-            def all_ran() -> bool:
-                state = page.evaluate(CELLS_STATE)
-                assert not state["errors"], state["errors"]
-                return state["done"] and state["idle"]
-
-            _until("every cell to run", all_ran, RUN_TIMEOUT)
-            ran = time.monotonic() - started
-
-            # the playground at the end runs in the background: the kernel is idle, its controls act
-            playground = page.locator(".roomlab-room-view").nth(1)
-            playground.scroll_into_view_if_needed()
-            details = playground.locator(".roomlab-details")
-            ben = "<td>ben</td><td>playground</td><td>connected</td><td>cursor, strokes</td><td>2</td>"
-            ben += "<td>delay 20 ms</td>"  # connected, and his link known from the simulation's tables
-            _until("ben to join the playground", lambda: ben in details.inner_html(), 60)
-            controls = playground.locator(".roomlab-link-controls")
-            controls.locator(".roomlab-link-identity select").select_option("ben")
-            delay = controls.locator(".roomlab-link-delay input")
-            _until("ben's link in the fields", lambda: delay.input_value() == "20", 20)  # his link, from the tables
-            loss = controls.locator(".roomlab-link-loss input")
-            loss.fill("30")
-            loss.press("Tab")
-            controls.locator(".roomlab-link-apply").click()
-            _until(
-                "the room view to show ben's new link", lambda: "delay 20 ms · loss 30 %" in details.text_content(), 30
-            )
-            # where widget messages went: JupyterLab sends them on a subshell unless disabled; ipykernel
-            # 7.4 routes each comm's messages to the subshell its kernel side last published from
-            thread = page.evaluate(RUN_IN_KERNEL, "print(play_room.commands[-1].thread)").strip()
-            comm_subshells = page.evaluate(
-                "() => [...new Set([...window.jupyterapp.shell.currentWidget.sessionContext.session.kernel._comms"
-                ".values()].map(comm => comm.subshellId))]"
-            )
-            kernel_subshells = page.evaluate(
-                RUN_IN_KERNEL, "print(*get_ipython().kernel.shell_channel_thread.manager.list_subshell())"
-            ).split()
-            print(
-                f"[{subshells}] widget comms' subshells {comm_subshells}, the kernel's {kernel_subshells};"
-                f" the control's callback ran on thread {thread!r}"
-            )
-            if subshells == "default":
-                assert len(kernel_subshells) == 1 and comm_subshells == kernel_subshells
-                assert thread == "MainThread" or thread == f"subshell-{kernel_subshells[0]}", thread
-            else:
-                assert kernel_subshells == [] and comm_subshells == [None]
-                assert thread == "MainThread", thread
-            changes = page.evaluate(
-                RUN_IN_KERNEL,
-                "print(play.frame('events').query(\"event == 'link-changed'\")['detail'].tolist())",
-            )
-            assert '{"loss": 0.3}' in changes, changes  # the room's own record: the change the fields made
-
-            monitor = page.locator(".roomlab-data-monitor").nth(1)
-            before = monitor.locator("img.roomlab-figure").get_attribute("src")
-            _until(
-                "the playground monitor to redraw",
-                lambda: monitor.locator("img.roomlab-figure").get_attribute("src") != before,
-                30,
-            )
-            for name, element in (("room-view", playground), ("data-monitor", monitor)):
-                element.scroll_into_view_if_needed()
-                path = tmp_path / f"jupyterlab-{subshells}-{name}.png"
-                element.screenshot(path=path)
-                print(f"[{subshells}] screenshot: {path}")
-            path = tmp_path / f"jupyterlab-{subshells}-page.png"
-            page.screenshot(path=path)
-            print(f"[{subshells}] screenshot: {path}")
-            print(f"[{subshells}] notebook ran in {ran:.0f} s; whole test {time.monotonic() - started:.0f} s")
+            yield page
         except BaseException:
             print("\n".join(console[-40:]))
             raise
         finally:
             browser.close()
             _end_sessions(lab)
+
+
+def _no_errors(page: Any) -> dict[str, Any]:
+    state = page.evaluate(CELLS_STATE)
+    assert not state["errors"], state["errors"]
+    return state
+
+
+def _all_ran(page: Any) -> bool:
+    state = _no_errors(page)
+    return state["done"] and state["idle"]
+
+
+def _changes(page: Any, selector: str, pictures: set[str]) -> bool:
+    """Collect the pictures of the first view matching `selector`: True once it changed twice."""
+    source = page.evaluate(
+        f"() => {{ const img = document.querySelector('{selector} img.roomlab-figure'); return img ? img.src : null; }}"
+    )
+    if source:
+        pictures.add(source)
+    _no_errors(page)
+    return len(pictures) >= 3
+
+
+def _thread_check(page: Any, subshells: str, thread: str) -> None:
+    """Where widget messages went: JupyterLab sends them on a subshell unless disabled; ipykernel 7.4
+    routes each comm's messages to the subshell its kernel side last published from."""
+    comm_subshells = page.evaluate(
+        "() => [...new Set([...window.jupyterapp.shell.currentWidget.sessionContext.session.kernel._comms"
+        ".values()].map(comm => comm.subshellId))]"
+    )
+    kernel_subshells = page.evaluate(
+        RUN_IN_KERNEL, "print(*get_ipython().kernel.shell_channel_thread.manager.list_subshell())"
+    ).split()
+    print(
+        f"[{subshells}] widget comms' subshells {comm_subshells}, the kernel's {kernel_subshells};"
+        f" the control's callback ran on thread {thread!r}"
+    )
+    if subshells == "default":
+        assert len(kernel_subshells) == 1 and comm_subshells == kernel_subshells
+        assert thread == "MainThread" or thread == f"subshell-{kernel_subshells[0]}", thread
+    else:
+        assert kernel_subshells == [] and comm_subshells == [None]
+        assert thread == "MainThread", thread
+
+
+def _screenshots(page: Any, subshells: str, tmp_path: Path, elements: dict[str, Any]) -> None:
+    for name, element in elements.items():
+        element.scroll_into_view_if_needed()
+        path = tmp_path / f"jupyterlab-{subshells}-{name}.png"
+        element.screenshot(path=path)
+        print(f"[{subshells}] screenshot: {path}")
+    path = tmp_path / f"jupyterlab-{subshells}-page.png"
+    page.screenshot(path=path)
+    print(f"[{subshells}] screenshot: {path}")
+
+
+@pytest.mark.parametrize("subshells", ["default", "disabled"])
+def test_views_update_and_a_control_changes_the_room_in_jupyterlab(jupyterlab: Lab, subshells: str, tmp_path: Path):
+    lab = jupyterlab
+    started = time.monotonic()
+    with _notebook_in_lab(lab, subshells, WHITEBOARD) as page:
+        # the whiteboard's data monitor: its picture changes while the room runs
+        pictures: set[str] = set()
+        _until("the data monitor's picture to change twice", lambda: _changes(page, ".roomlab-data-monitor", pictures),
+               RUN_TIMEOUT)  # fmt: skip
+        print(f"[{subshells}] the monitor's picture changed {len(pictures) - 1} times so far")
+        _until("every cell to run", lambda: _all_ran(page), RUN_TIMEOUT)
+        ran = time.monotonic() - started
+
+        # the playground at the end runs in the background: the kernel is idle, its controls act
+        playground = page.locator(".roomlab-room-view").nth(1)
+        playground.scroll_into_view_if_needed()
+        details = playground.locator(".roomlab-details")
+        ben = "<td>ben</td><td>playground</td><td>connected</td><td>cursor, strokes</td><td>2</td>"
+        ben += "<td>delay 20 ms</td>"  # connected, and his link known from the simulation's tables
+        _until("ben to join the playground", lambda: ben in details.inner_html(), 60)
+        controls = playground.locator(".roomlab-link-controls")
+        controls.locator(".roomlab-link-identity select").select_option("ben")
+        delay = controls.locator(".roomlab-link-delay input")
+        _until("ben's link in the fields", lambda: delay.input_value() == "20", 20)  # his link, from the tables
+        loss = controls.locator(".roomlab-link-loss input")
+        loss.fill("30")
+        loss.press("Tab")
+        controls.locator(".roomlab-link-apply").click()
+        _until("the room view to show ben's new link", lambda: "delay 20 ms · loss 30 %" in details.text_content(), 30)
+        _thread_check(page, subshells, page.evaluate(RUN_IN_KERNEL, "print(play_room.commands[-1].thread)").strip())
+        changes = page.evaluate(
+            RUN_IN_KERNEL,
+            "print(play.frame('events').query(\"event == 'link-changed'\")['detail'].tolist())",
+        )
+        assert '{"loss": 0.3}' in changes, changes  # the room's own record: the change the fields made
+
+        monitor = page.locator(".roomlab-data-monitor").nth(1)
+        before = monitor.locator("img.roomlab-figure").get_attribute("src")
+        _until(
+            "the playground monitor to redraw",
+            lambda: monitor.locator("img.roomlab-figure").get_attribute("src") != before,
+            30,
+        )
+        _screenshots(page, subshells, tmp_path, {"room-view": playground, "data-monitor": monitor})
+        print(f"[{subshells}] notebook ran in {ran:.0f} s; whole test {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.parametrize("subshells", ["default", "disabled"])
+def test_the_allocation_view_updates_and_its_mode_control_changes_the_room_in_jupyterlab(
+    jupyterlab: Lab, subshells: str, tmp_path: Path
+):
+    started = time.monotonic()
+    with _notebook_in_lab(jupyterlab, subshells, BANDWIDTH_PROFILES) as page:
+        # the presentation viewer's allocation view: its picture changes while the room runs
+        pictures: set[str] = set()
+        _until("the allocation view to update twice", lambda: _changes(page, ".roomlab-allocation-view", pictures),
+               RUN_TIMEOUT)  # fmt: skip
+        print(f"[{subshells}] the allocation view's picture changed {len(pictures) - 1} times so far")
+        _until("every cell to run", lambda: _all_ran(page), RUN_TIMEOUT)
+        ran = time.monotonic() - started
+
+        # the what-if room runs in the background: its view's mode control changes the viewer's profile
+        what_if = page.locator(".roomlab-allocation-view").nth(1)
+        what_if.scroll_into_view_if_needed()
+        status = what_if.locator(".roomlab-status")
+        _until("the viewer's first allocations", lambda: "viewer in grid mode" in status.text_content(), 60)
+        mode = what_if.locator(".roomlab-allocation-mode select")
+        _until("the mode field to show the room's", lambda: mode.input_value() == "grid", 20)
+        before = what_if.locator("img.roomlab-figure").get_attribute("src")
+        mode.select_option("collaboration")
+        _until("the view to show the new mode", lambda: "viewer in collaboration mode" in status.text_content(), 30)
+        _until(
+            "the picture to show it",
+            lambda: what_if.locator("img.roomlab-figure").get_attribute("src") != before,
+            30,
+        )
+        _thread_check(page, subshells, page.evaluate(RUN_IN_KERNEL, "print(what_if.commands[-1].thread)").strip())
+        modes = page.evaluate(
+            RUN_IN_KERNEL,
+            "rows = play.frame('allocations'); print(rows.loc[rows['time'] == rows['time'].max(), 'mode'].tolist())",
+        )
+        assert "collaboration" in modes and "grid" not in modes, modes  # the room's own rows: the new mode
+        _screenshots(page, subshells, tmp_path, {"allocation-view": what_if})
+        print(f"[{subshells}] notebook ran in {ran:.0f} s; whole test {time.monotonic() - started:.0f} s")

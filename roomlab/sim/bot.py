@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client.connect import connect
+from ..client.media_track import RemoteVideoTrack
 from ..client.room import Room
 from ..net.link import Link
 from .behaviours import Behaviour
@@ -115,6 +116,24 @@ class Bot:
                 self.link.attach(self.room.pc)
                 self.room.link = self.link
         self.link.update(**changes)
+
+    def set_bandwidth_profile(self, options: dict[str, Any]) -> None:
+        """Change this bot's Bandwidth Profile (as its `set_bandwidth_profile` would); it must have joined."""
+        self._joined().local_participant.set_bandwidth_profile(options)  # type: ignore[union-attr]
+
+    def set_track_priority(self, track_sid: str, priority: str | None) -> None:
+        """This bot's own priority for a video track it receives (None: the publisher's)."""
+        for participant in self._joined().participants.values():
+            publication = participant.tracks.get(track_sid)
+            if publication is not None and isinstance(publication.track, RemoteVideoTrack):
+                publication.track.set_priority(priority)
+                return
+        raise ValueError(f"bot {self.identity} receives no video track {track_sid!r}")
+
+    def _joined(self) -> Room:
+        if self.room is None or self.room.local_participant is None or self.state != "joined":
+            raise ValueError(f"bot {self.identity} is not in the room (it is {self.state})")
+        return self.room
 
     @property
     def lateness(self) -> float:

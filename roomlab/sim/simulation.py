@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 import logging
 import os
 import secrets
@@ -28,8 +29,9 @@ from multiprocessing.connection import Listener
 from typing import TYPE_CHECKING, Any
 
 from ..net.link import Link
-from ..policy.allocation import BandwidthProfile
+from ..policy.allocation import BandwidthProfile, check_priority
 from ..policy.quality import NetworkQualityConfiguration
+from ..telemetry.allocations import PROFILE_EVENT
 from ..telemetry.links import link_detail
 from ..telemetry.recorder import Telemetry, concat_frames, now_ns
 from .behaviours import Behaviour, Camera, Talker, behaviour_from_spec
@@ -252,6 +254,44 @@ class Simulation:
         else:  # before the run: the bot starts on the changed link
             self._spec(identity).link = self._links[identity].parameters()
 
+    def set_bandwidth_profile(self, identity: str, bandwidth_profile: Any) -> None:
+        """Change bot `identity`'s Bandwidth Profile while the simulation runs, as the bot's own
+        `room.local_participant.set_bandwidth_profile(...)` would: the options replace its current
+        ones (keys left out take Twilio's defaults). Checked here (a ValueError names the allowed
+        values); recorded as a `bandwidth-profile-changed` event with the whole profile (so is the
+        profile a bot joins with)."""
+        self._spec(identity)
+        options = BandwidthProfile.from_options(bandwidth_profile or {}).options()
+        self._running_bot(identity)
+        self._record_profile(identity, options)
+        self._command_bot(identity, "set_bandwidth_profile", options)
+
+    def set_track_priority(self, identity: str, track: str, priority: str | None) -> None:
+        """Bot `identity`'s own priority for the video track `track` (its SID) that it receives, over
+        the publisher's (None: the publisher's again), as `RemoteVideoTrack.set_priority` would."""
+        self._spec(identity)
+        if priority is not None:
+            check_priority(priority)
+        self._running_bot(identity)
+        self._command_bot(identity, "set_track_priority", track, priority)
+
+    def _running_bot(self, identity: str) -> None:
+        if not self._running:
+            raise RuntimeError(f"the simulation is not running: bot {identity!r} is not in the room")
+
+    def _command_bot(self, identity: str, command: str, *args: Any) -> None:
+        """Have bot `identity` run `command` (a `BOT_COMMANDS` method of its Bot), wherever it runs."""
+        bot = self._local_bots.get(identity)
+        if bot is not None:
+            getattr(bot, command)(*args)
+            return
+        worker = self._worker_of.get(identity)
+        if worker is not None and worker.alive:
+            try:
+                worker.conn.send({"cmd": "bot", "identity": identity, "command": command, "args": list(args)})
+            except (OSError, ValueError):
+                pass
+
     def _spec(self, identity: str) -> BotSpec:
         for spec in self._specs:
             if spec.identity == identity:
@@ -439,6 +479,13 @@ class Simulation:
             detail = link_detail(self._links[identity].parameters())
         if event is not None:
             self.telemetry.record("events", now_ns(), self.room, None, event, None, identity, None, None, detail)
+        profile = self._spec(identity).bandwidth_profile
+        if state == "joined" and profile is not None:  # the profile it joined with, as its later changes are
+            self._record_profile(identity, profile)
+
+    def _record_profile(self, identity: str, options: dict[str, Any]) -> None:
+        detail = json.dumps(options, sort_keys=True)
+        self.telemetry.record("events", now_ns(), self.room, None, PROFILE_EVENT, None, identity, None, None, detail)
 
     def _change_link(self, identity: str, changes: dict[str, Any]) -> None:
         detail = link_detail(changes)

@@ -2,8 +2,9 @@
 streams their telemetry back to the parent over a pipe.
 
 Messages over the pipe. Parent to worker: `start` (url, room, bot specs, duration, start time),
-`link` (identity, changes), `stop`. Worker to parent: `telemetry` (table, columns: new rows as
-in the live feed), `bot` (identity, state, error), `done` (per-bot timer lateness).
+`link` (identity, changes), `bot` (identity, one of `BOT_COMMANDS` and its arguments), `stop`.
+Worker to parent: `telemetry` (table, columns: new rows as in the live feed), `bot` (identity,
+state, error), `done` (per-bot timer lateness).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two pushes of new telemetry rows to the parent.
 PUSH_INTERVAL = 0.5
+#: What the parent may ask a bot to do while it runs (`Bot` methods).
+BOT_COMMANDS = ("set_bandwidth_profile", "set_track_priority")
 
 
 def worker_main(conn: Connection) -> None:
@@ -69,6 +72,13 @@ async def _serve(conn: Connection) -> None:
                     bot.change_link(message["changes"])
                 except ValueError as exc:  # checked by the parent; a change that no longer fits is logged
                     log.warning("bot %s: link change %s refused: %s", bot.identity, message["changes"], exc)
+        elif message.get("cmd") == "bot" and message.get("command") in BOT_COMMANDS:
+            bot = bots.get(message["identity"])
+            if bot is not None:
+                try:
+                    getattr(bot, message["command"])(*message["args"])
+                except (ValueError, RuntimeError) as exc:  # checked by the parent; the bot's state may not fit
+                    log.warning("bot %s: %s%s refused: %s", bot.identity, message["command"], message["args"], exc)
 
     def read_commands() -> None:
         while True:

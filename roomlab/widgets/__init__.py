@@ -9,12 +9,14 @@ its display bundle carries a PNG of the last picture for exported notebooks.
     widgets.RoomView(sim)          # participants, tracks, subscriptions, links, levels
     widgets.DataMonitor(sim)       # per data track: message rate, latency percentiles, loss
     widgets.QualityDashboard(sim)  # network quality levels and their inputs per participant
+    widgets.AllocationView(sim, subscriber="viewer")  # its downlink divided among the video it receives
 """
 
+from .allocation_view import AllocationView
 from .data_monitor import DataMonitor
 from .quality_dashboard import QualityDashboard
 from .room_view import RoomView
 from .source import Source, source_of
 from .view import View
 
-__all__ = ["DataMonitor", "QualityDashboard", "RoomView", "Source", "View", "source_of"]
+__all__ = ["AllocationView", "DataMonitor", "QualityDashboard", "RoomView", "Source", "View", "source_of"]

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..net.link import Link
+from ..policy.allocation import BandwidthProfile, check_priority
 from ..telemetry.links import link_detail
 from ..telemetry.recorder import Telemetry, empty_frame, now_ns
 from ..telemetry.schema import TABLES
@@ -108,6 +109,18 @@ class Source:
         """Change `identity`'s emulated link (the same parameters as `roomlab.Link.update`)."""
         raise ValueError(f"this {self.label} has no link to change for {identity!r}")
 
+    def profiles(self) -> list[str]:
+        """Identities whose Bandwidth Profile and track priorities this source can change."""
+        return []
+
+    def set_bandwidth_profile(self, identity: str, bandwidth_profile: Any) -> None:
+        """Set `identity`'s Bandwidth Profile (Twilio's options in snake case; they replace its current ones)."""
+        raise ValueError(f"this {self.label} cannot change the bandwidth profile of {identity!r}")
+
+    def set_track_priority(self, identity: str, track: str, priority: str | None) -> None:
+        """Set `identity`'s own priority for the video track `track` (a SID) it receives (None: the publisher's)."""
+        raise ValueError(f"this {self.label} cannot change the track priorities of {identity!r}")
+
 
 def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
     try:
@@ -184,6 +197,32 @@ class SimulationSource(Source):
         control = self.simulation.link(identity)  # a bad identity or change fails here, in the caller's thread
         Link(**control.parameters()).update(**changes)
         self.submit(control.update, **changes)
+
+    def profiles(self) -> list[str]:
+        return list(self.simulation.identities)
+
+    def set_bandwidth_profile(self, identity: str, bandwidth_profile: Any) -> None:
+        self._check_bot(identity)
+        BandwidthProfile.from_options(bandwidth_profile)  # a bad value fails here, in the caller's thread
+        self._check_running(identity)
+        self.submit(self.simulation.set_bandwidth_profile, identity, bandwidth_profile)
+
+    def set_track_priority(self, identity: str, track: str, priority: str | None) -> None:
+        self._check_bot(identity)
+        if priority is not None:
+            check_priority(priority)
+        self._check_running(identity)
+        self.submit(self.simulation.set_track_priority, identity, track, priority)
+
+    def _check_bot(self, identity: str) -> None:
+        if identity not in self.simulation.identities:
+            raise ValueError(f"no bot named {identity!r} in this simulation; bots: {', '.join(self.profiles())}")
+
+    def _check_running(self, identity: str) -> None:
+        if self.simulation.status != "running":
+            raise RuntimeError(
+                f"the simulation is {self.simulation.status}, not running: bot {identity!r} is not in the room"
+            )
 
 
 class RoomSource(Source):

@@ -71,6 +71,8 @@ class Picture:
     """Seconds spent reading frames and computing what to draw."""
     draw_s: float
     """Seconds spent drawing and encoding the PNG."""
+    model: Any = None
+    """What was drawn, for the controls that show the room's state (`View._shown`)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,9 @@ class View(widgets.VBox):
         """Widgets that change the running room (none by default)."""
         return []
 
+    def _shown(self, model: Any) -> None:
+        """A picture of `model` is shown: controls may show the room's state from it (on the view's loop)."""
+
     def _link_controls(self) -> list[widgets.Widget]:
         """Controls of the links the source can change (`link_controls`), none for a saved run."""
         from .controls import LinkControls
@@ -186,7 +191,7 @@ class View(widgets.VBox):
             png = self._render(model)
             drawn = time.perf_counter()
         summary, details = self._describe(model)
-        return Picture(png, summary, details, versions, read - started, drawn - read)
+        return Picture(png, summary, details, versions, read - started, drawn - read, model)
 
     def _render(self, model: Any) -> bytes:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -211,6 +216,7 @@ class View(widgets.VBox):
         self.updates += 1
         self.timings.append((picture.read_s, picture.draw_s))
         self._set_status()
+        self._shown(picture.model)
 
     def _set_status(self) -> None:
         if not self.source.live:
