@@ -63,6 +63,9 @@ REMB_OVERUSE_RATIO = 0.9
 LOSS_RISE = 0.05
 #: The link's own loss: the median of this many recent one-second samples.
 LOSS_BASE_SAMPLES = 10
+#: On queueing delay without loss, the downlink carried at least this share of what was sent (the
+#: rest may be waiting in its queue: 100 ms of an emulated link's rate).
+QUEUED_SHARE = 0.9
 #: The link's own loss is taken as at most this when what it carries is inferred from what got through.
 OWN_LOSS_MAX = 0.5
 #: Loss alone must persist this many samples (a second of random loss can look like a rise).
@@ -406,6 +409,10 @@ class DownlinkEstimator:
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
             capacity = through / (1.0 - self._own_loss())
+            if "loss" not in signals:
+                # a queue without loss: everything sent got through, later (the receive rate, measured over
+                # seconds, lags behind a rise); the queue holds at most a tenth of a second of the rate
+                capacity = max(capacity, QUEUED_SHARE * delivered)
         return tuple(signals), capacity
 
     def _own_loss(self) -> float:
