@@ -433,7 +433,8 @@ def allocate(
     happen now. `congestion_detected`: the estimator saw congestion (track_switch_off_mode
     `detected`). `prior`: the estimate is no limit the downlink has shown (the estimator's prior, or
     what it carried so far without congestion): nothing is switched off for bandwidth (every track
-    keeps its lowest layer, as in `disabled`, within max_subscription_bitrate) until it shows one. Pure: the same inputs give the same decision."""
+    keeps its lowest layer, as in `disabled`, within max_subscription_bitrate) until it shows one.
+    Pure: the same inputs give the same decision."""
     if isinstance(profile, BandwidthProfile):
         profile = profile.video
     profile = profile or VideoBandwidthProfile()
