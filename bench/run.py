@@ -762,26 +762,37 @@ async def bench_telemetry(launcher: Launcher, plan: Plan, results: Results) -> N
         results.fail([frame_metric, append_metric], ROOMLAB, "telemetry", exc)
 
 
-async def bench_sim(plan: Plan, quick: bool, results: Results) -> None:
-    """Simulated participants (bench/simulation.py, in a process of its own): bots per core,
-    room size, link accuracy."""
-    progress("sim: bots per core, room sizes, link accuracy")
-    command = [sys.executable, str(Path(__file__).with_name("simulation.py"))] + (["--quick"] if quick else [])
+async def run_script(
+    script: str, quick: bool, timeout: float, results: Results, key: str, section: str
+) -> dict[str, Any] | None:
+    """Run a section's script of bench/ in a process of its own; its report (the JSON of its last
+    line), or None when it failed or took over `timeout` seconds (said in `results`)."""
+    command = [sys.executable, str(Path(__file__).with_name(script))] + (["--quick"] if quick else [])
     process = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), 900)
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
         process.kill()
         await process.wait()
-        results.fail(["simulation"], ROOMLAB, "sim", TimeoutError("bench/simulation.py took over 900 s"))
-        return
+        results.fail([key], ROOMLAB, section, TimeoutError(f"bench/{script} took over {timeout:g} s"))
+        return None
     if process.returncode != 0:
         tail = err.decode(errors="replace")[-2000:]
-        results.fail(["simulation"], ROOMLAB, "sim", RuntimeError(f"exit {process.returncode}: {tail}"))
+        results.fail([key], ROOMLAB, section, RuntimeError(f"exit {process.returncode}: {tail}"))
+        return None
+    report: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return report
+
+
+async def bench_sim(plan: Plan, quick: bool, results: Results) -> None:
+    """Simulated participants (bench/simulation.py, in a process of its own): bots per core,
+    room size, link accuracy."""
+    progress("sim: bots per core, room sizes, link accuracy")
+    report = await run_script("simulation.py", quick, 900, results, "simulation", "sim")
+    if report is None:
         return
-    report = json.loads(out.decode().strip().splitlines()[-1])
     for row in report["bots_per_core"]:
         results.set(
             f"bots per core: {row['bots']} publish-only bots (Talker + Cursor 10 Hz) in one worker, after all joined "
@@ -831,22 +842,10 @@ async def bench_quality(quick: bool, results: Results) -> None:
     """Network quality and dominant speaker (bench/quality.py, in a process of its own): server
     CPU per participant in rooms of 10 and 20."""
     progress("quality: network quality and dominant speaker, rooms of 10 and 20")
-    command = [sys.executable, str(Path(__file__).with_name("quality.py"))] + (["--quick"] if quick else [])
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 600)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        results.fail(["quality"], ROOMLAB, "quality", TimeoutError("bench/quality.py took over 600 s"))
+    report = await run_script("quality.py", quick, 600, results, "quality", "quality")
+    if report is None:
         return
-    if process.returncode != 0:
-        tail = err.decode(errors="replace")[-2000:]
-        results.fail(["quality"], ROOMLAB, "quality", RuntimeError(f"exit {process.returncode}: {tail}"))
-        return
-    for row in json.loads(out.decode().strip().splitlines()[-1])["rooms"]:
+    for row in report["rooms"]:
         results.set(
             f"server CPU for network quality + dominant speaker per participant, room of {row['participants']} "
             "(conversational Talkers, everyone subscribed to everyone, all asking for both): "
@@ -866,22 +865,9 @@ async def bench_allocation(quick: bool, results: Results) -> None:
     """Bandwidth allocation (bench/allocation.py, in a process of its own): server CPU per
     subscriber, the estimate on SPEC §11's link steps, audio loss behind 400 kbit/s with and without."""
     progress("allocation: CPU per subscriber, the estimate on 600 -> 300 -> 3000 kbit/s, audio behind 400 kbit/s")
-    command = [sys.executable, str(Path(__file__).with_name("allocation.py"))] + (["--quick"] if quick else [])
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 900)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        results.fail(["allocation"], ROOMLAB, "allocation", TimeoutError("bench/allocation.py took over 900 s"))
+    report = await run_script("allocation.py", quick, 900, results, "allocation", "allocation")
+    if report is None:
         return
-    if process.returncode != 0:
-        tail = err.decode(errors="replace")[-2000:]
-        results.fail(["allocation"], ROOMLAB, "allocation", RuntimeError(f"exit {process.returncode}: {tail}"))
-        return
-    report = json.loads(out.decode().strip().splitlines()[-1])
     cpu, steps, audio = report["cpu"], report["steps"], report["audio"]
     results.set(
         f"server CPU for bandwidth allocation per subscriber, {cpu['subscribers']} subscribers of 3 camera bots "

@@ -95,7 +95,27 @@ class ParticipantConnection:
     def notify(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
-        """A change in this participant's room, for the adapter to tell its client in its own words."""
+        """A change in this participant's room: the dominant speaker (if the client asked for it)
+        and its own tracks switched off or on go to `report_*`; the rest to `notify_room`."""
+        name = event.name
+        if name == "dominant-speaker-changed":
+            if self.dominant_speaker:
+                self.report_dominant_speaker(participant.sid if participant is not None else None)
+        elif name in ("track-switched-off", "track-switched-on"):
+            if participant is not None and participant.sid == self.sid and event.track_sid is not None:
+                self.report_switch(event.track_sid, name == "track-switched-off", event.detail)
+        else:
+            self.notify_room(event, live, participant, track)
+
+    def notify_room(
+        self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
+    ) -> None:
+        """Any other change in this participant's room, for the adapter to tell its client in its own words."""
+        raise NotImplementedError
+
+    def report_switch(self, track_sid: str, off: bool, reason: str | None) -> None:
+        """The server's bandwidth allocation switched a video track this participant receives off
+        (with its reason) or back on."""
         raise NotImplementedError
 
     def report_dropped(self, track_sid: str, count: int) -> None:

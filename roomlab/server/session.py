@@ -135,22 +135,20 @@ class Session(ParticipantConnection):
         else:
             self.send({"type": "track_congestion", "track_sid": track_sid, "congested": congested})
 
-    def notify(
+    def report_switch(self, track_sid: str, off: bool, reason: str | None) -> None:
+        kind = "track_switched_off" if off else "track_switched_on"
+        self.send({"type": kind, "track_sid": track_sid, "reason": reason})
+
+    def notify_room(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
         """Room news in this protocol's messages: about the others, and this client's unsubscriptions."""
         name = event.name
-        if name == "dominant-speaker-changed":
-            if self.dominant_speaker:
-                self.report_dominant_speaker(participant.sid if participant is not None else None)
-            return
         if participant is None:
             return
         if participant.sid == self.sid:
             if name == "track-unsubscribed":
                 self.send({"type": "unsubscribed", "track_sid": event.track_sid})
-            elif name in ("track-switched-off", "track-switched-on"):
-                self.send({"type": name.replace("-", "_"), "track_sid": event.track_sid, "reason": event.detail})
             return
         if name == "participant-connected":
             self.send({"type": "participant_connected", "participant": participant_info(participant, live)})

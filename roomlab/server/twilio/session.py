@@ -460,18 +460,13 @@ class TwilioSession(ParticipantConnection):
                 await self.pc.addIceCandidate(candidate)
 
     # telling the client ------------------------------------------------------------------------
-    def notify(
+    def report_switch(self, track_sid: str, off: bool, reason: str | None) -> None:
+        self.media_signaling.switched(track_sid, off=off)  # (Twilio's channel carries no reason)
+
+    def notify_room(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
         name = event.name
-        if name == "dominant-speaker-changed":
-            if self.dominant_speaker:
-                self.report_dominant_speaker(participant.sid if participant is not None else None)
-            return
-        if name in ("track-switched-off", "track-switched-on"):
-            if participant is not None and participant.sid == self.sid and event.track_sid is not None:
-                self.media_signaling.switched(event.track_sid, off=name == "track-switched-off")
-            return
         if name == "participant-disconnected" and participant is not None:
             self.media_signaling.forget(participant.sid)
         elif name == "track-removed" or (name == "track-unsubscribed" and event.participant_sid == self.sid):
