@@ -231,6 +231,16 @@ def test_scenario_validation(tmp_path):
         Scenario.load(bad)
 
 
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].joinpath("scenarios").glob("*.yaml")), ids=str)
+def test_every_scenario_shipped_builds_its_participants_and_link_changes(server, path):
+    scenario = Scenario.load(path)
+    sim = scenario.build(server)
+    expected = sum(group.get("count", 1) for group in scenario.participants)
+    assert len(sim.identities) == expected and sim.status == "ready"
+    identities = set(sim.identities)
+    assert scenario.schedule and {change["identity"] for change in scenario.schedule} <= identities
+
+
 def simulate(scenario: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "roomlab", "simulate", str(scenario), "--out", str(out), "--quiet", *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
