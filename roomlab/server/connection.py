@@ -64,6 +64,10 @@ class MediaSlot:
             self.kind = self.transceiver.kind
 
 
+#: Seconds a client has to answer an offer (while its socket is attached).
+ANSWER_TIMEOUT = 15.0
+
+
 class ParticipantConnection:
     """The peer-connection side of a participant's session, shared by every signaling protocol."""
 
@@ -82,10 +86,30 @@ class ParticipantConnection:
         self.dominant_speaker = False
         #: paces the video the server sends this participant (at the rate the bandwidth allocation sets)
         self.pacer = Pacer()
+        #: set while a socket is attached (cleared while the participant is reconnecting)
+        self._attached = asyncio.Event()
+        #: the answer to the offer in flight (None: no offer waits)
+        self._answer: asyncio.Future[str] | None = None
 
     @property
     def sid(self) -> str:
         return self.participant.sid
+
+    @property
+    def attached(self) -> bool:
+        return self._attached.is_set()
+
+    async def _wait_for_answer(self) -> str:
+        """The client's answer within ANSWER_TIMEOUT of being attached: time spent reconnecting
+        does not count (each signaling sends the offer again on the client's new socket)."""
+        assert self._answer is not None
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
+            except TimeoutError:
+                if self.attached:
+                    raise
+                await self._attached.wait()
 
     # what each signaling adapter provides ------------------------------------------------------
     def request_negotiation(self) -> None:

@@ -28,14 +28,13 @@ from ..net.renegotiation import transport_ready
 from ..policy.quality import NetworkQualityStats
 from ..protocol import signaling
 from ..protocol.network_quality import stats_to_wire
-from .connection import ParticipantConnection
+from .connection import ANSWER_TIMEOUT, ParticipantConnection
 from .model import Participant, PublishedTrack, RoomEvent
 from .rooms import LiveRoom
 
 log = logging.getLogger(__name__)
 
 #: Seconds the server waits for a client's answer before it counts the session as broken.
-ANSWER_TIMEOUT = 15.0
 #: Signaling messages that may wait for a slow client before its session is closed.
 OUTBOX_LIMIT = 1000
 #: Labels of the two channels every participant has for `publish_data` (after LiveKit's).
@@ -72,12 +71,9 @@ class Session(ParticipantConnection):
         self._outbox: deque[dict[str, Any]] = deque()
         self._queued = asyncio.Event()
         self._emptied = asyncio.Event()
-        #: set while a socket is attached (cleared while the participant is reconnecting)
-        self._attached = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._negotiating: asyncio.Task[None] | None = None
         self._renegotiate = False
-        self._answer: asyncio.Future[str] | None = None
         #: the offer waiting for its answer (sent again on a new socket after a break)
         self._offer: dict[str, Any] | None = None
         self._on_closed = on_closed
@@ -169,10 +165,6 @@ class Session(ParticipantConnection):
             priority = track.options.get("priority", "standard")
             changed = {"participant_sid": participant.sid, "track_sid": track.sid, "priority": priority}
             self.send({"type": "track_priority_changed", **changed})
-
-    @property
-    def attached(self) -> bool:
-        return self._attached.is_set()
 
     def attach(self, ws: web.WebSocketResponse, first: dict[str, Any] | None = None) -> None:
         """Write to `ws` from now on: `first`, then an offer still waiting for its answer (it may
@@ -273,18 +265,6 @@ class Session(ParticipantConnection):
                 continue
             break
         self._answer = self._offer = None
-
-    async def _wait_for_answer(self) -> str:
-        """The client's answer within ANSWER_TIMEOUT of being connected: time spent reconnecting
-        does not count (the offer is sent again on the client's new socket)."""
-        assert self._answer is not None
-        while True:
-            try:
-                return await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
-            except TimeoutError:
-                if self.attached:
-                    raise
-                await self._attached.wait()
 
     def on_answer(self, sdp: str) -> None:
         if self._answer is None or self._answer.done():

@@ -63,7 +63,6 @@ from .tcmp import TcmpConnection
 log = logging.getLogger(__name__)
 
 #: Seconds the server waits for the client's answer to its offer before it ends the session.
-ANSWER_TIMEOUT = 15.0
 #: Seconds a later negotiation waits for ICE and DTLS to come up before it gives up.
 TRANSPORT_TIMEOUT = 20.0
 #: Seconds a peer connection that ended waits for the socket to say why (a page that goes away
@@ -101,15 +100,12 @@ class TwilioSession(ParticipantConnection):
         self._set_profile(bandwidth_profile)
         self._on_closed = on_closed
         self._connected_sent = False
-        #: set while a socket is attached (cleared while the participant is reconnecting)
-        self._attached = asyncio.Event()
-        self._attached.set()
+        self._attached.set()  # (an SDK session starts on its socket)
         #: the last offer or answer sent, sent again in `synced` (it may have been lost)
         self._last_description: dict[str, Any] | None = None
         # negotiation
         self._revision = 0
         self._sdp_lock = asyncio.Lock()
-        self._answer: asyncio.Future[str] | None = None
         self._offer_revision = 0
         self._negotiating: asyncio.Task[None] | None = None
         self._renegotiate = False
@@ -436,18 +432,6 @@ class TwilioSession(ParticipantConnection):
             finally:
                 self._answer = None
 
-    async def _wait_for_answer(self) -> str:
-        """The client's answer within ANSWER_TIMEOUT of being attached: time spent reconnecting does
-        not count (the offer goes again in `synced`)."""
-        assert self._answer is not None
-        while True:
-            try:
-                return await asyncio.wait_for(asyncio.shield(self._answer), ANSWER_TIMEOUT)
-            except TimeoutError:
-                if self.attached:
-                    raise
-                await self._attached.wait()
-
     async def _add_candidates(self, ice: dict[str, Any]) -> None:
         """Trickled candidates (the SDK sends all so far each time); those on the server's addresses."""
         for init in ice.get("candidates") or []:
@@ -569,9 +553,6 @@ class TwilioSession(ParticipantConnection):
         log.debug("participant %s: %s %s", self.sid, error, context or "")
 
     # reconnection ------------------------------------------------------------------------------
-    @property
-    def attached(self) -> bool:
-        return self._attached.is_set()
 
     def detach(self) -> None:
         """The socket dropped (or the client is back on another): nothing is sent until it
