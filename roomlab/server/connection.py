@@ -13,6 +13,7 @@ roomlab's own signaling is `session.Session`; Twilio's SDK is `twilio.session.Tw
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,7 @@ class MediaSlot:
 ANSWER_TIMEOUT = 15.0
 
 
-class ParticipantConnection:
+class ParticipantConnection(ABC):
     """The peer-connection side of a participant's session, shared by every signaling protocol."""
 
     def __init__(self, live: LiveRoom, participant: Participant) -> None:
@@ -112,9 +113,10 @@ class ParticipantConnection:
                 await self._attached.wait()
 
     # what each signaling adapter provides ------------------------------------------------------
+    @abstractmethod
     def request_negotiation(self) -> None:
         """Negotiate the peer connection again soon (the adapter's offer/answer rules)."""
-        raise NotImplementedError
+        ...
 
     def notify(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
@@ -131,49 +133,58 @@ class ParticipantConnection:
         else:
             self.notify_room(event, live, participant, track)
 
+    @abstractmethod
     def notify_room(
         self, event: RoomEvent, live: LiveRoom, participant: Participant | None, track: PublishedTrack | None
     ) -> None:
         """Any other change in this participant's room, for the adapter to tell its client in its own words."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def report_switch(self, track_sid: str, off: bool, reason: str | None) -> None:
         """The server's bandwidth allocation switched a video track this participant receives off
         (with its reason) or back on."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def report_dropped(self, track_sid: str, count: int) -> None:
         """The server dropped `count` messages of a track for this slow subscriber."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def report_error(self, error: RoomError, **context: Any) -> None:
         """A non-fatal refusal (a message dropped, a bad request): the session goes on."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def report_track_warning(self, track_sid: str, name: str, message: str, cleared: bool) -> None:
         """A warning about one of this participant's published tracks (`cleared`: it is over)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def report_network_quality(self, participants: dict[str, NetworkQualityStats | None]) -> None:
         """Network quality that changed, per participant SID, at the verbosities the client asked
         for in `network_quality` (only called when it did)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def report_dominant_speaker(self, participant_sid: str | None) -> None:
         """The room's dominant speaker is now this participant (None: nobody); only called when the
         client asked for it (`dominant_speaker`)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def report_layer(self, track_sid: str, layer: str | None) -> None:
         """The server now forwards `layer` of a layered video track to this subscriber (None:
         nothing, it is switched off)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def close(self, code: int | None = None, message: str | None = None) -> None:
         """Tell the client why it leaves (if it is still there), then close its socket and connection."""
-        raise NotImplementedError
+        ...
 
-    def report_congestion(self, track_sid: str | None, congested: bool) -> None:
+    def report_congestion(self, track_sid: str | None, congested: bool) -> None:  # noqa: B027 (a default: ignore)
         """The server holds too much of this participant's reliable data (of a track, or of its
         publish_data: None) for a subscriber, or no longer (roomlab/server/congestion.py). A
         protocol whose clients have no flow control to feed ignores it (this default)."""
