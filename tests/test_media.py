@@ -207,6 +207,12 @@ def test_keyframes_are_told_from_other_frames():
     clip = camera_clip("low")
     flags = [is_keyframe("video/VP8", packet) for packet in clip.packets]
     assert [i for i, key in enumerate(flags) if key] == list(clip.keyframes) and len(clip.keyframes) >= 2
+    # what a receiver re-assembles when it starts listening within a key frame: the frame's tail, from
+    # one of its RTP packets on; a tail taken for a key frame is what a subscriber would fail to decode
+    high = camera_clip("high")
+    tails = [high.packets[i][cut:] for i in high.keyframes for cut in range(1100, len(high.packets[i]), 1100)]
+    assert len(tails) > 50 and sum(not tail[0] & 0x01 for tail in tails) > 10  # tails that look like one
+    assert not any(is_keyframe("video/VP8", tail) for tail in tails)
     idr, non_idr = b"\x00\x00\x00\x01\x67\x42" + b"\x00\x00\x00\x01\x65\x88", b"\x00\x00\x00\x01\x41\x9a"
     assert is_keyframe("video/H264", idr) and not is_keyframe("video/H264", non_idr)
 

@@ -57,14 +57,23 @@ def frame_wire_bytes(size: int) -> int:
     return size + packets * RTP_PACKET_OVERHEAD_BYTES
 
 
+#: What follows a VP8 key frame's frame tag (RFC 6386 §9.1).
+VP8_START_CODE = b"\x9d\x01\x2a"
+
+
 def is_keyframe(mime_type: str, data: bytes) -> bool:
     """Whether an encoded video frame (as aiortc's depacketizer assembles it) starts a picture that
-    decodes on its own: a VP8 key frame, or an H.264 access unit with an IDR slice."""
+    decodes on its own: a VP8 key frame, or an H.264 access unit with an IDR slice.
+
+    A VP8 key frame has the P bit of its frame tag clear and the start code after it (RFC 6386
+    §9.1). Both are checked: the first frame a receiver re-assembles may be only the tail of a
+    picture whose first packets came before it listened, and half of all such tails have the bit
+    clear; forwarded as a key frame, a tail is what a subscriber's decoder fails on."""
     if not data:
         return False
     codec = mime_type.lower()
     if codec == "video/vp8":
-        return not data[0] & 0x01  # the frame tag's P bit: 0 for a key frame (RFC 6386 §9.1)
+        return not data[0] & 0x01 and data[3:6] == VP8_START_CODE
     if codec == "video/h264":
         return any(nal and nal[0] & 0x1F == 5 for nal in data.split(b"\x00\x00\x01"))
     return True  # no way to tell: do not hold frames back
@@ -72,7 +81,7 @@ def is_keyframe(mime_type: str, data: bytes) -> bool:
 
 def picture_size(mime_type: str, data: bytes) -> tuple[int, int] | None:
     """The width and height a VP8 key frame carries (RFC 6386 §9.1), None for anything else."""
-    if mime_type.lower() != "video/vp8" or len(data) < 10 or data[0] & 0x01 or data[3:6] != b"\x9d\x01\x2a":
+    if mime_type.lower() != "video/vp8" or len(data) < 10 or data[0] & 0x01 or data[3:6] != VP8_START_CODE:
         return None
     return int.from_bytes(data[6:8], "little") & 0x3FFF, int.from_bytes(data[8:10], "little") & 0x3FFF
 
