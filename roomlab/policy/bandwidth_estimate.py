@@ -73,6 +73,12 @@ LOSS_CONFIRM_SAMPLES = 2
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
 #: link's 100 ms queue, well above its jitter.
 QUEUE_DELAY_CONGESTION_S = 0.050
+#: Queueing delay counts only when it stands: the lowest RTT of this many samples (this second's and
+#: the ones before) must be above the baseline (CoDel's test: a burst queues some packets, an
+#: overload all of them). Three cameras' keyframes arrive together (a new subscriber's keyframe
+#: requests align them): on a downlink they fill to 88 %, single RTT samples reach 50-80 ms every
+#: few seconds while nothing is lost.
+STANDING_QUEUE_SAMPLES = 2
 #: A probe is a deliberate overload: it ends at the first sign, one second of rising loss or
 #: queueing delay above this (each second of a failed probe costs audio its share of the loss).
 PROBE_QUEUE_DELAY_S = 0.025
@@ -218,6 +224,8 @@ class DownlinkEstimator:
         self._rtts: deque[float] = deque(maxlen=RTT_BASE_SAMPLES)
         self._delivered: deque[float] = deque(maxlen=DELIVERED_PROOF_SAMPLES)
         self._previous_rtt: float | None = None
+        self._recent_rtts: deque[float] = deque(maxlen=STANDING_QUEUE_SAMPLES)
+        self._queue_delay: float | None = None
         self._loss_streak = 0
         self._last_update_s: float | None = None
         self._last_congestion_s: float | None = None
@@ -230,6 +238,7 @@ class DownlinkEstimator:
         self._ever_failed = False
         self._successes = 0
         self._reason = INITIAL_REASON
+        self._recover_bps: float | None = None
 
     # -- REMB --
 
@@ -298,21 +307,29 @@ class DownlinkEstimator:
                 # what was sent less the loss reported so far, before the receive rate is known, is
                 # above what got through (loss is reported up to a second late): no higher than the prior
                 capacity = min(capacity, self.estimate_bps)
-            cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
             held = self._hold_until_s is not None and time_s < self._hold_until_s
             if self._probe is not None:
                 # the downlink carries less than the goal, and at least what it carried before the probe:
                 # what got through while the probe over-used, within those (no back-off: the allocator
                 # goes back below it with layers to spare; what got through is measured over seconds
-                # that may reach back before the probe)
+                # that may reach back before the probe; not what was sent: the loss of a probe's first
+                # second of overload may not be reported yet)
                 goal = self._probe.goal_bps
                 self._end_probe(time_s, success=False)
                 self.estimate_bps = max(MIN_ESTIMATE_BPS, min(goal, max(capacity, self.estimate_bps)))
                 self._hold_until_s = time_s + PROBE_FAILED_HOLD_S
                 self._reason = "probe-failed"
-            elif not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
-                self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
-                self._reason = "+".join(signals)
+            else:
+                if "loss" not in signals:
+                    # a queue without loss: everything sent got through, later (the receive rate, measured
+                    # over seconds, lags behind a rise); the queue holds at most a tenth of a second of the rate
+                    capacity = max(capacity, QUEUED_SHARE * delivered)
+                cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
+                if not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
+                    if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
+                        self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
+                    self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
+                    self._reason = "+".join(signals)
         else:
             carried = self._carried(sample)
             self._delivered.append(carried)  # proof is what the downlink carried
@@ -358,13 +375,13 @@ class DownlinkEstimator:
             remb_bps=self.remb_bps(time_s),
             fraction_lost=sample.fraction_lost,
             loss_base=loss_base,
-            queue_delay_s=sample.rtt_s - rtt_base if sample.rtt_s is not None and rtt_base is not None else None,
+            queue_delay_s=self._queue_delay if sample.rtt_s is not None and rtt_base is not None else None,
             next_probe_s=self._next_probe_s if self._probe is None else None,
             limited=self._last_congestion_s is not None,
         )
 
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
-        """The congestion signals of this sample and what the downlink demonstrably carried."""
+        """The congestion signals of this sample and what got through (with the link's own loss)."""
         delivered = sample.delivered_bps
         # what the subscriber received is measured over its last reports; what was sent less what was
         # lost is not aligned with the reports, which lag it by up to a second: over two samples then
@@ -385,7 +402,8 @@ class DownlinkEstimator:
         rtt = sample.rtt_s
         if rtt is not None:
             self._rtts.append(rtt)
-            queue = rtt - min(self._rtts)
+            self._recent_rtts.append(rtt)
+            queue = self._queue_delay = min(self._recent_rtts) - min(self._rtts)
             draining = self._previous_rtt is not None and rtt < self._previous_rtt - RTT_DRAINING_S
             limit = PROBE_QUEUE_DELAY_S if self._probe is not None else QUEUE_DELAY_CONGESTION_S
             if queue > limit and not draining:
@@ -409,10 +427,6 @@ class DownlinkEstimator:
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
             capacity = through / (1.0 - self._own_loss())
-            if "loss" not in signals:
-                # a queue without loss: everything sent got through, later (the receive rate, measured over
-                # seconds, lags behind a rise); the queue holds at most a tenth of a second of the rate
-                capacity = max(capacity, QUEUED_SHARE * delivered)
         return tuple(signals), capacity
 
     def _own_loss(self) -> float:
@@ -427,7 +441,8 @@ class DownlinkEstimator:
     def _probe_wanted(self, time_s: float, sample: DownlinkSample, wanted: float | None, step: float | None) -> bool:
         if not step or step <= 0 or wanted is None:
             return False
-        if self._next_probe_s is not None and time_s < self._next_probe_s:
+        recovering = self._recover_bps is not None and self._recover_bps > self.estimate_bps
+        if not recovering and self._next_probe_s is not None and time_s < self._next_probe_s:
             return False
         if self._last_congestion_s is not None and time_s - self._last_congestion_s < PROBE_AFTER_CONGESTION_S:
             return False
@@ -442,6 +457,9 @@ class DownlinkEstimator:
         ramp = PROBE_RAMP * self.estimate_bps if ramping else 0.0
         increase = max(PROBE_OVERSHOOT * step, step + PROBE_MIN_EXTRA_BPS, ramp)
         goal = min(wanted + sample.other_bps, self.estimate_bps + increase)
+        if self._recover_bps is not None:  # back to where a cut came from, whatever the back-off
+            goal = max(goal, min(wanted + sample.other_bps, self._recover_bps))
+            self._recover_bps = None
         goal = max(goal, self.estimate_bps + step)
         self._probe = _Probe(time_s, goal)
 
