@@ -235,10 +235,8 @@ class BandwidthAllocation:
         by_sid = {f.track.sid: f for f in forwarders}
         for decision in allocation.tracks:
             forwarder = by_sid[decision.track]
-            if decision.reason != "publisher":
+            if decision.reason != "publisher":  # nothing arrives: the selection waits for it, unchanged
                 self._select(participant_sid, forwarder, decision.layer)
-            else:  # nothing arrives: the selection waits for it, from the lowest layer if it never started
-                self._start_low(participant_sid, forwarder)
             self._tell(participant_sid, state, forwarder, decision.switched_off, decision.reason)
         # the layers chosen get through with their keyframes spread out (net/pacing.py)
         session.pace_video(PACING_FACTOR * max(allocation.available_bps, allocation.allocated_bps))
@@ -292,16 +290,6 @@ class BandwidthAllocation:
         selection = forwarder.selection(participant_sid)
         if selection is not None and selection.target != layer:
             forwarder.select_layer(participant_sid, layer)
-
-    def _start_low(self, participant_sid: str, forwarder: MediaTrackForwarder) -> None:
-        """A subscription starts at the highest layer (where forwarding everything keeps it); one that
-        has forwarded nothing yet starts at the lowest instead, and the allocator raises it once its
-        layers arrive: a new subscriber's first frames must not flood a downlink not yet estimated
-        (three cameras' high layers are 3.6 Mbit/s, and their keyframes come at once)."""
-        selection = forwarder.selection(participant_sid)
-        lowest = forwarder.media.stream_names[0]
-        if selection is not None and selection.current is None and selection.target not in (None, lowest):
-            forwarder.select_layer(participant_sid, lowest)
 
     def _tell(
         self, participant_sid: str, state: SubscriberState, forwarder: MediaTrackForwarder, off: bool, reason: str
