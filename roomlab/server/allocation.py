@@ -8,7 +8,10 @@ itself. Per subscriber and pass:
   (audio and data subtracted: they are served first and never switched off), its probe goal and
   whether it saw congestion; the initial estimate before the first sample;
 - the subscribed video tracks on the forwarding path: the layers arriving now with their measured
-  bitrates (a track without layers is one layer, `single`: it can be switched off too), the
+  bitrates (a track without layers is one layer, `single`: it can be switched off too; none for a
+  subscription not started yet while the track's layers are still starting and its lowest has not
+  arrived: a subscription starts at the lowest layer, `Sfu.start_lowest`, and the allocator raises
+  it once it knows the downlink), the
   priority (the subscriber's override, else the publisher's), the publisher's speaking activity and
   whether it is the dominant speaker (server/dominant_speaker.py), whether the publisher disabled
   the track, whether the subscriber switched it off itself;
@@ -254,6 +257,10 @@ class BandwidthAllocation:
         self, participant_sid: str, state: SubscriberState, forwarder: MediaTrackForwarder, live: LiveRoom
     ) -> SubscribedVideoTrack:
         track = forwarder.track
+        layers = forwarder.layers() if not forwarder.stalled else []
+        selection = forwarder.selection(participant_sid)
+        if selection is not None and selection.current is None and forwarder.starting():
+            layers = []  # a subscription waits for the lowest layer (the first pass would pick what came first)
         publisher = live.participants.get(track.participant_sid)
         activity = 0.0
         dominant = False
@@ -266,7 +273,7 @@ class BandwidthAllocation:
         return SubscribedVideoTrack(
             track=track.sid,
             publisher=publisher.identity if publisher is not None else track.participant_sid,
-            layers=forwarder.layers() if not forwarder.stalled else [],
+            layers=layers,
             priority=state.priorities.get(track.sid, track.options.get("priority", "standard")),
             speaker_activity=activity,
             dominant_speaker=dominant,

@@ -216,6 +216,18 @@ class MediaTrackForwarder:
                 found.append(Layer(name, width, height, bitrate))
         return found
 
+    def starting(self, now: float | None = None) -> bool:
+        """The track's layers are still starting, one RTP stream after the other: its lowest layer
+        has not arrived yet, and the first layer that did arrived less than a bitrate window ago."""
+        if not self.specs:
+            return False
+        now = time.monotonic() if now is None else now
+        streams = self.media.streams
+        lowest = streams.get(self.media.stream_names[0])
+        if lowest is not None and lowest.meter.flowing(now):
+            return False
+        return all(stream.meter.young(now) for stream in streams.values())
+
     def select_layer(self, subscriber_sid: str, layer: str | None) -> None:
         """Forward `layer` to a subscriber from that layer's next keyframe (its current layer until
         then); None switches it off at once: nothing is forwarded, its slot stays."""
