@@ -6,9 +6,12 @@ aiortc's sender writes every packet of a frame back to back. A forwarded keyfram
 simulated camera's low layer) to 47 kB (its high layer); a downlink queue holds 100 ms at its rate
 (5 kB at 400 kbit/s, 37 kB at 3 Mbit/s), so unpaced keyframes overflow it even when the average
 fits, and the audio packets behind them are lost with them. Real senders pace (libwebrtc at 2.5x
-its target, LiveKit's pacer likewise); here the allocation sets the rate to `PACING_FACTOR` times
-what it allocated (or its budget, if larger), so the layers chosen get through with their keyframes
-spread over tens of milliseconds. Audio, RTCP and retransmissions are never held.
+its target, LiveKit's pacer likewise); here the allocation sets the rate (`pacing_rate`) to what the
+downlink estimate leaves video, and never below `PACING_FACTOR` times what the layers chosen send:
+a keyframe burst waits here, where audio passes it, instead of in the downlink's queue in front of
+the audio (three cameras' keyframes, aligned by a new subscriber's keyframe requests, are 18 kB at
+their lowest layer: more than twice a 600 kbit/s downlink's queue). Audio, RTCP and retransmissions
+are never held.
 
 A paced packet leaves later than aiortc stamped it: its abs-send-time header extension is stamped
 again as it leaves, so that the subscriber's delay-based estimator (REMB) sees pacing as sending,
@@ -30,15 +33,22 @@ from typing import Any
 
 from aiortc import RTCRtpSender, clock
 
-#: Video leaves at this times what the allocation gives it (libwebrtc paces at 2.5x its target; less
-#: here keeps a keyframe burst within a 100 ms downlink queue while the layers fit the estimate).
-PACING_FACTOR = 1.5
+#: Video leaves at least this times what its layers send (measured over seconds, with keyframes): the
+#: pacer keeps up with them and holds a keyframe for about the time of a frame or two.
+PACING_FACTOR = 1.2
 #: Packets may leave this much ahead of the rate (a burst of a few packets, so that a small frame
 #: is not spread needlessly).
 PACING_BURST_S = 0.005
 #: The rate is never set below this (a stale or tiny estimate must not hold video back for seconds).
 MIN_PACING_BPS = 100_000.0
 _ONE_BYTE_PROFILE = 0xBEDE
+
+
+def pacing_rate(video_budget_bps: float, video_bps: float) -> float:
+    """The rate for a subscriber's video: what the downlink estimate leaves video (`video_budget_bps`:
+    the estimate, or a probe's goal, less audio and data), at least `PACING_FACTOR` times what the
+    layers chosen send (`video_bps`: beyond the budget when a mode keeps them on, or on the prior)."""
+    return max(video_budget_bps, PACING_FACTOR * video_bps)
 
 
 class Pacer:

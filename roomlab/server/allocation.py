@@ -19,9 +19,10 @@ itself. Per subscriber and pass:
   its previous decision.
 
 Decisions go to the forwarder (`select_layer`, None: switched off), to the subscriber's pacer
-(`PACING_FACTOR` times what video is given, roomlab/net/pacing.py), to the estimator (the
-allocator's `wanted_bps` and `probe_step_bps`: what to probe for), to the `allocations` table (every
-decision, one row per track), and, when a track is switched off or on, to the room's history
+(`pacing_rate`: the video budget, or the probe's, and a little more than the layers chosen send;
+roomlab/net/pacing.py), to the estimator (the allocator's `wanted_bps` and `probe_step_bps`: what to
+probe for), to the `allocations` table (every decision, one row per track), and, when a track is
+switched off or on, to the room's history
 (`track-switched-off` / `track-switched-on` events, the reason in `detail`), which signaling passes on
 to the subscriber.
 
@@ -43,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..net.pacing import PACING_FACTOR
+from ..net.pacing import pacing_rate
 from ..policy.allocation import Allocation, BandwidthProfile, SubscribedVideoTrack, allocate, check_priority
 from ..policy.bandwidth_estimate import INITIAL_ESTIMATE_BPS, INITIAL_REASON
 from ..telemetry.recorder import Telemetry, now_ns
@@ -241,8 +242,8 @@ class BandwidthAllocation:
             if decision.reason != "publisher":  # nothing arrives: the selection waits for it, unchanged
                 self._select(participant_sid, forwarder, decision.layer)
             self._tell(participant_sid, state, forwarder, decision.switched_off, decision.reason)
-        # the layers chosen get through with their keyframes spread out (net/pacing.py)
-        session.pace_video(PACING_FACTOR * max(allocation.available_bps, allocation.allocated_bps))
+        # the layers chosen get through with their keyframes spread out, within the budget (net/pacing.py)
+        session.pace_video(pacing_rate(max(allocation.available_bps, goal or 0.0), allocation.allocated_bps))
         self._record(
             session,
             allocation,
