@@ -91,9 +91,10 @@ DELIVERED_PROOF_SAMPLES = 3
 #: After a cut, congestion signals cut again only this long later: receiver reports (every
 #: 0.5-1.5 s) and the queue still describe what was sent before the cut (GCC waits an RTT).
 CUT_HOLD_S = 3.0
-#: After a failed probe, the same for this long (the allocation is back within the estimate at once;
-#: reports lag it by a second, the emulated queue drains in 100 ms).
-PROBE_FAILED_HOLD_S = 2.0
+#: After a failed probe, the same for this long (the allocation is back within the estimate at once,
+#: the emulated queue drains in 100 ms, but the reports of the seconds that follow still count the
+#: probe's losses: a receiver reports every 0.5-1.5 s, and is sampled once a second).
+PROBE_FAILED_HOLD_S = 3.0
 #: A probe lasts this long: a layer switch waits for a keyframe (<= 1 s here), then feedback (RR
 #: every 0.5-1.5 s, REMB every 0.5-1 s) must show what the downlink did with it.
 PROBE_DURATION_S = 2.0
@@ -200,7 +201,9 @@ class _Probe:
     start_s: float
     goal_bps: float
     delivered: list[float] = field(default_factory=list)
-    """What was delivered in each sample of the probe."""
+    """What the downlink carried in each sample of the probe (as far as the reports show yet)."""
+    sent: list[float] = field(default_factory=list)
+    """What was sent in each sample of the probe."""
 
 
 @dataclass
@@ -336,13 +339,17 @@ class DownlinkEstimator:
             probe = self._probe
             if probe is not None:
                 probe.delivered.append(carried)
+                probe.sent.append(delivered)
                 age = time_s - probe.start_s
                 # the receive rate is measured over the last reports: wait until it shows the probe
                 lagging = carried < PROBE_RECEIVED_RATIO * delivered
                 if age >= PROBE_DURATION_S and (not lagging or age >= PROBE_MAX_DURATION_S):
                     # what the probe carried in its last seconds (its first second switches layers; a
-                    # layer's seconds vary by a tenth around its rate, so the larger of two)
-                    carried = max(probe.delivered[-2:])
+                    # layer's seconds vary by a tenth around its rate, so the larger of two): once the
+                    # reports have caught up without a sign of congestion, all that was sent (the receive
+                    # rate, over reports of 2.5 s, still counts seconds before the probe: a probe that
+                    # switches a track back on would never show more than an estimate just below its layer)
+                    carried = max((probe.delivered if lagging else probe.sent)[-2:])
                     if carried > self.estimate_bps:
                         self._end_probe(time_s, success=True)
                         self.estimate_bps = min(probe.goal_bps, carried)
