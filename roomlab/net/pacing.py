@@ -20,8 +20,9 @@ not as queueing.
 `pace(sender, pacer)` hooks the sender's DTLS transport (once per transport: `_send_rtp`, the
 method every sender and receiver of a bundled connection writes through) and registers the
 sender's SSRC; it is idempotent, and is called again after renegotiations (bundling may move a
-sender onto another transport). This reaches into aiortc 1.16.0's private attributes, like
-net/rtp.py.
+sender onto another transport). `pace_from_start(sender, pacer)` calls it as the sender starts,
+on the transport it starts on (a subscription's first keyframes go out paced). This reaches into
+aiortc 1.16.0's private attributes, like net/rtp.py.
 """
 
 from __future__ import annotations
@@ -146,3 +147,16 @@ def pace(sender: RTCRtpSender, pacer: Pacer) -> None:
         await send(data)
 
     transport._send_rtp = send_rtp  # type: ignore[method-assign]
+
+
+def pace_from_start(sender: RTCRtpSender, pacer: Pacer) -> None:
+    """Pace `sender` with `pacer` as soon as it starts sending: aiortc calls `send()` once the
+    negotiation has set its (bundled) transport and header extensions, and its first packet leaves
+    from a task that runs after that."""
+    start: Callable[[Any], Coroutine[Any, Any, None]] = sender.send
+
+    async def send(parameters: Any) -> None:
+        await start(parameters)
+        pace(sender, pacer)
+
+    sender.send = send  # type: ignore[method-assign]
