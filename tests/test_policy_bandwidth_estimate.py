@@ -180,16 +180,18 @@ def test_no_probe_when_the_allocator_wants_nothing_more():
 
 def test_a_probe_doubles_the_estimate_then_commits_what_was_delivered():
     e = DownlinkEstimator()
-    quiet = feed(e, [sample({1: 170e3}, other=30e3)], wanted_video_bps=3.6e6, probe_step_bps=100e3)
-    assert quiet[0].next_probe_s == 2.0
-    probing = e.update(2, sample({1: 170e3}, other=30e3), wanted_video_bps=3.6e6, probe_step_bps=100e3)
+    # on the prior, the layers it lets on are the first test: three seconds of them before any probe
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 100e3}
+    starting = feed(e, [sample(other=30e3), *[sample({1: 170e3}, other=30e3)] * 2], **kw)
+    assert [s.state for s in starting] == ["stable"] * 3 and starting[0].next_probe_s == 2.0
+    probing = e.update(4, sample({1: 170e3}, other=30e3), **kw)
     assert probing.state == "probing" and probing.probe_goal_bps == 600e3  # max(E + 1.2 step, 2 E)
     assert probing.probe_video_budget_bps == 570e3
-    during = feed(e, [sample({1: 340e3}, other=30e3)] * 3, start=3, wanted_video_bps=3.6e6, probe_step_bps=100e3)
+    during = feed(e, [sample({1: 340e3}, other=30e3)] * 3, start=5, **kw)
     assert [d.state for d in during[:2]] == ["probing", "probing"]
     assert during[2].reason == "probe-succeeded" and during[2].estimate_bps == 370e3  # what was delivered
     small = DownlinkEstimator(1e6)
-    goal = feed(small, [sample({1: 900e3})] * 2, wanted_video_bps=1.3e6, probe_step_bps=200e3)[-1].probe_goal_bps
+    goal = feed(small, [sample({1: 900e3})] * 3, wanted_video_bps=1.3e6, probe_step_bps=200e3)[-1].probe_goal_bps
     assert goal == 1.3e6  # never beyond what the allocator wants
 
 

@@ -137,7 +137,8 @@ class DownlinkSample:
     fraction_lost: float | None = None
     """Loss over the subscriber's receiver reports of the last second, packet-weighted, 0-1."""
     rtt_s: float | None = None
-    """Round-trip time from those reports, seconds (drop samples of paused senders: stale LSR)."""
+    """Round-trip time from those reports, seconds (drop samples of paused senders: stale LSR); None
+    when none of the second's reports gave one (an RTT held from earlier seconds is no news)."""
     lost_bps: float | None = None
     """What the reports say was lost, stream by stream: each stream's bitrate times its own loss (a
     dropped video packet weighs what it carried, an audio one little); None: `fraction_lost` of all."""
@@ -242,6 +243,7 @@ class DownlinkEstimator:
         self._successes = 0
         self._reason = INITIAL_REASON
         self._recover_bps: float | None = None
+        self._video_seconds = 0
 
     # -- REMB --
 
@@ -334,6 +336,8 @@ class DownlinkEstimator:
                     self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
                     self._reason = "+".join(signals)
         else:
+            if sample.video_bps and sum(sample.video_bps.values()) > 0:
+                self._video_seconds += 1
             carried = self._carried(sample)
             self._delivered.append(carried)  # proof is what the downlink carried
             probe = self._probe
@@ -407,7 +411,9 @@ class DownlinkEstimator:
         else:
             self._loss_streak = 0
         rtt = sample.rtt_s
-        if rtt is not None:
+        if rtt is None:
+            self._recent_rtts.clear()  # a standing queue is one of consecutive seconds
+        else:
             self._rtts.append(rtt)
             self._recent_rtts.append(rtt)
             queue = self._queue_delay = min(self._recent_rtts) - min(self._rtts)
@@ -455,6 +461,8 @@ class DownlinkEstimator:
             return False
         if self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps:
             return False  # already sending beyond the prior: that is the test
+        if self._reason == INITIAL_REASON and self._video_seconds < DELIVERED_PROOF_SAMPLES:
+            return False  # the lowest layers, which the prior lets on, are the first test: let it show
         return wanted + sample.other_bps > self.estimate_bps
 
     def _start_probe(self, time_s: float, sample: DownlinkSample, wanted: float, step: float) -> None:

@@ -239,6 +239,8 @@ class ParticipantNetwork:
         self.room: str = session.live.room.unique_name
         self.downlink = Downlink()
         self.rtt_s: float | None = None
+        #: whether `rtt_s` was measured in the last sample (not held from an earlier one)
+        self.rtt_fresh = False
         self._rtt_at = -1e9
         self._rtts: list[float] = []
         self.last_rtcp_at = now
@@ -393,7 +395,9 @@ class ParticipantNetwork:
         return totals, video_bps, other_bps, lost_bps, received
 
     def take_rtt(self, now: float) -> float | None:
-        """The round-trip time of the last sample (the mean of its reports), or the last one for a while."""
+        """The round-trip time of the last sample (the mean of its reports), or the last one for a while
+        (`rtt_fresh` says which)."""
+        self.rtt_fresh = bool(self._rtts)
         if self._rtts:
             self.rtt_s = sum(self._rtts) / len(self._rtts)
             self._rtt_at = now
@@ -421,7 +425,7 @@ class ParticipantNetwork:
             video_bps=video_bps,
             other_bps=other_bps,
             fraction_lost=fraction_lost,
-            rtt_s=rtt,
+            rtt_s=rtt if self.rtt_fresh else None,  # a held RTT is no news of the queue
             lost_bps=lost_bps if expected else None,
             received_bps=received_bps,
         )
