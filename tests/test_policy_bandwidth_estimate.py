@@ -178,7 +178,7 @@ def test_no_probe_when_the_allocator_wants_nothing_more():
     assert all(r.probe_goal_bps is None for r in results)
 
 
-def test_a_probe_doubles_the_estimate_then_commits_what_was_delivered():
+def test_a_probe_doubles_the_estimate_then_commits_what_was_carried():
     e = DownlinkEstimator()
     # on the prior, the layers it lets on are the first test: three seconds of them before any probe
     kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 100e3}
@@ -187,12 +187,33 @@ def test_a_probe_doubles_the_estimate_then_commits_what_was_delivered():
     probing = e.update(4, sample({1: 170e3}, other=30e3), **kw)
     assert probing.state == "probing" and probing.probe_goal_bps == 600e3  # max(E + 1.2 step, 2 E)
     assert probing.probe_video_budget_bps == 570e3
-    during = feed(e, [sample({1: 340e3}, other=30e3)] * 3, start=5, **kw)
-    assert [d.state for d in during[:2]] == ["probing", "probing"]
-    assert during[2].reason == "probe-succeeded" and during[2].estimate_bps == 370e3  # what was delivered
+    during = feed(e, [sample({1: 500e3}, other=30e3)] * 2, start=5, **kw)
+    assert during[0].state == "probing"
+    assert during[1].reason == "probe-succeeded" and during[1].estimate_bps == 530e3  # what was carried
+    assert during[1].probe_goal_bps == 2 * 530e3  # it carried most of what it asked: the next follows at once
     small = DownlinkEstimator(1e6)
     goal = feed(small, [sample({1: 900e3})] * 3, wanted_video_bps=1.3e6, probe_step_bps=200e3)[-1].probe_goal_bps
     assert goal == 1.3e6  # never beyond what the allocator wants
+
+
+def test_a_probe_filled_with_little_more_than_the_estimate_raises_it_but_proves_no_room():
+    e = DownlinkEstimator(500e3)
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 10e3}
+    assert feed(e, [sample({1: 480e3})] * 3, **kw)[-1].probe_goal_bps == 1e6  # the first probes ramp
+    ended = feed(e, [sample({1: 530e3})] * 2, start=4, **kw)[-1]
+    assert ended.reason == "probe-succeeded" and ended.estimate_bps == 530e3
+    assert ended.next_probe_s == 6  # not at once: a success would have been followed at once
+    # a layer switched back on just above an estimate just below it (the receive rate, over reports of
+    # 2.5 s, still counts the seconds it was off: what was sent counts once the reports show no loss)
+    low = DownlinkEstimator(172e3)
+    kw = {"wanted_video_bps": 175e3, "probe_step_bps": 3e3}
+    assert feed(low, [sample({1: 100e3})] * 3, **kw)[-1].probe_goal_bps == 175e3
+    back_on = [
+        DownlinkSample({1: 178e3}, 0.0, 0.0, 0.08, received_bps=received) for received in (60e3, 120e3, 170e3)
+    ]
+    results = feed(low, back_on, start=4, **kw)
+    assert [r.state for r in results[:2]] == ["probing", "probing"]  # until the reports catch up
+    assert results[-1].reason == "probe-succeeded" and results[-1].estimate_bps == 175e3
 
 
 def test_a_failed_probe_keeps_what_was_carried_backs_off_and_then_only_steps():

@@ -121,6 +121,11 @@ PROBE_MIN_EXTRA_BPS = 50_000.0
 #: until a probe fails; from then on only the next step, until this many in a row have succeeded.
 PROBE_RAMP = 1.0
 RAMP_AFTER_SUCCESSES = 2
+#: A probe succeeds when the downlink carried at least this share of the increase it asked for; one
+#: that carried more than the estimate but less than that raises the estimate to what it carried, and
+#: counts neither way (a layer's bitrate wanders by a tenth: a probe filled by nothing but that
+#: wandering proves nothing about room for the next step).
+PROBE_SUCCESS_SHARE = 0.5
 
 
 # --- inputs and outputs ---------------------------------------------------------------------------------
@@ -355,7 +360,9 @@ class DownlinkEstimator:
                     # switches a track back on would never show more than an estimate just below its layer)
                     carried = max((probe.delivered if lagging else probe.sent)[-2:])
                     if carried > self.estimate_bps:
-                        self._end_probe(time_s, success=True)
+                        asked = probe.goal_bps - self.estimate_bps
+                        success = carried >= self.estimate_bps + PROBE_SUCCESS_SHARE * asked
+                        self._end_probe(time_s, success=True if success else None)
                         self.estimate_bps = min(probe.goal_bps, carried)
                         self._reason = "probe-succeeded"
                     else:  # the allocator found nothing to fill it with: nothing was learnt
@@ -479,8 +486,8 @@ class DownlinkEstimator:
         self._probe = _Probe(time_s, goal)
 
     def _end_probe(self, time_s: float, success: bool | None) -> None:
-        """`success` None: the probe tested nothing (the allocator could not fill it): the interval
-        and the back-off stay as they were."""
+        """`success` None: the probe tested nothing (the allocator could not fill it, or filled little
+        of it): the interval and the back-off stay as they were."""
         self._probe = None
         if success:  # the next one may follow at once, from the new estimate
             self._probe_interval_s = PROBE_INTERVAL_S
