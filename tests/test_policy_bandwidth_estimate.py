@@ -24,8 +24,8 @@ CAMERA = (
 OPUS_BPS = 31_000
 
 
-def sample(video=None, other=0.0, loss=0.0, rtt=0.08) -> DownlinkSample:
-    return DownlinkSample(video_bps=video or {}, other_bps=other, fraction_lost=loss, rtt_s=rtt)
+def sample(video=None, other=0.0, loss=0.0, rtt=0.08, rtts=()) -> DownlinkSample:
+    return DownlinkSample(video_bps=video or {}, other_bps=other, fraction_lost=loss, rtt_s=rtt, rtt_samples=rtts)
 
 
 def feed(estimator: DownlinkEstimator, samples, start: int = 1, **kw) -> list[DownlinkEstimate]:
@@ -114,14 +114,14 @@ def test_a_standing_queue_is_congestion_but_a_burst_or_a_queue_draining_after_a_
     e = DownlinkEstimator(1e6)
     video = {1: 900e3}
     feed(e, [sample(video, rtt=0.080)] * 5)
-    # keyframes arriving together: one second's RTT far above the baseline, the next one back at it
-    burst = feed(e, [sample(video, rtt=0.170), sample(video, rtt=0.085), sample(video, rtt=0.150)], start=6)
+    # keyframes arriving together: reports far above the baseline, with others back at it in between
+    burst = feed(e, [sample(video, rtt=0.170), sample(video, rtts=(0.085, 0.150)), sample(video, rtt=0.160)], start=6)
     assert not any(b.congested for b in burst) and [b.queue_delay_s for b in burst] == pytest.approx([0, 0.005, 0.005])
-    # a standing queue: two seconds above it
-    rising = e.update(9, sample(video, rtt=0.170))
-    assert rising.signals == ("delay",) and rising.queue_delay_s == pytest.approx(0.07)
-    assert rising.estimate_bps == pytest.approx(0.85 * 900e3)
-    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.160, 0.150, 0.140)], start=10)
+    # a standing queue: three reports in a row above it
+    rising = feed(e, [sample(video, rtt=0.170), sample(video, rtt=0.175)], start=9)
+    assert [r.signals for r in rising] == [(), ("delay",)] and rising[1].queue_delay_s == pytest.approx(0.08)
+    assert rising[1].estimate_bps == pytest.approx(0.85 * 900e3)
+    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.160, 0.150, 0.140)], start=11)
     assert not any(d.congested for d in draining)
     assert draining[-1].estimate_bps == pytest.approx(0.85 * 900e3)
 
@@ -230,9 +230,9 @@ def test_a_failed_probe_keeps_what_was_carried_backs_off_and_then_only_steps():
         if r.probe_goal_bps is not None:
             intervals.append(t - last_end)
             goals.append(r.probe_goal_bps - r.estimate_bps)
-            # each probe fails on a standing queue (two seconds of queueing delay)
-            feed(e, [sample({1: 1.2e6}, rtt=0.2)] * 2, start=t + 1, **kw)
-            t, last_end = t + 2, t + 2
+            # each probe fails on a standing queue (the three reports of a second above the baseline)
+            e.update(t + 1, sample({1: 1.2e6}, rtts=(0.2, 0.21, 0.2)), **kw)
+            t, last_end = t + 1, t + 1
         t += 1
     assert intervals == [3, 4, 8, 12, 12]  # 3 s after congestion, then 2 s doubling up to 12 s
     assert all(g == pytest.approx(1.2 * 380e3) for g in goals)  # after a failure: only the next step

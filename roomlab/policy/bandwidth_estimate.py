@@ -73,16 +73,16 @@ LOSS_CONFIRM_SAMPLES = 2
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
 #: link's 100 ms queue, well above its jitter.
 QUEUE_DELAY_CONGESTION_S = 0.050
-#: Queueing delay counts only when it stands: the lowest RTT of this many samples (this second's and
-#: the ones before) must be above the baseline (CoDel's test: a burst queues some packets, an
-#: overload all of them). Three cameras' keyframes arrive together (a new subscriber's keyframe
-#: requests align them): on a downlink they fill to 88 %, single RTT samples reach 50-80 ms every
-#: few seconds while nothing is lost.
-STANDING_QUEUE_SAMPLES = 2
+#: Queueing delay counts only when it stands: the lowest RTT of this many reports in a row (of this
+#: second and the ones just before; a second without one breaks the row) must be above the baseline
+#: (CoDel's test: a burst queues some packets, an overload all of them). Three cameras' keyframes
+#: arrive together (a new subscriber's keyframe requests align them): on a downlink they fill to
+#: 90 %, single RTT samples reach 50-80 ms every few seconds while nothing is lost.
+STANDING_QUEUE_SAMPLES = 3
 #: A probe is a deliberate overload: it ends at the first sign, one second of rising loss or
 #: queueing delay above this (each second of a failed probe costs audio its share of the loss).
 PROBE_QUEUE_DELAY_S = 0.025
-#: The RTT baseline: the minimum of this many recent samples.
+#: The RTT baseline: the minimum of this many recent seconds' lowest RTTs.
 RTT_BASE_SAMPLES = 30
 #: An RTT lower than the previous by this much is a queue draining after a cut: not congestion.
 RTT_DRAINING_S = 0.005
@@ -144,6 +144,9 @@ class DownlinkSample:
     rtt_s: float | None = None
     """Round-trip time from those reports, seconds (drop samples of paused senders: stale LSR); None
     when none of the second's reports gave one (an RTT held from earlier seconds is no news)."""
+    rtt_samples: tuple[float, ...] = ()
+    """The round-trip time of each of those reports, in the order they arrived (empty: `rtt_s` is
+    taken as the one sample)."""
     lost_bps: float | None = None
     """What the reports say was lost, stream by stream: each stream's bitrate times its own loss (a
     dropped video packet weighs what it carried, an audio one little); None: `fraction_lost` of all."""
@@ -374,7 +377,6 @@ class DownlinkEstimator:
                 self._start_probe(time_s, sample, wanted_video_bps, probe_step_bps)  # type: ignore[arg-type]
 
         goal = self._probe.goal_bps if self._probe is not None else None
-        rtt_base = min(self._rtts) if self._rtts else None
         if goal is not None:
             state = "probing"
         else:
@@ -393,7 +395,7 @@ class DownlinkEstimator:
             remb_bps=self.remb_bps(time_s),
             fraction_lost=sample.fraction_lost,
             loss_base=loss_base,
-            queue_delay_s=self._queue_delay if sample.rtt_s is not None and rtt_base is not None else None,
+            queue_delay_s=self._queue_delay,
             next_probe_s=self._next_probe_s if self._probe is None else None,
             limited=self._last_congestion_s is not None,
         )
@@ -417,18 +419,20 @@ class DownlinkEstimator:
             self._loss_streak += 1
         else:
             self._loss_streak = 0
-        rtt = sample.rtt_s
-        if rtt is None:
-            self._recent_rtts.clear()  # a standing queue is one of consecutive seconds
+        rtts = sample.rtt_samples or ((sample.rtt_s,) if sample.rtt_s is not None else ())
+        if not rtts:
+            self._recent_rtts.clear()  # a standing queue is one of reports in a row
+            self._queue_delay = None
         else:
-            self._rtts.append(rtt)
-            self._recent_rtts.append(rtt)
-            queue = self._queue_delay = min(self._recent_rtts) - min(self._rtts)
-            draining = self._previous_rtt is not None and rtt < self._previous_rtt - RTT_DRAINING_S
+            self._rtts.append(min(rtts))
+            self._recent_rtts.extend(rtts)
+            standing = min(self._recent_rtts)
+            queue = self._queue_delay = standing - min(self._rtts)
+            draining = self._previous_rtt is not None and standing < self._previous_rtt - RTT_DRAINING_S
             limit = PROBE_QUEUE_DELAY_S if self._probe is not None else QUEUE_DELAY_CONGESTION_S
-            if queue > limit and not draining:
+            if len(self._recent_rtts) == STANDING_QUEUE_SAMPLES and queue > limit and not draining:
                 signals.append("delay")
-            self._previous_rtt = rtt
+            self._previous_rtt = standing
         remb = False
         for entry in self._live_rembs(time_s):
             fresh = self._last_update_s is None or entry.time_s > self._last_update_s

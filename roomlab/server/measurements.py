@@ -415,6 +415,7 @@ class ParticipantNetwork:
         data_sent: int | None = None,
     ) -> ParticipantMeasurement:
         down, video_bps, other_bps, lost_bps, received_bps = self.measure_downlink(now, data_sent)
+        rtt_samples = tuple(self._rtts)
         rtt = self.take_rtt(now)
         video_recv = down.get("video")
         fraction_lost = None
@@ -426,6 +427,7 @@ class ParticipantNetwork:
             other_bps=other_bps,
             fraction_lost=fraction_lost,
             rtt_s=rtt if self.rtt_fresh else None,  # a held RTT is no news of the queue
+            rtt_samples=rtt_samples,
             lost_bps=lost_bps if expected else None,
             received_bps=received_bps,
         )
