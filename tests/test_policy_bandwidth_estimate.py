@@ -115,13 +115,13 @@ def test_a_standing_queue_is_congestion_but_a_burst_or_a_queue_draining_after_a_
     video = {1: 900e3}
     feed(e, [sample(video, rtt=0.080)] * 5)
     # keyframes arriving together: reports far above the baseline, with others back at it in between
-    burst = feed(e, [sample(video, rtt=0.170), sample(video, rtts=(0.085, 0.150)), sample(video, rtt=0.160)], start=6)
+    burst = feed(e, [sample(video, rtt=0.170), sample(video, rtts=(0.085, 0.150)), sample(video, rtt=0.090)], start=6)
     assert not any(b.congested for b in burst) and [b.queue_delay_s for b in burst] == pytest.approx([0, 0.005, 0.005])
     # a standing queue: three reports in a row above it
-    rising = feed(e, [sample(video, rtt=0.170), sample(video, rtt=0.175)], start=9)
-    assert [r.signals for r in rising] == [(), ("delay",)] and rising[1].queue_delay_s == pytest.approx(0.08)
-    assert rising[1].estimate_bps == pytest.approx(0.85 * 900e3)
-    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.160, 0.150, 0.140)], start=11)
+    rising = feed(e, [sample(video, rtt=rtt) for rtt in (0.170, 0.175, 0.165)], start=9)
+    assert [r.signals for r in rising] == [(), (), ("delay",)] and rising[2].queue_delay_s == pytest.approx(0.085)
+    assert rising[2].estimate_bps == pytest.approx(0.85 * 900e3)
+    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.160, 0.150, 0.140)], start=12)
     assert not any(d.congested for d in draining)
     assert draining[-1].estimate_bps == pytest.approx(0.85 * 900e3)
 
