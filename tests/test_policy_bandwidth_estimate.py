@@ -121,7 +121,7 @@ def test_a_standing_queue_is_congestion_but_a_burst_or_a_queue_draining_after_a_
     rising = feed(e, [sample(video, rtt=rtt) for rtt in (0.170, 0.175, 0.165)], start=9)
     assert [r.signals for r in rising] == [(), (), ("delay",)] and rising[2].queue_delay_s == pytest.approx(0.085)
     assert rising[2].estimate_bps == pytest.approx(0.85 * 900e3)
-    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.160, 0.150, 0.140)], start=12)
+    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.150, 0.130, 0.110)], start=12)
     assert not any(d.congested for d in draining)
     assert draining[-1].estimate_bps == pytest.approx(0.85 * 900e3)
 
