@@ -70,6 +70,12 @@ QUEUED_SHARE = 0.9
 OWN_LOSS_MAX = 0.5
 #: Loss alone must persist this many samples (a second of random loss can look like a rise).
 LOSS_CONFIRM_SAMPLES = 2
+#: A receiver report that counts at least this many packets lost (of one stream, since its previous
+#: report), above the link's own loss by LOSS_RISE, ends a probe, or the prior while sending beyond
+#: it, as it arrives: reports come every 0.5-1.5 s per stream, several streams together about every
+#: 0.2 s, and each second of a failed probe, or of a new subscriber's first overload, costs audio its
+#: share of the loss.
+REPORT_MIN_LOST = 2
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
 #: link's 100 ms queue, well above its jitter.
 QUEUE_DELAY_CONGESTION_S = 0.050
@@ -225,7 +231,8 @@ class _Remb:
 
 
 class DownlinkEstimator:
-    """One subscriber's downlink estimate: `on_remb` for every REMB, `update` about once a second."""
+    """One subscriber's downlink estimate: `on_remb` for every REMB, `on_loss_report` for every
+    receiver report of one of its streams, `update` about once a second."""
 
     def __init__(self, initial_bps: float = INITIAL_ESTIMATE_BPS) -> None:
         if not initial_bps > 0:
@@ -252,6 +259,7 @@ class DownlinkEstimator:
         self._reason = INITIAL_REASON
         self._recover_bps: float | None = None
         self._video_seconds = 0
+        self._last_sample: DownlinkSample | None = None
 
     # -- REMB --
 
@@ -376,7 +384,44 @@ class DownlinkEstimator:
             if self._probe is None and self._probe_wanted(time_s, sample, wanted_video_bps, probe_step_bps):
                 self._start_probe(time_s, sample, wanted_video_bps, probe_step_bps)  # type: ignore[arg-type]
 
+        self._last_sample = sample
+        return self._result(time_s, sample, signals, loss_base)
+
+    def on_loss_report(self, time_s: float, lost: int, expected: int) -> DownlinkEstimate | None:
+        """One receiver report's loss as it arrives: `lost` of the `expected` packets of one stream
+        since its previous report. While probing, or on the prior while sending beyond it (a blind
+        overload), loss of at least REPORT_MIN_LOST packets above the link's own by LOSS_RISE ends the
+        probe (the estimate stays what it was) or the prior (cut to BACKOFF times what the last
+        sample got through, at most the prior) at once, not at the next update. Returns the estimate
+        when it changed (to be allocated at once), else None."""
+        sample = self._last_sample
+        if sample is None or expected <= 0 or lost < REPORT_MIN_LOST:
+            return None
+        overload = self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
+        if self._probe is None and not overload:
+            return None
+        base = statistics.median(self._losses) if self._losses and not overload else 0.0
+        if lost / expected < base + LOSS_RISE:
+            return None
+        self._last_congestion_s = time_s
+        self._delivered.clear()
+        if self._probe is not None:
+            self._end_probe(time_s, success=False)
+            self._hold_until_s = time_s + PROBE_FAILED_HOLD_S
+            self._reason = "probe-failed"
+        else:
+            got_through = sample.delivered_bps * (1.0 - lost / expected)
+            self.estimate_bps = max(MIN_ESTIMATE_BPS, BACKOFF * min(got_through, self.estimate_bps))
+            self._hold_until_s = time_s + CUT_HOLD_S
+            self._reason = "loss"
+        loss_base = statistics.median(self._losses) if self._losses else None
+        return self._result(time_s, sample, ("loss",), loss_base)
+
+    def _result(
+        self, time_s: float, sample: DownlinkSample, signals: tuple[str, ...], loss_base: float | None
+    ) -> DownlinkEstimate:
         goal = self._probe.goal_bps if self._probe is not None else None
+        congested = bool(signals)
         if goal is not None:
             state = "probing"
         else:
@@ -391,7 +436,7 @@ class DownlinkEstimator:
             congested=congested,
             reason=self._reason,
             signals=signals,
-            delivered_bps=delivered,
+            delivered_bps=sample.delivered_bps,
             remb_bps=self.remb_bps(time_s),
             fraction_lost=sample.fraction_lost,
             loss_base=loss_base,

@@ -28,7 +28,8 @@ to the subscriber.
 
 Passes run from the server's sampler right after the estimates (`update`, about once a second) and,
 coalesced into one per loop turn, on every change (`schedule`): a subscription, a priority, a
-profile, a track enabled, disabled, stalled or resumed, the dominant speaker.
+profile, a track enabled, disabled, stalled or resumed, the dominant speaker, an estimate changed
+between samples (a receiver report that ended a probe).
 
 `enabled=False` (`serve(bandwidth_allocation=False)`) forwards every track at the layer a
 subscription starts with, the highest, whatever the downlink: for side-by-side comparison. A
@@ -106,6 +107,7 @@ class BandwidthAllocation:
         self._pending: set[str] = set()
         self._scheduled = False
         rooms.on_event(self._on_event)
+        measurements.on_estimate = lambda sid: self.schedule([sid])  # a receiver report ended a probe
 
     # what subscribers and publishers ask for ---------------------------------------------------
     def state(self, participant_sid: str) -> SubscriberState:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -136,7 +136,9 @@ class _Outgoing:
         #: mean bytes of its packets on the wire, lately (None: nothing sent yet)
         self.packet_bytes: float | None = None
 
-    def on_report(self, report: RtcpReceiverInfo, now: float) -> None:
+    def on_report(self, report: RtcpReceiverInfo, now: float) -> tuple[int, int]:
+        """Count a receiver report of this stream; the packets expected and lost since its previous one."""
+        expected = lost = 0
         if self.rr_highest is not None:
             expected = (report.highest_sequence - self.rr_highest) & 0xFFFF
             if expected <= MAX_SEQUENCE_GAP:
@@ -145,12 +147,15 @@ class _Outgoing:
                 self.lost += lost
                 total = self.received[-1][1] if self.received else 0
                 self.received.append((now, total + expected - lost))
+            else:
+                expected = 0
         else:
             self.received.append((now, 0))
         self.rr_highest, self.rr_lost = report.highest_sequence, report.packets_lost
         self.jitter_s = report.jitter / CLOCK_RATES.get(self.kind, 90_000)
         while len(self.received) > 2 and now - self.received[1][0] >= RECEIVE_RATE_WINDOW_S:
             self.received.popleft()
+        return expected, lost
 
     def received_bps(self, now: float) -> float | None:
         """What the receiver got of this stream lately, bit/s on the wire: packets received between
@@ -232,8 +237,10 @@ class _Totals:
 class ParticipantNetwork:
     """What the server knows of one participant's network, gathered between two samples."""
 
-    def __init__(self, session: Any, now: float) -> None:
+    def __init__(self, session: Any, now: float, on_estimate: Callable[[str], None] | None = None) -> None:
         self.sid: str = session.sid
+        #: called with the participant's SID when its downlink estimate changed between samples
+        self.on_estimate = on_estimate
         self.identity: str = session.participant.identity
         self.room_sid: str = session.live.room.sid
         self.room: str = session.live.room.unique_name
@@ -263,7 +270,13 @@ class ParticipantNetwork:
             for report in reports:
                 outgoing = self._outgoing.get(report.ssrc)
                 if outgoing is not None:
-                    outgoing.on_report(report, now)
+                    expected, lost = outgoing.on_report(report, now)
+                    if expected:  # a probe, or a new subscriber's first overload, ends at once
+                        estimate = self.downlink.estimator.on_loss_report(now, lost, expected)
+                        if estimate is not None:
+                            self.downlink.estimate = estimate
+                            if self.on_estimate is not None:
+                                self.on_estimate(self.sid)
                     rtt = outgoing.rtt_sample(report, now_unix)
                     if rtt is not None:
                         self._rtts.append(rtt)
@@ -478,6 +491,13 @@ class NetworkMeasurements:
     def __init__(self) -> None:
         self._participants: dict[str, ParticipantNetwork] = {}
         self._last: dict[str, ParticipantMeasurement] = {}
+        #: called with a participant's SID when its downlink estimate changed between samples (a
+        #: receiver report ended a probe): the bandwidth allocation allocates again at once
+        self.on_estimate: Callable[[str], None] | None = None
+
+    def _estimate_changed(self, participant_sid: str) -> None:
+        if self.on_estimate is not None:
+            self.on_estimate(participant_sid)
 
     def participant(self, participant_sid: str) -> ParticipantNetwork | None:
         return self._participants.get(participant_sid)
@@ -507,7 +527,7 @@ class NetworkMeasurements:
                     results[session.sid] = replace(last, reachable=False)
                 continue
             if network is None:
-                network = self._participants[session.sid] = ParticipantNetwork(session, now)
+                network = self._participants[session.sid] = ParticipantNetwork(session, now, self._estimate_changed)
             network.refresh(session, now)
             live[session.sid] = (network, session)
         for sid in set(self._participants) - present:
