@@ -117,14 +117,18 @@ class _Outgoing:
         "packet_bytes",
     )
 
-    def __init__(self, sender: RTCRtpSender, kind: str, track_sid: str, now: float) -> None:
+    def __init__(
+        self, sender: RTCRtpSender, kind: str, track_sid: str, now: float, counted: tuple[int, int] = (0, 0)
+    ) -> None:
         counters = sender_counters(sender)
         self.sender = sender
         self.kind = kind
         self.track_sid = track_sid
         self.ssrc = counters.ssrc
-        self.packets, self.octets = counters.packets, counters.octets
-        self.flowed_at = now if counters.packets else -1e9
+        #: the sender's packets and bytes counted so far (`counted`: as the last refresh saw them; the
+        #: packets sent since go into the next sample, a new stream's first second included)
+        self.packets, self.octets = counted
+        self.flowed_at = now if counters.packets > counted[0] else -1e9
         self.rr_highest: int | None = None
         self.rr_lost = 0
         #: packets expected and lost in the receiver reports since the last sample
@@ -252,6 +256,8 @@ class ParticipantNetwork:
         self._rtts: list[float] = []
         self.last_rtcp_at = now
         self._outgoing: dict[int, _Outgoing] = {}
+        #: packets and bytes of every sending slot's sender at the last refresh (idle ones too)
+        self._counted: dict[RTCRtpSender, tuple[int, int]] = {}
         self._incoming: dict[RTCRtpReceiver, _Incoming] = {}
         self._incoming_by_ssrc: dict[int, _Incoming] = {}
         self._transports: set[Any] = set()
@@ -297,15 +303,20 @@ class ParticipantNetwork:
         outgoing: dict[int, _Outgoing] = {}
         incoming: dict[RTCRtpReceiver, _Incoming] = {}
         known = {o.sender: o for o in self._outgoing.values()}
+        counted = self._counted
+        self._counted = {}
         for slot in session.slots:
             transceiver = slot.transceiver
+            if transceiver is not None and slot.role == "subscribe":
+                counters = sender_counters(transceiver.sender)
+                self._counted[transceiver.sender] = (counters.packets, counters.octets)
             if transceiver is None or slot.track_sid is None:
                 continue
             if slot.role == "subscribe":
                 sender = transceiver.sender
                 state = known.get(sender)
                 if state is None or state.track_sid != slot.track_sid:
-                    state = _Outgoing(sender, transceiver.kind, slot.track_sid, now)
+                    state = _Outgoing(sender, transceiver.kind, slot.track_sid, now, counted.get(sender, (0, 0)))
                 outgoing[state.ssrc] = state
             elif slot.role == "publish":
                 receiver = transceiver.receiver
