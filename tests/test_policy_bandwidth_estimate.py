@@ -234,13 +234,58 @@ def test_a_failed_probe_keeps_what_was_carried_backs_off_and_then_only_steps():
             e.update(t + 1, sample({1: 1.2e6}, rtts=(0.2, 0.21, 0.2)), **kw)
             t, last_end = t + 1, t + 1
         t += 1
-    assert intervals == [3, 4, 8, 12, 12]  # 3 s after congestion, then 2 s doubling up to 12 s
+    assert intervals == [4, 8, 12, 12, 12]  # 4 s, doubling up to 12 s
     assert all(g == pytest.approx(1.2 * 380e3) for g in goals)  # after a failure: only the next step
     # a probe whose downlink carried more than the estimate, though less than the goal, keeps that
     wider = DownlinkEstimator(1e6)
     feed(wider, [sample({1: 900e3})] * 3, **kw)
     overused = DownlinkSample({1: 1.9e6}, 0.0, 0.2, 0.08, received_bps=1.4e6)
     assert wider.update(4, overused, **kw).estimate_bps == 1.4e6
+
+
+def test_a_receiver_report_with_loss_ends_a_probe_at_once():
+    e = DownlinkEstimator(400e3)
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 175e3}
+    assert feed(e, [sample({1: 170e3}, other=165e3)] * 3, **kw)[-1].probe_goal_bps == 800e3
+    assert e.on_loss_report(3.3, lost=1, expected=40) is None  # one packet: nothing to tell yet
+    ended = e.on_loss_report(3.5, lost=4, expected=40)
+    assert ended is not None and (ended.state, ended.reason, ended.signals) == ("congested", "probe-failed", ("loss",))
+    assert ended.estimate_bps == 400e3 and ended.probe_goal_bps is None and ended.next_probe_s == 7.5
+    # the next sample still reports the probe's loss: held, no cut
+    after = e.update(4, sample({1: 340e3}, other=165e3, loss=0.2), **kw)
+    assert after.estimate_bps == 400e3 and after.probe_goal_bps is None
+    # outside a probe (and past the prior) a report's loss waits for the samples
+    assert e.on_loss_report(4.5, lost=10, expected=40) is None
+
+
+def test_a_new_subscribers_first_overload_ends_at_its_first_report_with_loss():
+    e = DownlinkEstimator()
+    first = e.update(1, sample({1: 525e3}, other=165e3, loss=None))  # beyond the prior, no report yet
+    assert first.reason == "initial"
+    cut = e.on_loss_report(1.4, lost=12, expected=50)
+    assert cut is not None and cut.reason == "loss" and cut.limited
+    assert cut.estimate_bps == pytest.approx(0.85 * 300e3)  # what got through is above the prior: at most it
+    # within the prior, a report's loss is the link's own until the samples tell otherwise
+    within = DownlinkEstimator()
+    within.update(1, sample({1: 170e3}, loss=None))
+    assert within.on_loss_report(1.4, lost=12, expected=50) is None
+
+
+def test_a_cut_is_probed_back_from_once_the_congestion_is_over():
+    e = DownlinkEstimator(600e3)
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 50e3}
+    feed(e, [sample({1: 540e3}, rtt=0.08)] * 2, **kw)
+    # a failed probe: the back-off would hold the next one for 4 s and more
+    e.update(3, sample({1: 540e3}), **kw)
+    assert e.update(4, sample({1: 900e3}, loss=0.2), **kw).reason == "probe-failed"
+    feed(e, [sample({1: 540e3})] * 3, start=5, **kw)
+    # ...then keyframes of three cameras at once: a standing queue for three reports, a cut
+    cut = e.update(8, sample({1: 540e3}, rtts=(0.15, 0.16, 0.15)), **kw)
+    assert cut.reason == "delay" and cut.estimate_bps == pytest.approx(0.85 * 540e3)
+    results = feed(e, [sample({1: 370e3})] * 4, start=9, **kw)
+    probing = [r for r in results if r.probe_goal_bps is not None]
+    assert probing and probing[0].time_s == 11  # 3 s after the congestion, whatever the back-off
+    assert probing[0].probe_goal_bps == 600e3  # back to where the cut came from (a step would ask less)
 
 
 # --- closed loops over a synthetic downlink ---------------------------------------------------------------

@@ -109,11 +109,13 @@ PROBE_DURATION_S = 2.0
 PROBE_MAX_DURATION_S = 5.0
 PROBE_RECEIVED_RATIO = 0.9
 #: The first probe starts this long after the first sample; after a successful probe the next may
-#: start at once; after a failed one, after twice this, doubling.
+#: start at once.
 PROBE_INTERVAL_S = 1.0
-#: After a failed probe the interval is multiplied by this, up to PROBE_INTERVAL_MAX_S: a downlink
-#: that improves is found within that long, and a steady bottleneck costs a step-sized probe that
-#: often (LiveKit backs off to 2 min; Twilio switches tracks back on in "typically around 20 s").
+#: After a failed probe the next waits this long, and each failure in a row multiplies the wait by
+#: PROBE_BACKOFF, up to PROBE_INTERVAL_MAX_S: a downlink that improves is found within that long, and
+#: a steady bottleneck costs a step-sized probe that often, a second or less of overload each (LiveKit
+#: waits 3 s, backing off to 2 min; Twilio switches tracks back on in "typically around 20 s").
+PROBE_FAILED_INTERVAL_S = 4.0
 PROBE_BACKOFF = 2.0
 PROBE_INTERVAL_MAX_S = 12.0
 #: No probe within this long of congestion.
@@ -545,7 +547,8 @@ class DownlinkEstimator:
             self._next_probe_s = time_s
             return
         if success is not None:
-            self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, self._probe_interval_s * PROBE_BACKOFF)
+            backoff = max(PROBE_FAILED_INTERVAL_S, self._probe_interval_s * PROBE_BACKOFF)
+            self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, backoff)
             self._failed_probe = self._ever_failed = True
             self._successes = 0
         self._next_probe_s = time_s + self._probe_interval_s
