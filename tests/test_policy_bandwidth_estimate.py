@@ -208,9 +208,7 @@ def test_a_probe_filled_with_little_more_than_the_estimate_raises_it_but_proves_
     low = DownlinkEstimator(172e3)
     kw = {"wanted_video_bps": 175e3, "probe_step_bps": 3e3}
     assert feed(low, [sample({1: 100e3})] * 3, **kw)[-1].probe_goal_bps == 175e3
-    back_on = [
-        DownlinkSample({1: 178e3}, 0.0, 0.0, 0.08, received_bps=received) for received in (60e3, 120e3, 170e3)
-    ]
+    back_on = [DownlinkSample({1: 178e3}, 0.0, 0.0, 0.08, received_bps=received) for received in (60e3, 120e3, 170e3)]
     results = feed(low, back_on, start=4, **kw)
     assert [r.state for r in results[:2]] == ["probing", "probing"]  # until the reports catch up
     assert results[-1].reason == "probe-succeeded" and results[-1].estimate_bps == 175e3
