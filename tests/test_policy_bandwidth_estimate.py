@@ -269,6 +269,18 @@ def test_a_new_subscribers_first_overload_ends_at_its_first_report_with_loss():
     assert within.on_loss_report(1.4, lost=12, expected=50) is None
 
 
+def test_a_downlink_that_narrows_as_a_probe_fails_is_not_held_above_what_gets_through():
+    e = DownlinkEstimator(510e3)
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 400e3}
+    assert feed(e, [sample({1: 510e3})] * 3, **kw)[-1].state == "probing"
+    # 600 -> 300 kbit/s as the probe starts: it fails, and the estimate keeps what it had...
+    failed = e.update(4, DownlinkSample({1: 700e3}, 0.0, 0.3, 0.08, received_bps=480e3), **kw)
+    assert (failed.reason, failed.estimate_bps) == ("probe-failed", 510e3)
+    # ...until the held seconds that follow show what gets through now: no cut below it, no more
+    held = e.update(5, DownlinkSample({1: 350e3}, 0.0, 0.35, 0.08, received_bps=300e3), **kw)
+    assert held.estimate_bps == 300e3 and held.reason == "loss"
+
+
 def test_a_cut_is_probed_back_from_once_the_congestion_is_over():
     e = DownlinkEstimator(600e3)
     kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 50e3}

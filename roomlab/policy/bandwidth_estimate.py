@@ -17,8 +17,8 @@ them); and a REMB that stopped rising below 90 % of what the server sends on its
 downlink carried is what the subscriber received (the packets its receiver reports count, over
 their arrival times: `received_bps`), with the link's own loss added back (a lossy link carries what
 is sent). On congestion the estimate falls at once to 0.85 times that, as GCC does, and holds for
-3 s while reports catch up; the first congestion replaces the initial estimate even upwards
-(evidence beats the prior). Once that congestion is over, a probe goes back to where the cut came
+3 s while reports catch up (meanwhile it is at most what gets through); the first congestion
+replaces the initial estimate even upwards (evidence beats the prior). Once that congestion is over, a probe goes back to where the cut came
 from (a burst may have caused it), whatever the probe interval. Without congestion the estimate
 rises to what was carried (the lowest of the last three seconds), and beyond only through a probe:
 when the allocator wants more (its `probe_step_bps`), no congestion has been seen for 3 s, the
@@ -358,6 +358,12 @@ class DownlinkEstimator:
                     if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
                     self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
+                    self._reason = "+".join(signals)
+                elif held and sample.received_bps is not None and capacity < self.estimate_bps:
+                    # no second cut for the congestion a hold waits out, but no more than got through
+                    # either: a downlink that narrowed just as a probe failed or a cut was made would
+                    # keep an estimate above it once the allocation fits again
+                    self.estimate_bps = max(MIN_ESTIMATE_BPS, capacity)
                     self._reason = "+".join(signals)
         else:
             if sample.video_bps and sum(sample.video_bps.values()) > 0:
