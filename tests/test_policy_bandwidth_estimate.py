@@ -276,9 +276,14 @@ def test_a_downlink_that_narrows_as_a_probe_fails_is_not_held_above_what_gets_th
     # 600 -> 300 kbit/s as the probe starts: it fails, and the estimate keeps what it had...
     failed = e.update(4, DownlinkSample({1: 700e3}, 0.0, 0.3, 0.08, received_bps=480e3), **kw)
     assert (failed.reason, failed.estimate_bps) == ("probe-failed", 510e3)
-    # ...until the held seconds that follow show what gets through now: no cut below it, no more
-    held = e.update(5, DownlinkSample({1: 350e3}, 0.0, 0.35, 0.08, received_bps=300e3), **kw)
-    assert held.estimate_bps == 300e3 and held.reason == "loss"
+    # ...while the seconds that follow, held, report the loss; then it is what got through in them
+    held = [
+        e.update(t, DownlinkSample({1: 350e3}, 0.0, loss, 0.08, received_bps=300e3), **kw)
+        for t, loss in ((5, 0.35), (6, 0.1))
+    ]
+    assert [h.estimate_bps for h in held] == [510e3, 510e3]
+    after = e.update(7, DownlinkSample({1: 180e3}, 0.0, 0.0, 0.08, received_bps=250e3), **kw)
+    assert after.estimate_bps == 300e3 and after.reason == "loss"
 
 
 def test_a_cut_is_probed_back_from_once_the_congestion_is_over():

@@ -17,9 +17,10 @@ them); and a REMB that stopped rising below 90 % of what the server sends on its
 downlink carried is what the subscriber received (the packets its receiver reports count, over
 their arrival times: `received_bps`), with the link's own loss added back (a lossy link carries what
 is sent). On congestion the estimate falls at once to 0.85 times that, as GCC does, and holds for
-3 s while reports catch up (meanwhile it is at most what gets through); the first congestion
-replaces the initial estimate even upwards (evidence beats the prior). Once that congestion is over, a probe goes back to where the cut came
-from (a burst may have caused it), whatever the probe interval. Without congestion the estimate
+3 s while reports catch up (then it is at most the most that got through meanwhile); the first
+congestion replaces the initial estimate even upwards (evidence beats the prior). Once that
+congestion is over, a probe goes back to where the cut came from (a burst may have caused it),
+whatever the probe interval. Without congestion the estimate
 rises to what was carried (the lowest of the last three seconds), and beyond only through a probe:
 when the allocator wants more (its `probe_step_bps`), no congestion has been seen for 3 s, the
 probe interval has passed and, on the prior, the lowest layers it let on have flowed for 3 s (they
@@ -268,6 +269,8 @@ class DownlinkEstimator:
         self._recover_bps: float | None = None
         self._video_seconds = 0
         self._last_sample: DownlinkSample | None = None
+        self._held_through: float | None = None
+        self._held_signals: tuple[str, ...] = ()
 
     # -- REMB --
 
@@ -329,6 +332,14 @@ class DownlinkEstimator:
         self._last_update_s = time_s
 
         self._previous_through = sample.through_bps
+        if self._held_through is not None and (self._hold_until_s is None or time_s >= self._hold_until_s):
+            # the hold is over: no second cut for what it waited out, but no more than got through then
+            # either (a downlink that narrowed just as a probe failed or a cut was made would keep an
+            # estimate above it once the allocation fits again)
+            if self._held_through < self.estimate_bps:
+                self.estimate_bps = max(MIN_ESTIMATE_BPS, self._held_through)
+                self._reason = "+".join(self._held_signals)
+            self._held_through = None
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
@@ -359,12 +370,9 @@ class DownlinkEstimator:
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
                     self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
                     self._reason = "+".join(signals)
-                elif held and sample.received_bps is not None and capacity < self.estimate_bps:
-                    # no second cut for the congestion a hold waits out, but no more than got through
-                    # either: a downlink that narrowed just as a probe failed or a cut was made would
-                    # keep an estimate above it once the allocation fits again
-                    self.estimate_bps = max(MIN_ESTIMATE_BPS, capacity)
-                    self._reason = "+".join(signals)
+            if held and sample.received_bps is not None:  # what got through while a hold waits out congestion
+                self._held_through = max(self._held_through or 0.0, capacity)
+                self._held_signals = signals
         else:
             if sample.video_bps and sum(sample.video_bps.values()) > 0:
                 self._video_seconds += 1
