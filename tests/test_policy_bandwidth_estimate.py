@@ -284,6 +284,14 @@ def test_a_downlink_that_narrows_as_a_probe_fails_is_not_held_above_what_gets_th
     assert [h.estimate_bps for h in held] == [510e3, 510e3]
     after = e.update(7, DownlinkSample({1: 180e3}, 0.0, 0.0, 0.08, received_bps=250e3), **kw)
     assert after.estimate_bps == 300e3 and after.reason == "loss"
+    # a probe from less than the estimate: what got through while held, over reports of 2.5 s that
+    # reach back before the probe, is less than the estimate but not than what was carried before
+    steady = DownlinkEstimator(470e3)
+    assert feed(steady, [sample({1: 290e3})] * 3, **kw)[-1].state == "probing"
+    steady.update(4, DownlinkSample({1: 890e3}, 0.0, 0.3, 0.08, received_bps=400e3), **kw)
+    for t in (5, 6):
+        steady.update(t, DownlinkSample({1: 300e3}, 0.0, 0.2, 0.08, received_bps=400e3), **kw)
+    assert steady.update(7, sample({1: 300e3}), **kw).estimate_bps == 470e3
 
 
 def test_a_cut_is_probed_back_from_once_the_congestion_is_over():

@@ -17,8 +17,9 @@ them); and a REMB that stopped rising below 90 % of what the server sends on its
 downlink carried is what the subscriber received (the packets its receiver reports count, over
 their arrival times: `received_bps`), with the link's own loss added back (a lossy link carries what
 is sent). On congestion the estimate falls at once to 0.85 times that, as GCC does, and holds for
-3 s while reports catch up (then it is at most the most that got through meanwhile); the first
-congestion replaces the initial estimate even upwards (evidence beats the prior). Once that
+3 s while reports catch up (then it is at most the most that got through meanwhile, if that is less
+than the downlink carried before: it narrowed); the first congestion replaces the initial estimate
+even upwards (evidence beats the prior). Once that
 congestion is over, a probe goes back to where the cut came from (a burst may have caused it),
 whatever the probe interval. Without congestion the estimate
 rises to what was carried (the lowest of the last three seconds), and beyond only through a probe:
@@ -270,6 +271,8 @@ class DownlinkEstimator:
         self._video_seconds = 0
         self._last_sample: DownlinkSample | None = None
         self._held_through: float | None = None
+        self._last_carried: float | None = None
+        self._carried_before_hold: float | None = None
         self._held_signals: tuple[str, ...] = ()
 
     # -- REMB --
@@ -333,10 +336,12 @@ class DownlinkEstimator:
 
         self._previous_through = sample.through_bps
         if self._held_through is not None and (self._hold_until_s is None or time_s >= self._hold_until_s):
-            # the hold is over: no second cut for what it waited out, but no more than got through then
-            # either (a downlink that narrowed just as a probe failed or a cut was made would keep an
-            # estimate above it once the allocation fits again)
-            if self._held_through < self.estimate_bps:
+            # the hold is over: no second cut for what it waited out; but if even the most that got
+            # through meanwhile is less than the downlink carried before, it narrowed (just as a probe
+            # failed or a cut was made): no more than that, or the estimate would stay above it once the
+            # allocation fits again (what got through, over reports of 2.5 s, says little otherwise)
+            narrowed = self._carried_before_hold is not None and self._held_through < self._carried_before_hold
+            if narrowed and self._held_through < self.estimate_bps:
                 self.estimate_bps = max(MIN_ESTIMATE_BPS, self._held_through)
                 self._reason = "+".join(self._held_signals)
             self._held_through = None
@@ -357,7 +362,7 @@ class DownlinkEstimator:
                 goal = self._probe.goal_bps
                 self._end_probe(time_s, success=False)
                 self.estimate_bps = max(MIN_ESTIMATE_BPS, min(goal, max(capacity, self.estimate_bps)))
-                self._hold_until_s = time_s + PROBE_FAILED_HOLD_S
+                self._hold(time_s, PROBE_FAILED_HOLD_S)
                 self._reason = "probe-failed"
             else:
                 if "loss" not in signals:
@@ -368,7 +373,8 @@ class DownlinkEstimator:
                 if not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
                     if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
-                    self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
+                    self.estimate_bps = cut
+                    self._hold(time_s, CUT_HOLD_S)
                     self._reason = "+".join(signals)
             if held and sample.received_bps is not None:  # what got through while a hold waits out congestion
                 self._held_through = max(self._held_through or 0.0, capacity)
@@ -376,7 +382,7 @@ class DownlinkEstimator:
         else:
             if sample.video_bps and sum(sample.video_bps.values()) > 0:
                 self._video_seconds += 1
-            carried = self._carried(sample)
+            carried = self._last_carried = self._carried(sample)
             self._delivered.append(carried)  # proof is what the downlink carried
             probe = self._probe
             if probe is not None:
@@ -429,12 +435,12 @@ class DownlinkEstimator:
         self._delivered.clear()
         if self._probe is not None:
             self._end_probe(time_s, success=False)
-            self._hold_until_s = time_s + PROBE_FAILED_HOLD_S
+            self._hold(time_s, PROBE_FAILED_HOLD_S)
             self._reason = "probe-failed"
         else:
             got_through = sample.delivered_bps * (1.0 - lost / expected)
             self.estimate_bps = max(MIN_ESTIMATE_BPS, BACKOFF * min(got_through, self.estimate_bps))
-            self._hold_until_s = time_s + CUT_HOLD_S
+            self._hold(time_s, CUT_HOLD_S)
             self._reason = "loss"
         loss_base = statistics.median(self._losses) if self._losses else None
         return self._result(time_s, sample, ("loss",), loss_base)
@@ -466,6 +472,12 @@ class DownlinkEstimator:
             next_probe_s=self._next_probe_s if self._probe is None else None,
             limited=self._last_congestion_s is not None,
         )
+
+    def _hold(self, time_s: float, seconds: float) -> None:
+        """No cut for this long: the reports still tell of the congestion just acted on."""
+        self._hold_until_s = time_s + seconds
+        self._carried_before_hold = self._last_carried
+        self._held_through = None
 
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
         """The congestion signals of this sample and what got through (with the link's own loss)."""
