@@ -256,6 +256,17 @@ def test_a_receiver_report_with_loss_ends_a_probe_at_once():
     assert e.on_loss_report(4.5, lost=10, expected=40) is None
 
 
+def test_loss_of_a_packet_or_so_is_no_news_even_during_a_probe():
+    e = DownlinkEstimator(332e3)
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 20e3}
+    feed(e, [sample({1: 180e3})] * 3, **kw)
+    # a track switched back on: the second's only report counts one packet lost of three
+    one = e.update(4, DownlinkSample({1: 395e3}, fraction_lost=1 / 3, packets=3), **kw)
+    assert one.state == "probing" and not one.congested
+    two = e.update(5, DownlinkSample({1: 395e3}, fraction_lost=3 / 40, packets=40), **kw)
+    assert two.reason == "probe-failed" and two.signals == ("loss",)
+
+
 def test_a_new_subscribers_first_overload_ends_at_its_first_report_with_loss():
     e = DownlinkEstimator()
     first = e.update(1, sample({1: 525e3}, other=165e3, loss=None))  # beyond the prior, no report yet

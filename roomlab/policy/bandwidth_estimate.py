@@ -78,11 +78,11 @@ QUEUED_SHARE = 0.9
 OWN_LOSS_MAX = 0.5
 #: Loss alone must persist this many samples (a second of random loss can look like a rise).
 LOSS_CONFIRM_SAMPLES = 2
-#: A receiver report that counts at least this many packets lost (of one stream, since its previous
-#: report), above the link's own loss by LOSS_RISE, ends a probe, or the prior while sending beyond
-#: it, as it arrives: reports come every 0.5-1.5 s per stream, several streams together about every
-#: 0.2 s, and each second of a failed probe, or of a new subscriber's first overload, costs audio its
-#: share of the loss.
+#: Loss rises only with at least this many packets lost (one of three is no news of the downlink). A
+#: receiver report that counts as many (of one stream, since its previous report), above the link's
+#: own loss by LOSS_RISE, ends a probe, or the prior while sending beyond it, as it arrives: reports
+#: come every 0.5-1.5 s per stream, several streams together about every 0.2 s, and each second of a
+#: failed probe, or of a new subscriber's first overload, costs audio its share of the loss.
 REPORT_MIN_LOST = 2
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
 #: link's 100 ms queue, well above its jitter.
@@ -169,6 +169,9 @@ class DownlinkSample:
     received_bps: float | None = None
     """What the subscriber received lately by its reports (packets received over the reports'
     arrival times): on a congested downlink, its rate. None: not known (then `lost_bps` tells)."""
+    packets: int | None = None
+    """Packets those reports expected (None: not known; a rise of loss needs REPORT_MIN_LOST of them
+    lost: one packet of three is no news of the downlink)."""
 
     @property
     def delivered_bps(self) -> float:
@@ -494,7 +497,8 @@ class DownlinkEstimator:
         # downlink overloaded from its first second would learn its overflow as its own loss)
         overload = self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
         base = statistics.median(self._losses) if self._losses and not overload else 0.0
-        if loss is not None and (self._losses or overload) and loss >= base + LOSS_RISE:
+        few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
+        if loss is not None and (self._losses or overload) and loss >= base + LOSS_RISE and not few:
             self._loss_streak += 1
         else:
             self._loss_streak = 0

@@ -450,6 +450,7 @@ class ParticipantNetwork:
             video_bps=video_bps,
             other_bps=other_bps,
             fraction_lost=fraction_lost,
+            packets=expected,
             rtt_s=rtt if self.rtt_fresh else None,  # a held RTT is no news of the queue
             rtt_samples=rtt_samples,
             lost_bps=lost_bps if expected else None,
