@@ -245,7 +245,7 @@ def test_a_receiver_report_with_loss_ends_a_probe_at_once():
     e = DownlinkEstimator(400e3)
     kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 175e3}
     assert feed(e, [sample({1: 170e3}, other=165e3)] * 3, **kw)[-1].probe_goal_bps == 800e3
-    assert e.on_loss_report(3.3, lost=1, expected=40) is None  # one packet: nothing to tell yet
+    assert e.on_loss_report(3.3, lost=2, expected=20) is None  # a packet or two: nothing to tell yet
     ended = e.on_loss_report(3.5, lost=4, expected=40)
     assert ended is not None and (ended.state, ended.reason, ended.signals) == ("congested", "probe-failed", ("loss",))
     assert ended.estimate_bps == 400e3 and ended.probe_goal_bps is None and ended.next_probe_s == 7.5
@@ -256,12 +256,12 @@ def test_a_receiver_report_with_loss_ends_a_probe_at_once():
     assert e.on_loss_report(4.5, lost=10, expected=40) is None
 
 
-def test_loss_of_a_packet_or_so_is_no_news_even_during_a_probe():
+def test_loss_of_a_packet_or_two_is_no_news_even_during_a_probe():
     e = DownlinkEstimator(332e3)
     kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 20e3}
     feed(e, [sample({1: 180e3})] * 3, **kw)
-    # a track switched back on: the second's only report counts one packet lost of three
-    one = e.update(4, DownlinkSample({1: 395e3}, fraction_lost=1 / 3, packets=3), **kw)
+    # a track switched back on: the second's reports count two packets lost of fifteen
+    one = e.update(4, DownlinkSample({1: 395e3}, fraction_lost=2 / 15, packets=15), **kw)
     assert one.state == "probing" and not one.congested
     two = e.update(5, DownlinkSample({1: 395e3}, fraction_lost=3 / 40, packets=40), **kw)
     assert two.reason == "probe-failed" and two.signals == ("loss",)

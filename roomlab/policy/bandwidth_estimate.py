@@ -78,12 +78,13 @@ QUEUED_SHARE = 0.9
 OWN_LOSS_MAX = 0.5
 #: Loss alone must persist this many samples (a second of random loss can look like a rise).
 LOSS_CONFIRM_SAMPLES = 2
-#: Loss rises only with at least this many packets lost (one of three is no news of the downlink). A
-#: receiver report that counts as many (of one stream, since its previous report), above the link's
-#: own loss by LOSS_RISE, ends a probe, or the prior while sending beyond it, as it arrives: reports
-#: come every 0.5-1.5 s per stream, several streams together about every 0.2 s, and each second of a
-#: failed probe, or of a new subscriber's first overload, costs audio its share of the loss.
-REPORT_MIN_LOST = 2
+#: Loss rises only with at least this many packets lost: a track switched back on reports a packet or
+#: two lost now and then that no link dropped (measured: 1 of 4, 2 of 15), and a probe's overload
+#: loses tens. A receiver report that counts as many (of one stream, since its previous report), above
+#: the link's own loss by LOSS_RISE, ends a probe, or the prior while sending beyond it, as it arrives:
+#: reports come every 0.5-1.5 s per stream, several streams together about every 0.2 s, and each
+#: second of a failed probe, or of a new subscriber's first overload, costs audio its share of the loss.
+REPORT_MIN_LOST = 3
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
 #: link's 100 ms queue, well above its jitter.
 QUEUE_DELAY_CONGESTION_S = 0.050
@@ -171,7 +172,7 @@ class DownlinkSample:
     arrival times): on a congested downlink, its rate. None: not known (then `lost_bps` tells)."""
     packets: int | None = None
     """Packets those reports expected (None: not known; a rise of loss needs REPORT_MIN_LOST of them
-    lost: one packet of three is no news of the downlink)."""
+    lost: a packet or two is no news of the downlink)."""
 
     @property
     def delivered_bps(self) -> float:
