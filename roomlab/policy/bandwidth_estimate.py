@@ -229,6 +229,8 @@ class DownlinkEstimate:
 class _Probe:
     start_s: float
     goal_bps: float
+    carried_before: float | None = None
+    """What the downlink carried in the last second without congestion before the probe."""
     delivered: list[float] = field(default_factory=list)
     """What the downlink carried in each sample of the probe (as far as the reports show yet)."""
     sent: list[float] = field(default_factory=list)
@@ -363,10 +365,10 @@ class DownlinkEstimator:
                 # goes back below it with layers to spare; what got through is measured over seconds
                 # that may reach back before the probe; not what was sent: the loss of a probe's first
                 # second of overload may not be reported yet)
-                goal = self._probe.goal_bps
+                goal, before = self._probe.goal_bps, self._probe.carried_before
                 self._end_probe(time_s, success=False)
                 self.estimate_bps = max(MIN_ESTIMATE_BPS, min(goal, max(capacity, self.estimate_bps)))
-                self._hold(time_s, PROBE_FAILED_HOLD_S)
+                self._hold(time_s, PROBE_FAILED_HOLD_S, before)
                 self._reason = "probe-failed"
             else:
                 if "loss" not in signals:
@@ -378,7 +380,7 @@ class DownlinkEstimator:
                     if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
                     self.estimate_bps = cut
-                    self._hold(time_s, CUT_HOLD_S)
+                    self._hold(time_s, CUT_HOLD_S, self._last_carried)
                     self._reason = "+".join(signals)
             if held and sample.received_bps is not None:  # what got through while a hold waits out congestion
                 self._held_through = max(self._held_through or 0.0, capacity)
@@ -438,13 +440,14 @@ class DownlinkEstimator:
         self._last_congestion_s = time_s
         self._delivered.clear()
         if self._probe is not None:
+            before = self._probe.carried_before
             self._end_probe(time_s, success=False)
-            self._hold(time_s, PROBE_FAILED_HOLD_S)
+            self._hold(time_s, PROBE_FAILED_HOLD_S, before)
             self._reason = "probe-failed"
         else:
             got_through = sample.delivered_bps * (1.0 - lost / expected)
             self.estimate_bps = max(MIN_ESTIMATE_BPS, BACKOFF * min(got_through, self.estimate_bps))
-            self._hold(time_s, CUT_HOLD_S)
+            self._hold(time_s, CUT_HOLD_S, self._last_carried)
             self._reason = "loss"
         loss_base = statistics.median(self._losses) if self._losses else None
         return self._result(time_s, sample, ("loss",), loss_base)
@@ -477,10 +480,11 @@ class DownlinkEstimator:
             limited=self._last_congestion_s is not None,
         )
 
-    def _hold(self, time_s: float, seconds: float) -> None:
-        """No cut for this long: the reports still tell of the congestion just acted on."""
+    def _hold(self, time_s: float, seconds: float, carried_before: float | None) -> None:
+        """No cut for this long: the reports still tell of the congestion just acted on (`carried_before`:
+        what the downlink carried before it, before the probe if a probe caused it)."""
         self._hold_until_s = time_s + seconds
-        self._carried_before_hold = self._last_carried
+        self._carried_before_hold = carried_before
         self._held_through = None
 
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
@@ -571,7 +575,7 @@ class DownlinkEstimator:
             goal = max(goal, min(wanted + sample.other_bps, self._recover_bps))
             self._recover_bps = None
         goal = max(goal, self.estimate_bps + step)
-        self._probe = _Probe(time_s, goal)
+        self._probe = _Probe(time_s, goal, self._last_carried)
 
     def _end_probe(self, time_s: float, success: bool | None) -> None:
         """`success` None: the probe tested nothing (the allocator could not fill it, or filled little
