@@ -117,13 +117,27 @@ def test_a_standing_queue_is_congestion_but_a_burst_or_a_queue_draining_after_a_
     # keyframes arriving together: reports far above the baseline, with others back at it in between
     burst = feed(e, [sample(video, rtt=0.170), sample(video, rtts=(0.085, 0.150)), sample(video, rtt=0.090)], start=6)
     assert not any(b.congested for b in burst) and [b.queue_delay_s for b in burst] == pytest.approx([0, 0.005, 0.005])
-    # a standing queue: three reports in a row above it
-    rising = feed(e, [sample(video, rtt=rtt) for rtt in (0.170, 0.175, 0.165)], start=9)
-    assert [r.signals for r in rising] == [(), (), ("delay",)] and rising[2].queue_delay_s == pytest.approx(0.085)
-    assert rising[2].estimate_bps == pytest.approx(0.85 * 900e3)
-    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.150, 0.130, 0.110)], start=12)
+    # a standing queue (three reports in a row above it) that grows: the link is fed beyond its rate
+    rising = feed(e, [sample(video, rtt=0.170), sample(video, rtt=0.175), sample(video, rtt=0.165),
+                      sample(video, rtts=(0.19, 0.20, 0.19))], start=9)
+    assert [r.signals for r in rising] == [(), (), (), ("delay",)] and rising[3].queue_delay_s == pytest.approx(0.11)
+    assert rising[3].estimate_bps == pytest.approx(0.85 * 900e3)
+    draining = feed(e, [sample({1: 700e3}, rtt=rtt) for rtt in (0.150, 0.130, 0.110)], start=13)
     assert not any(d.congested for d in draining)
     assert draining[-1].estimate_bps == pytest.approx(0.85 * 900e3)
+
+
+def test_a_path_whose_delay_steps_up_is_not_congested_and_its_delay_becomes_the_baseline():
+    e = DownlinkEstimator(1e6)
+    video = {1: 900e3}
+    feed(e, [sample(video, rtt=0.040)] * 5)
+    # the route's delay rises by 280 ms and stays: above the baseline, standing, not growing
+    stepped = feed(e, [sample(video, rtts=(0.32, 0.33, 0.32))] * 6, start=6)
+    assert not any(s.congested for s in stepped) and {s.estimate_bps for s in stepped} == {1e6}
+    assert [round(s.queue_delay_s, 3) for s in stepped] == [0.28, 0.28, 0.28, 0.0, 0.0, 0.0]  # the new baseline
+    # from there a queue that grows is measured from the new baseline, and is congestion
+    grown = feed(e, [sample(video, rtts=(r, r, r)) for r in (0.38, 0.40)], start=12)
+    assert [g.signals for g in grown] == [(), ("delay",)] and grown[1].queue_delay_s == pytest.approx(0.08)
 
 
 def test_a_remb_that_stops_rising_below_what_is_sent_is_over_use_but_a_rising_one_is_not():
@@ -134,13 +148,17 @@ def test_a_remb_that_stops_rising_below_what_is_sent_is_over_use_but_a_rising_on
         e.on_remb(t - 0.5, remb, [1])
         e.on_remb(t - 0.5, 900e3, [2])
         assert not e.update(t, sample({1: 1.2e6, 2: 500e3}, other=60e3)).congested
-    e.on_remb(6.5, 800e3, [1])  # ...then stops rising: over-use
+    e.on_remb(6.5, 800e3, [1])  # ...then stops rising: over-use, but nothing was lost (a delay's step)
     e.on_remb(6.5, 950e3, [2])
-    over = e.update(7, sample({1: 1.2e6, 2: 500e3}, other=60e3))
-    assert over.signals == ("remb",)
-    assert over.estimate_bps == pytest.approx(0.85 * 1.76e6)  # its value lags: what was sent tells more
+    assert not e.update(7, sample({1: 1.2e6, 2: 500e3}, other=60e3)).congested
+    e.on_remb(7.5, 790e3, [1])  # over-use again, in a second with loss: the over-use is an overload
+    e.on_remb(7.5, 960e3, [2])
+    over = e.update(8, sample({1: 1.2e6, 2: 500e3}, other=60e3, loss=0.06))
+    assert over.signals == ("loss", "remb")
+    # what got through, over two seconds while the reports lag; not the REMB's value, which lags more
+    assert over.estimate_bps == pytest.approx(0.85 * 1.76e6 * (1 - 0.06 / 2))
     assert over.remb_bps == 1.75e6
-    stale = e.update(8, sample({1: 1.2e6, 2: 500e3}, other=60e3))  # no new REMB since: no new signal
+    stale = e.update(9, sample({1: 1.2e6, 2: 500e3}, other=60e3))  # no new REMB since: no new signal
     assert not stale.congested
 
 
@@ -312,9 +330,10 @@ def test_a_cut_is_probed_back_from_once_the_congestion_is_over():
     # a failed probe: the back-off would hold the next one for 4 s and more
     e.update(3, sample({1: 540e3}), **kw)
     assert e.update(4, sample({1: 900e3}, loss=0.2), **kw).reason == "probe-failed"
-    feed(e, [sample({1: 540e3})] * 3, start=5, **kw)
-    # ...then keyframes of three cameras at once: a standing queue for three reports, a cut
-    cut = e.update(8, sample({1: 540e3}, rtts=(0.15, 0.16, 0.15)), **kw)
+    feed(e, [sample({1: 540e3})] * 2, start=5, **kw)
+    # ...then a queue that stands and grows for two seconds, a cut
+    assert not e.update(7, sample({1: 540e3}, rtts=(0.14, 0.15, 0.14)), **kw).congested
+    cut = e.update(8, sample({1: 540e3}, rtts=(0.16, 0.17, 0.16)), **kw)
     assert cut.reason == "delay" and cut.estimate_bps == pytest.approx(0.85 * 540e3)
     results = feed(e, [sample({1: 370e3})] * 4, start=9, **kw)
     probing = [r for r in results if r.probe_goal_bps is not None]
@@ -332,13 +351,14 @@ class SyntheticDownlink:
     (roomlab.Link's default), random loss before it, 80 ms of base RTT plus queueing, jitter, and an
     aiortc-like receiver per video SSRC: REMB rises 8 %/s up to 1.5x what arrives + 10 kbit/s while
     the queue does not grow, falls to at most 0.85x what arrives while it grows, and starts after 3 s;
-    aiortc smooths RTT (0.85 old, 0.15 new). What reaches the subscriber each second (the receive rate
+    aiortc smooths RTT (0.85 old, 0.15 new; the server samples every report raw). What reaches the subscriber each second (the receive rate
     the server measures from its reports) is at most the capacity."""
 
     capacity_bps: float
     loss: float = 0.0
     loss_noise: float = 0.0
     jitter_s: float = 0.004
+    base_rtt_s: float = 0.080
     seed: int = 1
     queue_bits: float = 0.0
     rtt_s: float | None = None
@@ -356,10 +376,13 @@ class SyntheticDownlink:
         queue = self.queue_bits + arriving - self.capacity_bps
         dropped = max(0.0, queue - 0.1 * self.capacity_bps)
         queue = min(max(queue, 0.0), 0.1 * self.capacity_bps)
-        growing = queue > self.queue_bits + 1 or dropped > 0
+        raw = self.base_rtt_s + queue / self.capacity_bps + self.rng.uniform(0, self.jitter_s)
+        # a receiver's delay detector cannot tell a path's delay step from a queue: over-use, once
+        stepped = self.rtt_s is not None and raw > self.rtt_s + 0.1
+        growing = queue > self.queue_bits + 1 or dropped > 0 or stepped
         self.queue_bits = queue
         loss = 1 - (arriving - dropped) / sent if sent else 0.0
-        raw = 0.080 + queue / self.capacity_bps + self.rng.uniform(0, self.jitter_s)
+        self.raw_rtt_s = raw
         self.rtt_s = raw if self.rtt_s is None else 0.85 * self.rtt_s + 0.15 * raw
         self.seconds += 1
         for ssrc, bps in video.items():
@@ -384,15 +407,24 @@ class Second:
     loss: float
 
 
-def call(schedule: list[tuple[int, float]], seconds: int, cameras: int = 3, **link) -> list[Second]:
+def call(
+    schedule: list[tuple[int, float]],
+    seconds: int,
+    cameras: int = 3,
+    delays: list[tuple[int, float]] | None = None,
+    **link,
+) -> list[Second]:
     """A subscriber of `cameras` camera bots (each also talking: Opus served first) behind a synthetic
-    downlink whose capacity follows `schedule`; estimator and allocator decide once a second, and a
-    decision takes effect the next second (a layer switch waits for a keyframe)."""
+    downlink whose capacity follows `schedule` (and its base RTT `delays`); estimator and allocator
+    decide once a second, and a decision takes effect the next second (a layer switch waits for a
+    keyframe)."""
     tracks = [SubscribedVideoTrack(f"MT{i}", f"bot-{i}", CAMERA) for i in range(cameras)]
     downlink = SyntheticDownlink(schedule[0][1], **link)
     estimator, allocation, out = DownlinkEstimator(), None, []
     for t in range(1, seconds + 1):
         downlink.capacity_bps = [c for at, c in schedule if at <= t][-1]
+        if delays:
+            downlink.base_rtt_s = [d for at, d in delays if at <= t][-1]
         video = (
             {1000 + i: a.allocated_bps for i, a in enumerate(allocation.tracks) if a.allocated_bps}
             if allocation
@@ -404,7 +436,8 @@ def call(schedule: list[tuple[int, float]], seconds: int, cameras: int = 3, **li
             estimator.on_remb(t - 0.1, remb, [ssrc])
         estimate = estimator.update(
             t,
-            DownlinkSample(video, other, loss, rtt, received_bps=received),
+            # the server measures an RTT per receiver report (rtt_samples), aiortc's stats smooth them
+            DownlinkSample(video, other, loss, rtt, received_bps=received, rtt_samples=(downlink.raw_rtt_s,) * 3),
             allocation.wanted_bps if allocation else None,
             allocation.probe_step_bps if allocation else None,
         )
@@ -439,7 +472,7 @@ def test_a_600_kbit_downlink_is_estimated_within_25_percent_within_10_seconds_an
 def test_after_a_drop_to_300_the_estimate_is_below_375_within_5_seconds():
     seconds = call([(0, 600e3), (30, 300e3)], 50)
     assert all(s.estimate.estimate_bps < 375e3 for s in within(seconds, 35, 51))
-    assert all(s.estimate.estimate_bps <= 300e3 for s in within(seconds, 35, 51))
+    assert all(s.estimate.estimate_bps <= 1.02 * 300e3 for s in within(seconds, 35, 51))  # what it carried
 
 
 def test_after_a_rise_to_3000_probes_bring_the_allocations_back_within_30_seconds():
@@ -460,6 +493,19 @@ def test_noise_within_the_thresholds_moves_the_estimate_only_through_probes():
     settled = within(seconds, 40, 91)
     assert len({round(s.estimate.estimate_bps) for s in settled}) == 1
     assert 0.75 * 2e6 <= settled[0].estimate.estimate_bps <= 2e6 / (1 - 0.03)  # the rate, its own loss added back
+
+
+def test_a_paths_delay_stepping_up_and_back_switches_nothing_off():
+    # 40 ms of round trip, then 320 ms for 20 s (notebook 03's "delay" phase), then 40 again; the link
+    # carries everything: the allocation the subscriber had before is what it keeps
+    seconds = call([(0, 2e6)], 80, delays=[(0, 0.040), (30, 0.320), (50, 0.040)])
+    before = within(seconds, 20, 30)
+    assert all(not t.switched_off for s in before for t in s.allocation.tracks)
+    # congestion only where a probe asked for more than the 2 Mbit/s (and failed: the estimate stays)
+    assert {s.estimate.reason for s in within(seconds, 30, 81) if s.estimate.congested} <= {"probe-failed"}
+    assert min(s.estimate.estimate_bps for s in within(seconds, 30, 81)) >= 0.9 * before[-1].estimate.estimate_bps
+    assert all(not t.switched_off for s in within(seconds, 30, 81) for t in s.allocation.tracks)
+    assert all(s.allocation.allocated_bps >= before[-1].allocation.allocated_bps for s in within(seconds, 30, 81))
 
 
 def test_a_link_with_20_percent_random_loss_is_not_mistaken_for_a_narrow_one():

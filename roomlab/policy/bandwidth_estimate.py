@@ -64,8 +64,9 @@ REMB_EXPIRY_S = 2.0
 #: previous REMB for them, is over-use (a receiver's REMB rises 8 %/s up to 1.5x what arrives while
 #: it sees none, and is set to 0.85x what arrives on over-use). aiortc's receivers also report
 #: over-use on the delay spikes of keyframe bursts, so once the estimator has evidence a REMB only
-#: confirms loss; alone it counts only before (a downlink congested from its first second has no
-#: loss or delay baseline to rise above).
+#: confirms loss; alone it counts only before, in a second with loss (a downlink congested from its
+#: first second has no loss or delay baseline to rise above; a path delay's step, or a busy
+#: machine's stall, is over-use to a receiver too, with nothing lost).
 REMB_OVERUSE_RATIO = 0.9
 #: Loss above the link's own loss by this much is congestion (a tail-drop queue overflowing).
 LOSS_RISE = 0.05
@@ -99,6 +100,16 @@ STANDING_QUEUE_SAMPLES = 3
 PROBE_QUEUE_DELAY_S = 0.025
 #: The RTT baseline: the minimum of this many recent seconds' lowest RTTs.
 RTT_BASE_SAMPLES = 30
+#: Outside a probe, a standing queue is congestion only while it grows: above the limit in two
+#: seconds in a row, and higher by this much than a second before. A queue fed beyond the link's
+#: rate grows until it overflows (then loss tells); a path whose delay stepped up (a new route, an
+#: emulated link's `delay_ms` raised) shows the same RTT above the baseline, but it stands still
+#: and everything sent gets through: no reason to cut, or to switch a video off.
+RTT_GROWTH_S = 0.010
+#: An RTT that has stood above the baseline, within RTT_GROWTH_S of where it was, this many seconds
+#: in a row with no loss rising is the path's own delay: it becomes the baseline (else every probe
+#: on that path would end at its first second, and its queues would be measured from the old one).
+PATH_DELAY_SAMPLES = 3
 #: An RTT lower than the previous by this much is a queue draining after a cut: not congestion.
 RTT_DRAINING_S = 0.005
 #: Without congestion the estimate rises to the lowest delivered bitrate of this many samples.
@@ -259,6 +270,8 @@ class DownlinkEstimator:
         self._rtts: deque[float] = deque(maxlen=RTT_BASE_SAMPLES)
         self._delivered: deque[float] = deque(maxlen=DELIVERED_PROOF_SAMPLES)
         self._previous_rtt: float | None = None
+        self._previous_queue: float | None = None
+        self._still_queue_seconds = 0
         self._recent_rtts: deque[float] = deque(maxlen=STANDING_QUEUE_SAMPLES)
         self._queue_delay: float | None = None
         self._loss_streak = 0
@@ -516,11 +529,25 @@ class DownlinkEstimator:
             self._recent_rtts.extend(rtts)
             standing = min(self._recent_rtts)
             queue = self._queue_delay = standing - min(self._rtts)
-            draining = self._previous_rtt is not None and standing < self._previous_rtt - RTT_DRAINING_S
+            previous, previous_queue = self._previous_rtt, self._previous_queue
+            draining = previous is not None and standing < previous - RTT_DRAINING_S
             limit = PROBE_QUEUE_DELAY_S if self._probe is not None else QUEUE_DELAY_CONGESTION_S
-            if len(self._recent_rtts) == STANDING_QUEUE_SAMPLES and queue > limit and not draining:
+            standing_queue = len(self._recent_rtts) == STANDING_QUEUE_SAMPLES and queue > limit and not draining
+            growing = (
+                previous is not None
+                and previous_queue is not None
+                and previous_queue > limit
+                and standing > previous + RTT_GROWTH_S
+            )
+            if standing_queue and (self._probe is not None or growing):
                 signals.append("delay")
-            self._previous_rtt = standing
+            still = standing_queue and not growing and self._loss_streak == 0
+            self._still_queue_seconds = self._still_queue_seconds + 1 if still else 0
+            if self._still_queue_seconds >= PATH_DELAY_SAMPLES:  # the path's own delay: the new baseline
+                self._rtts.clear()
+                self._rtts.append(standing)
+                self._still_queue_seconds = 0
+            self._previous_rtt, self._previous_queue = standing, queue if standing_queue else None
         remb = False
         for entry in self._live_rembs(time_s):
             fresh = self._last_update_s is None or entry.time_s > self._last_update_s
@@ -535,7 +562,10 @@ class DownlinkEstimator:
         confirmed = self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._probe is not None or overload
         if self._loss_streak and (confirmed or signals or remb):
             signals.insert(0, "loss")
-        if remb and (signals or self._reason == INITIAL_REASON):
+        # on the prior a REMB alone tells an overload only with loss to show for it: a receiver also
+        # reports over-use on a path delay's step, or on a busy machine's stalls, where nothing is lost
+        lossy = loss is not None and loss >= LOSS_RISE
+        if remb and (signals or (self._reason == INITIAL_REASON and lossy)):
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
             capacity = through / (1.0 - self._own_loss())
