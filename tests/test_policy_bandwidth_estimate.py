@@ -348,11 +348,12 @@ def test_a_cut_is_probed_back_from_once_the_congestion_is_over():
 class SyntheticDownlink:
     """A fluid model of an emulated downlink, stepped once a second (a model for these tests, not a
     measurement): a bottleneck at `capacity_bps` behind a drop-tail queue of 100 ms at that rate
-    (roomlab.Link's default), random loss before it, 80 ms of base RTT plus queueing, jitter, and an
+    (roomlab.Link's default), random loss before it, a base RTT (80 ms) plus queueing, jitter, and an
     aiortc-like receiver per video SSRC: REMB rises 8 %/s up to 1.5x what arrives + 10 kbit/s while
-    the queue does not grow, falls to at most 0.85x what arrives while it grows, and starts after 3 s;
-    aiortc smooths RTT (0.85 old, 0.15 new; the server samples every report raw). What reaches the subscriber each second (the receive rate
-    the server measures from its reports) is at most the capacity."""
+    the queue does not grow, falls to at most 0.85x what arrives while it grows (or the base RTT
+    stepped up), and starts after 3 s; aiortc's stats smooth RTT (0.85 old, 0.15 new), the server
+    samples every report's raw. What reaches the subscriber each second (the receive rate the server
+    measures from its reports) is at most the capacity."""
 
     capacity_bps: float
     loss: float = 0.0
