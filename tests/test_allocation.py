@@ -50,6 +50,7 @@ def latest(server: roomlab.Server, subscriber: str) -> pd.DataFrame:
 
 
 async def test_allocations_rows_and_switch_events_come_from_a_real_server(server, join, tmp_path):
+    assert server.sfu.start_lowest  # subscriptions start at the lowest layer; the allocator raises them
     sim = roomlab.Simulation(server, room="limits", workers=0, seed=1)
     sim.add(identity="cam-high", video=Camera(layers=("low", "standard"), priority="high"), subscribe=False)
     sim.add(identity="cam-low", video=Camera(layers=("low", "standard"), priority="low"), subscribe=False)

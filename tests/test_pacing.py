@@ -7,7 +7,7 @@ import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from roomlab.net.pacing import MIN_PACING_BPS, PACING_BURST_S, Pacer, restamp_abs_send_time
+from roomlab.net.pacing import MIN_PACING_BPS, PACING_BURST_S, Pacer, pacing_rate, restamp_abs_send_time
 
 
 def test_packets_leave_at_the_rate_after_a_short_burst():
@@ -23,6 +23,14 @@ def test_packets_leave_at_the_rate_after_a_short_burst():
     assert pacer.rate_bps == MIN_PACING_BPS  # never slower than this
     pacer.set_rate(None)
     assert pacer.delay(50_000, now=12.0) == 0.0
+
+
+def test_video_is_paced_at_its_budget_and_a_little_faster_than_its_layers():
+    # 400 kbit/s downlink, 165 kbit/s of audio: one low layer (175 kbit/s) leaves within what is left,
+    # so a keyframe waits at the server and not in front of the audio in the downlink's queue
+    assert pacing_rate(video_budget_bps=235e3, video_bps=175e3) == 235e3
+    # beyond the budget (a mode that keeps the lowest layers on, or the prior): the pacer keeps up
+    assert pacing_rate(video_budget_bps=135e3, video_bps=525e3) == pytest.approx(1.1 * 525e3)
 
 
 def test_abs_send_time_is_stamped_again_and_nothing_else_changes():

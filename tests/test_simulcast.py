@@ -16,6 +16,9 @@ import roomlab
 from roomlab import frames
 from roomlab.net.rtp import is_keyframe
 from roomlab.protocol.layers import LayerSpec
+from roomlab.server.media import MediaForwarder, OutgoingTrack
+from roomlab.server.model import PublishedTrack
+from roomlab.server.sfu import MediaTrackForwarder
 from roomlab.server.simulcast import LayerSelector, RtpTimeline
 from roomlab.sim import Camera, camera_track
 from roomlab.sim.media import LAYERS, Playhead, camera_clip, keyframe_interval
@@ -164,6 +167,26 @@ def test_a_selector_restamps_each_layer_onto_one_timeline_one_frame_step_after_t
     assert selector.restamp(777, step, rate, now=2.4 + 1 / 15) == resumed + 3 * step  # 0.2 s later
     assert selector.select(None, now=3.0) is True  # switched off at once
     assert not selector.accept("high", True, now=3.1) and selector.selection().current is None
+
+
+async def test_a_subscription_starts_at_the_highest_layer_or_under_allocation_the_lowest(server):
+    forwarder = MediaForwarder("MT1", "video", "forward", ("low", "standard", "high"))
+    plain, careful = OutgoingTrack("video"), OutgoingTrack("video")
+    forwarder.add(plain)
+    forwarder.add(careful, start_lowest=True)
+    assert (forwarder.selection(plain).target, forwarder.selection(careful).target) == ("high", "low")
+    assert not server.sfu.start_lowest  # this server forwards without allocation: the highest first
+    # a camera's layers start one RTP stream after the other: until its lowest arrives (or a bitrate
+    # window has passed), a subscription not started yet waits for it rather than take what came first
+    layers = [{"name": n, "width": w, "height": h, "bitrate_bps": b} for n, (w, h, b) in LAYERS.items()]
+    track = PublishedTrack("MT2", "PA1", "RM1", "camera", "video", 0.0, 0.0, options={"layers": layers})
+    camera = MediaTrackForwarder(track, "forward", now=0.0, start_lowest=True)
+    assert camera.starting(now=0.0)
+    camera.media.streams["high"].meter.add(10.0, 1200)
+    assert camera.starting(now=10.5)
+    assert not camera.starting(now=12.5)  # a window on: the layers that flow are what there is
+    camera.media.streams["low"].meter.add(10.6, 1200)
+    assert not camera.starting(now=10.7)
 
 
 def test_a_keyframe_request_moves_every_layer_to_the_same_next_keyframe():

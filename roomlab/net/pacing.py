@@ -6,9 +6,12 @@ aiortc's sender writes every packet of a frame back to back. A forwarded keyfram
 simulated camera's low layer) to 47 kB (its high layer); a downlink queue holds 100 ms at its rate
 (5 kB at 400 kbit/s, 37 kB at 3 Mbit/s), so unpaced keyframes overflow it even when the average
 fits, and the audio packets behind them are lost with them. Real senders pace (libwebrtc at 2.5x
-its target, LiveKit's pacer likewise); here the allocation sets the rate to `PACING_FACTOR` times
-what it allocated (or its budget, if larger), so the layers chosen get through with their keyframes
-spread over tens of milliseconds. Audio, RTCP and retransmissions are never held.
+its target, LiveKit's pacer likewise); here the allocation sets the rate (`pacing_rate`) to what the
+downlink estimate leaves video, and never below `PACING_FACTOR` times what the layers chosen send:
+a keyframe burst waits here, where audio passes it, instead of in the downlink's queue in front of
+the audio (three cameras' keyframes, aligned by a new subscriber's keyframe requests, are 18 kB at
+their lowest layer: more than twice a 600 kbit/s downlink's queue). Audio, RTCP and retransmissions
+are never held.
 
 A paced packet leaves later than aiortc stamped it: its abs-send-time header extension is stamped
 again as it leaves, so that the subscriber's delay-based estimator (REMB) sees pacing as sending,
@@ -17,8 +20,9 @@ not as queueing.
 `pace(sender, pacer)` hooks the sender's DTLS transport (once per transport: `_send_rtp`, the
 method every sender and receiver of a bundled connection writes through) and registers the
 sender's SSRC; it is idempotent, and is called again after renegotiations (bundling may move a
-sender onto another transport). This reaches into aiortc 1.16.0's private attributes, like
-net/rtp.py.
+sender onto another transport). `pace_from_start(sender, pacer)` calls it as the sender starts,
+on the transport it starts on (a subscription's first keyframes go out paced). This reaches into
+aiortc 1.16.0's private attributes, like net/rtp.py.
 """
 
 from __future__ import annotations
@@ -30,15 +34,24 @@ from typing import Any
 
 from aiortc import RTCRtpSender, clock
 
-#: Video leaves at this times what the allocation gives it (libwebrtc paces at 2.5x its target; less
-#: here keeps a keyframe burst within a 100 ms downlink queue while the layers fit the estimate).
-PACING_FACTOR = 1.5
+#: Video leaves at least this times what its layers send (their payload, measured over seconds with
+#: their keyframes; RTP headers add about 5 %): the pacer keeps up with them, and a downlink they fill
+#: to 90 % (three cameras' lowest layers at 600 kbit/s) still gets their keyframes no faster than it
+#: carries them.
+PACING_FACTOR = 1.1
 #: Packets may leave this much ahead of the rate (a burst of a few packets, so that a small frame
 #: is not spread needlessly).
 PACING_BURST_S = 0.005
 #: The rate is never set below this (a stale or tiny estimate must not hold video back for seconds).
 MIN_PACING_BPS = 100_000.0
 _ONE_BYTE_PROFILE = 0xBEDE
+
+
+def pacing_rate(video_budget_bps: float, video_bps: float) -> float:
+    """The rate for a subscriber's video: what the downlink estimate leaves video (`video_budget_bps`:
+    the estimate, or a probe's goal, less audio and data), at least `PACING_FACTOR` times what the
+    layers chosen send (`video_bps`: beyond the budget when a mode keeps them on, or on the prior)."""
+    return max(video_budget_bps, PACING_FACTOR * video_bps)
 
 
 class Pacer:
@@ -136,3 +149,16 @@ def pace(sender: RTCRtpSender, pacer: Pacer) -> None:
         await send(data)
 
     transport._send_rtp = send_rtp  # type: ignore[method-assign]
+
+
+def pace_from_start(sender: RTCRtpSender, pacer: Pacer) -> None:
+    """Pace `sender` with `pacer` as soon as it starts sending: aiortc calls `send()` once the
+    negotiation has set its (bundled) transport and header extensions, and its first packet leaves
+    from a task that runs after that."""
+    start: Callable[[Any], Coroutine[Any, Any, None]] = sender.send
+
+    async def send(parameters: Any) -> None:
+        await start(parameters)
+        pace(sender, pacer)
+
+    sender.send = send  # type: ignore[method-assign]

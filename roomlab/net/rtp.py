@@ -168,7 +168,9 @@ RETRANSMIT_MIN_INTERVAL_S = 0.25
 #: them too): enough to repair random loss of 20 %, and a congested downlink is not flooded with
 #: repeats of what it already dropped.
 RETRANSMIT_SHARE = 0.25
-#: The most retransmission credit a sender saves up, bytes.
+#: The most retransmission credit a sender saves up, bytes. A sender starts with none: a new
+#: subscription's first second may overflow a downlink not estimated yet, and three senders' full
+#: credit answering its NACKs at once is a second of a 400 kbit/s link.
 RETRANSMIT_CREDIT_MAX_BYTES = 16_000
 
 
@@ -180,7 +182,7 @@ def limit_retransmissions(sender: RTCRtpSender, clock: Callable[[], float] = tim
     original = sender._retransmit
     history = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
     last_sent: dict[int, float] = {}
-    state = {"credit": float(RETRANSMIT_CREDIT_MAX_BYTES), "octets": 0}
+    state = {"credit": 0.0, "octets": 0}
 
     async def retransmit(sequence_number: int) -> None:
         now = clock()

@@ -10,23 +10,31 @@ the estimator watches whether the downlink carries it.
 Each second the estimator looks for congestion in three independent signals: loss rising above
 the link's own loss (the median of the last 10 s without congestion) by 5 points, for two seconds,
 or together with another signal, or during a probe, or while sending beyond the prior (a downlink
-overloaded from its first second has no loss of its own to learn); queueing delay (RTT above its
-30 s minimum by 50 ms, 25 ms during a probe, and not draining); and a REMB that stopped rising
-below 90 % of what the server sends on its SSRCs. What the downlink carried is what the subscriber
-received (the packets its receiver reports count, over their arrival times: `received_bps`), with
-the link's own loss added back (a lossy link carries what is sent). On congestion the estimate
-falls at once to 0.85 times that, as GCC does, and holds for 3 s while reports catch up; the first
-congestion replaces the initial estimate even upwards (evidence beats the prior). Without
-congestion it rises to what was carried (the lowest of the last three seconds), and beyond only
-through a probe: when the allocator wants more (its `probe_step_bps`), no congestion has been seen
-for 3 s and the probe interval has passed, the estimator sets a probe goal (the next step plus
-20 %, or double the estimate, whichever is larger: GCC probes at 2x) and the allocator fills it.
-After 3 s (time for a keyframe and for feedback; up to 5 s while the reports still lag what was
-sent) the estimate rises to what the probe carried, and the next probe may follow at once. If
-congestion appears, the probe ends at once; the estimate becomes what got through, within what it
-was before and the goal; the probe interval doubles (2 s, 4 s, ... up to 12 s) with only
-step-sized probes until two succeed in a row. The estimate is thus damped by construction: noise
-in REMB, RTT or loss within the thresholds moves nothing.
+overloaded from its first second has no loss of its own to learn); a standing queue (the lowest RTT
+of three reports in a row, measured in the seconds they came, above its 30 s minimum by 50 ms, 25 ms
+during a probe, and not draining: a burst of keyframes queues some reports, an overload all of
+them); and a REMB that stopped rising below 90 % of what the server sends on its SSRCs. What the
+downlink carried is what the subscriber received (the packets its receiver reports count, over
+their arrival times: `received_bps`), with the link's own loss added back (a lossy link carries what
+is sent). On congestion the estimate falls at once to 0.85 times that, as GCC does, and holds for
+3 s while reports catch up (then it is at most the most that got through meanwhile, if that is less
+than the downlink carried before: it narrowed); the first congestion replaces the initial estimate
+even upwards (evidence beats the prior). Once that
+congestion is over, a probe goes back to where the cut came from (a burst may have caused it),
+whatever the probe interval. Without congestion the estimate
+rises to what was carried (the lowest of the last three seconds), and beyond only through a probe:
+when the allocator wants more (its `probe_step_bps`), no congestion has been seen for 3 s, the
+probe interval has passed and, on the prior, the lowest layers it let on have flowed for 3 s (they
+are its first test), the estimator sets a probe goal (the next step plus 20 %, or double the
+estimate, whichever is larger: GCC probes at 2x) and the allocator fills it. After 2 s (time for a
+keyframe and for feedback; up to 5 s while the reports still lag what was sent) the estimate rises
+to what the probe carried: all that was sent once the reports have caught up without a sign of
+congestion. A probe that carried half the increase it asked for succeeded, and the next may follow
+at once. If congestion appears, the probe ends at once, at the first receiver report that counts
+its loss (`on_loss_report`, between samples: the allocation follows at once); the estimate becomes
+what got through, within what it was before and the goal; the next probe waits 4 s, doubling up to
+12 s, and only step-sized probes follow until two succeed in a row. The estimate is thus damped by
+construction: noise in REMB, RTT or loss within the thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
 after the audio and data delivered in the last second (served first). Every result carries its
@@ -56,8 +64,9 @@ REMB_EXPIRY_S = 2.0
 #: previous REMB for them, is over-use (a receiver's REMB rises 8 %/s up to 1.5x what arrives while
 #: it sees none, and is set to 0.85x what arrives on over-use). aiortc's receivers also report
 #: over-use on the delay spikes of keyframe bursts, so once the estimator has evidence a REMB only
-#: confirms loss; alone it counts only before (a downlink congested from its first second has no
-#: loss or delay baseline to rise above).
+#: confirms loss; alone it counts only before, in a second with loss (a downlink congested from its
+#: first second has no loss or delay baseline to rise above; a path delay's step, or a busy
+#: machine's stall, is over-use to a receiver too, with nothing lost).
 REMB_OVERUSE_RATIO = 0.9
 #: Loss above the link's own loss by this much is congestion (a tail-drop queue overflowing).
 LOSS_RISE = 0.05
@@ -70,14 +79,37 @@ QUEUED_SHARE = 0.9
 OWN_LOSS_MAX = 0.5
 #: Loss alone must persist this many samples (a second of random loss can look like a rise).
 LOSS_CONFIRM_SAMPLES = 2
+#: Loss rises only with at least this many packets lost: a track switched back on reports a packet or
+#: two lost now and then that no link dropped (measured: 1 of 4, 2 of 15), and a probe's overload
+#: loses tens. A receiver report that counts as many (of one stream, since its previous report), above
+#: the link's own loss by LOSS_RISE, ends a probe, or the prior while sending beyond it, as it arrives:
+#: reports come every 0.5-1.5 s per stream, several streams together about every 0.2 s, and each
+#: second of a failed probe, or of a new subscriber's first overload, costs audio its share of the loss.
+REPORT_MIN_LOST = 3
 #: Queueing delay (RTT above its recent minimum) beyond this is congestion: half the emulated
 #: link's 100 ms queue, well above its jitter.
 QUEUE_DELAY_CONGESTION_S = 0.050
+#: Queueing delay counts only when it stands: the lowest RTT of this many reports in a row (of this
+#: second and the ones just before; a second without one breaks the row) must be above the baseline
+#: (CoDel's test: a burst queues some packets, an overload all of them). Three cameras' keyframes
+#: arrive together (a new subscriber's keyframe requests align them): on a downlink they fill to
+#: 90 %, single RTT samples reach 50-80 ms every few seconds while nothing is lost.
+STANDING_QUEUE_SAMPLES = 3
 #: A probe is a deliberate overload: it ends at the first sign, one second of rising loss or
 #: queueing delay above this (each second of a failed probe costs audio its share of the loss).
 PROBE_QUEUE_DELAY_S = 0.025
-#: The RTT baseline: the minimum of this many recent samples.
+#: The RTT baseline: the minimum of this many recent seconds' lowest RTTs.
 RTT_BASE_SAMPLES = 30
+#: Outside a probe, a standing queue is congestion only while it grows: above the limit in two
+#: seconds in a row, and higher by this much than a second before. A queue fed beyond the link's
+#: rate grows until it overflows (then loss tells); a path whose delay stepped up (a new route, an
+#: emulated link's `delay_ms` raised) shows the same RTT above the baseline, but it stands still
+#: and everything sent gets through: no reason to cut, or to switch a video off.
+RTT_GROWTH_S = 0.010
+#: An RTT that has stood above the baseline, within RTT_GROWTH_S of where it was, this many seconds
+#: in a row with no loss rising is the path's own delay: it becomes the baseline (else every probe
+#: on that path would end at its first second, and its queues would be measured from the old one).
+PATH_DELAY_SAMPLES = 3
 #: An RTT lower than the previous by this much is a queue draining after a cut: not congestion.
 RTT_DRAINING_S = 0.005
 #: Without congestion the estimate rises to the lowest delivered bitrate of this many samples.
@@ -85,9 +117,10 @@ DELIVERED_PROOF_SAMPLES = 3
 #: After a cut, congestion signals cut again only this long later: receiver reports (every
 #: 0.5-1.5 s) and the queue still describe what was sent before the cut (GCC waits an RTT).
 CUT_HOLD_S = 3.0
-#: After a failed probe, the same for this long (the allocation is back within the estimate at once;
-#: reports lag it by a second, the emulated queue drains in 100 ms).
-PROBE_FAILED_HOLD_S = 2.0
+#: After a failed probe, the same for this long (the allocation is back within the estimate at once,
+#: the emulated queue drains in 100 ms, but the reports of the seconds that follow still count the
+#: probe's losses: a receiver reports every 0.5-1.5 s, and is sampled once a second).
+PROBE_FAILED_HOLD_S = 3.0
 #: A probe lasts this long: a layer switch waits for a keyframe (<= 1 s here), then feedback (RR
 #: every 0.5-1.5 s, REMB every 0.5-1 s) must show what the downlink did with it.
 PROBE_DURATION_S = 2.0
@@ -96,11 +129,13 @@ PROBE_DURATION_S = 2.0
 PROBE_MAX_DURATION_S = 5.0
 PROBE_RECEIVED_RATIO = 0.9
 #: The first probe starts this long after the first sample; after a successful probe the next may
-#: start at once; after a failed one, after twice this, doubling.
+#: start at once.
 PROBE_INTERVAL_S = 1.0
-#: After a failed probe the interval is multiplied by this, up to PROBE_INTERVAL_MAX_S: a downlink
-#: that improves is found within that long, and a steady bottleneck costs a step-sized probe that
-#: often (LiveKit backs off to 2 min; Twilio switches tracks back on in "typically around 20 s").
+#: After a failed probe the next waits this long, and each failure in a row multiplies the wait by
+#: PROBE_BACKOFF, up to PROBE_INTERVAL_MAX_S: a downlink that improves is found within that long, and
+#: a steady bottleneck costs a step-sized probe that often, a second or less of overload each (LiveKit
+#: waits 3 s, backing off to 2 min; Twilio switches tracks back on in "typically around 20 s").
+PROBE_FAILED_INTERVAL_S = 4.0
 PROBE_BACKOFF = 2.0
 PROBE_INTERVAL_MAX_S = 12.0
 #: No probe within this long of congestion.
@@ -114,6 +149,11 @@ PROBE_MIN_EXTRA_BPS = 50_000.0
 #: until a probe fails; from then on only the next step, until this many in a row have succeeded.
 PROBE_RAMP = 1.0
 RAMP_AFTER_SUCCESSES = 2
+#: A probe succeeds when the downlink carried at least this share of the increase it asked for; one
+#: that carried more than the estimate but less than that raises the estimate to what it carried, and
+#: counts neither way (a layer's bitrate wanders by a tenth: a probe filled by nothing but that
+#: wandering proves nothing about room for the next step).
+PROBE_SUCCESS_SHARE = 0.5
 
 
 # --- inputs and outputs ---------------------------------------------------------------------------------
@@ -130,13 +170,20 @@ class DownlinkSample:
     fraction_lost: float | None = None
     """Loss over the subscriber's receiver reports of the last second, packet-weighted, 0-1."""
     rtt_s: float | None = None
-    """Round-trip time from those reports, seconds (drop samples of paused senders: stale LSR)."""
+    """Round-trip time from those reports, seconds (drop samples of paused senders: stale LSR); None
+    when none of the second's reports gave one (an RTT held from earlier seconds is no news)."""
+    rtt_samples: tuple[float, ...] = ()
+    """The round-trip time of each of those reports, in the order they arrived (empty: `rtt_s` is
+    taken as the one sample)."""
     lost_bps: float | None = None
     """What the reports say was lost, stream by stream: each stream's bitrate times its own loss (a
     dropped video packet weighs what it carried, an audio one little); None: `fraction_lost` of all."""
     received_bps: float | None = None
     """What the subscriber received lately by its reports (packets received over the reports'
     arrival times): on a congested downlink, its rate. None: not known (then `lost_bps` tells)."""
+    packets: int | None = None
+    """Packets those reports expected (None: not known; a rise of loss needs REPORT_MIN_LOST of them
+    lost: a packet or two is no news of the downlink)."""
 
     @property
     def delivered_bps(self) -> float:
@@ -193,8 +240,12 @@ class DownlinkEstimate:
 class _Probe:
     start_s: float
     goal_bps: float
+    carried_before: float | None = None
+    """What the downlink carried in the last second without congestion before the probe."""
     delivered: list[float] = field(default_factory=list)
-    """What was delivered in each sample of the probe."""
+    """What the downlink carried in each sample of the probe (as far as the reports show yet)."""
+    sent: list[float] = field(default_factory=list)
+    """What was sent in each sample of the probe."""
 
 
 @dataclass
@@ -207,7 +258,8 @@ class _Remb:
 
 
 class DownlinkEstimator:
-    """One subscriber's downlink estimate: `on_remb` for every REMB, `update` about once a second."""
+    """One subscriber's downlink estimate: `on_remb` for every REMB, `on_loss_report` for every
+    receiver report of one of its streams, `update` about once a second."""
 
     def __init__(self, initial_bps: float = INITIAL_ESTIMATE_BPS) -> None:
         if not initial_bps > 0:
@@ -218,6 +270,10 @@ class DownlinkEstimator:
         self._rtts: deque[float] = deque(maxlen=RTT_BASE_SAMPLES)
         self._delivered: deque[float] = deque(maxlen=DELIVERED_PROOF_SAMPLES)
         self._previous_rtt: float | None = None
+        self._previous_queue: float | None = None
+        self._still_queue_seconds = 0
+        self._recent_rtts: deque[float] = deque(maxlen=STANDING_QUEUE_SAMPLES)
+        self._queue_delay: float | None = None
         self._loss_streak = 0
         self._last_update_s: float | None = None
         self._last_congestion_s: float | None = None
@@ -230,6 +286,13 @@ class DownlinkEstimator:
         self._ever_failed = False
         self._successes = 0
         self._reason = INITIAL_REASON
+        self._recover_bps: float | None = None
+        self._video_seconds = 0
+        self._last_sample: DownlinkSample | None = None
+        self._held_through: float | None = None
+        self._last_carried: float | None = None
+        self._carried_before_hold: float | None = None
+        self._held_signals: tuple[str, ...] = ()
 
     # -- REMB --
 
@@ -291,6 +354,16 @@ class DownlinkEstimator:
         self._last_update_s = time_s
 
         self._previous_through = sample.through_bps
+        if self._held_through is not None and (self._hold_until_s is None or time_s >= self._hold_until_s):
+            # the hold is over: no second cut for what it waited out; but if even the most that got
+            # through meanwhile is less than the downlink carried before, it narrowed (just as a probe
+            # failed or a cut was made): no more than that, or the estimate would stay above it once the
+            # allocation fits again (what got through, over reports of 2.5 s, says little otherwise)
+            narrowed = self._carried_before_hold is not None and self._held_through < self._carried_before_hold
+            if narrowed and self._held_through < self.estimate_bps:
+                self.estimate_bps = max(MIN_ESTIMATE_BPS, self._held_through)
+                self._reason = "+".join(self._held_signals)
+            self._held_through = None
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
@@ -298,36 +371,56 @@ class DownlinkEstimator:
                 # what was sent less the loss reported so far, before the receive rate is known, is
                 # above what got through (loss is reported up to a second late): no higher than the prior
                 capacity = min(capacity, self.estimate_bps)
-            cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
             held = self._hold_until_s is not None and time_s < self._hold_until_s
             if self._probe is not None:
                 # the downlink carries less than the goal, and at least what it carried before the probe:
                 # what got through while the probe over-used, within those (no back-off: the allocator
                 # goes back below it with layers to spare; what got through is measured over seconds
-                # that may reach back before the probe)
-                goal = self._probe.goal_bps
+                # that may reach back before the probe; not what was sent: the loss of a probe's first
+                # second of overload may not be reported yet)
+                goal, before = self._probe.goal_bps, self._probe.carried_before
                 self._end_probe(time_s, success=False)
                 self.estimate_bps = max(MIN_ESTIMATE_BPS, min(goal, max(capacity, self.estimate_bps)))
-                self._hold_until_s = time_s + PROBE_FAILED_HOLD_S
+                self._hold(time_s, PROBE_FAILED_HOLD_S, before)
                 self._reason = "probe-failed"
-            elif not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
-                self.estimate_bps, self._hold_until_s = cut, time_s + CUT_HOLD_S
-                self._reason = "+".join(signals)
+            else:
+                if "loss" not in signals:
+                    # a queue without loss: everything sent got through, later (the receive rate, measured
+                    # over seconds, lags behind a rise); the queue holds at most a tenth of a second of the rate
+                    capacity = max(capacity, QUEUED_SHARE * delivered)
+                cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
+                if not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
+                    if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
+                        self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
+                    self.estimate_bps = cut
+                    self._hold(time_s, CUT_HOLD_S, self._last_carried)
+                    self._reason = "+".join(signals)
+            if held and sample.received_bps is not None:  # what got through while a hold waits out congestion
+                self._held_through = max(self._held_through or 0.0, capacity)
+                self._held_signals = signals
         else:
-            carried = self._carried(sample)
+            if sample.video_bps and sum(sample.video_bps.values()) > 0:
+                self._video_seconds += 1
+            carried = self._last_carried = self._carried(sample)
             self._delivered.append(carried)  # proof is what the downlink carried
             probe = self._probe
             if probe is not None:
                 probe.delivered.append(carried)
+                probe.sent.append(delivered)
                 age = time_s - probe.start_s
                 # the receive rate is measured over the last reports: wait until it shows the probe
                 lagging = carried < PROBE_RECEIVED_RATIO * delivered
                 if age >= PROBE_DURATION_S and (not lagging or age >= PROBE_MAX_DURATION_S):
                     # what the probe carried in its last seconds (its first second switches layers; a
-                    # layer's seconds vary by a tenth around its rate, so the larger of two)
-                    carried = max(probe.delivered[-2:])
+                    # layer's seconds vary by a tenth around its rate, so the larger of two): once the
+                    # reports have caught up without a sign of congestion, all that was sent (the receive
+                    # rate, over reports of 2.5 s, still counts seconds before the probe: a probe that
+                    # switches a track back on would never show more than an estimate just below its layer)
+                    carried = max((probe.delivered if lagging else probe.sent)[-2:])
                     if carried > self.estimate_bps:
-                        self._end_probe(time_s, success=True)
+                        asked = probe.goal_bps - self.estimate_bps
+                        success = carried >= self.estimate_bps + PROBE_SUCCESS_SHARE * asked
+                        self._end_probe(time_s, success=True if success else None)
                         self.estimate_bps = min(probe.goal_bps, carried)
                         self._reason = "probe-succeeded"
                     else:  # the allocator found nothing to fill it with: nothing was learnt
@@ -338,8 +431,45 @@ class DownlinkEstimator:
             if self._probe is None and self._probe_wanted(time_s, sample, wanted_video_bps, probe_step_bps):
                 self._start_probe(time_s, sample, wanted_video_bps, probe_step_bps)  # type: ignore[arg-type]
 
+        self._last_sample = sample
+        return self._result(time_s, sample, signals, loss_base)
+
+    def on_loss_report(self, time_s: float, lost: int, expected: int) -> DownlinkEstimate | None:
+        """One receiver report's loss as it arrives: `lost` of the `expected` packets of one stream
+        since its previous report. While probing, or on the prior while sending beyond it (a blind
+        overload), loss of at least REPORT_MIN_LOST packets above the link's own by LOSS_RISE ends the
+        probe (the estimate stays what it was) or the prior (cut to BACKOFF times what the last
+        sample got through, at most the prior) at once, not at the next update. Returns the estimate
+        when it changed (to be allocated at once), else None."""
+        sample = self._last_sample
+        if sample is None or expected <= 0 or lost < REPORT_MIN_LOST:
+            return None
+        overload = self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
+        if self._probe is None and not overload:
+            return None
+        base = statistics.median(self._losses) if self._losses and not overload else 0.0
+        if lost / expected < base + LOSS_RISE:
+            return None
+        self._last_congestion_s = time_s
+        self._delivered.clear()
+        if self._probe is not None:
+            before = self._probe.carried_before
+            self._end_probe(time_s, success=False)
+            self._hold(time_s, PROBE_FAILED_HOLD_S, before)
+            self._reason = "probe-failed"
+        else:
+            got_through = sample.delivered_bps * (1.0 - lost / expected)
+            self.estimate_bps = max(MIN_ESTIMATE_BPS, BACKOFF * min(got_through, self.estimate_bps))
+            self._hold(time_s, CUT_HOLD_S, self._last_carried)
+            self._reason = "loss"
+        loss_base = statistics.median(self._losses) if self._losses else None
+        return self._result(time_s, sample, ("loss",), loss_base)
+
+    def _result(
+        self, time_s: float, sample: DownlinkSample, signals: tuple[str, ...], loss_base: float | None
+    ) -> DownlinkEstimate:
         goal = self._probe.goal_bps if self._probe is not None else None
-        rtt_base = min(self._rtts) if self._rtts else None
+        congested = bool(signals)
         if goal is not None:
             state = "probing"
         else:
@@ -354,17 +484,24 @@ class DownlinkEstimator:
             congested=congested,
             reason=self._reason,
             signals=signals,
-            delivered_bps=delivered,
+            delivered_bps=sample.delivered_bps,
             remb_bps=self.remb_bps(time_s),
             fraction_lost=sample.fraction_lost,
             loss_base=loss_base,
-            queue_delay_s=sample.rtt_s - rtt_base if sample.rtt_s is not None and rtt_base is not None else None,
+            queue_delay_s=self._queue_delay,
             next_probe_s=self._next_probe_s if self._probe is None else None,
             limited=self._last_congestion_s is not None,
         )
 
+    def _hold(self, time_s: float, seconds: float, carried_before: float | None) -> None:
+        """No cut for this long: the reports still tell of the congestion just acted on (`carried_before`:
+        what the downlink carried before it, before the probe if a probe caused it)."""
+        self._hold_until_s = time_s + seconds
+        self._carried_before_hold = carried_before
+        self._held_through = None
+
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
-        """The congestion signals of this sample and what the downlink demonstrably carried."""
+        """The congestion signals of this sample and what got through (with the link's own loss)."""
         delivered = sample.delivered_bps
         # what the subscriber received is measured over its last reports; what was sent less what was
         # lost is not aligned with the reports, which lag it by up to a second: over two samples then
@@ -378,19 +515,39 @@ class DownlinkEstimator:
         # downlink overloaded from its first second would learn its overflow as its own loss)
         overload = self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
         base = statistics.median(self._losses) if self._losses and not overload else 0.0
-        if loss is not None and (self._losses or overload) and loss >= base + LOSS_RISE:
+        few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
+        if loss is not None and (self._losses or overload) and loss >= base + LOSS_RISE and not few:
             self._loss_streak += 1
         else:
             self._loss_streak = 0
-        rtt = sample.rtt_s
-        if rtt is not None:
-            self._rtts.append(rtt)
-            queue = rtt - min(self._rtts)
-            draining = self._previous_rtt is not None and rtt < self._previous_rtt - RTT_DRAINING_S
+        rtts = sample.rtt_samples or ((sample.rtt_s,) if sample.rtt_s is not None else ())
+        if not rtts:
+            self._recent_rtts.clear()  # a standing queue is one of reports in a row
+            self._queue_delay = None
+        else:
+            self._rtts.append(min(rtts))
+            self._recent_rtts.extend(rtts)
+            standing = min(self._recent_rtts)
+            queue = self._queue_delay = standing - min(self._rtts)
+            previous, previous_queue = self._previous_rtt, self._previous_queue
+            draining = previous is not None and standing < previous - RTT_DRAINING_S
             limit = PROBE_QUEUE_DELAY_S if self._probe is not None else QUEUE_DELAY_CONGESTION_S
-            if queue > limit and not draining:
+            standing_queue = len(self._recent_rtts) == STANDING_QUEUE_SAMPLES and queue > limit and not draining
+            growing = (
+                previous is not None
+                and previous_queue is not None
+                and previous_queue > limit
+                and standing > previous + RTT_GROWTH_S
+            )
+            if standing_queue and (self._probe is not None or growing):
                 signals.append("delay")
-            self._previous_rtt = rtt
+            still = standing_queue and not growing and self._loss_streak == 0
+            self._still_queue_seconds = self._still_queue_seconds + 1 if still else 0
+            if self._still_queue_seconds >= PATH_DELAY_SAMPLES:  # the path's own delay: the new baseline
+                self._rtts.clear()
+                self._rtts.append(standing)
+                self._still_queue_seconds = 0
+            self._previous_rtt, self._previous_queue = standing, queue if standing_queue else None
         remb = False
         for entry in self._live_rembs(time_s):
             fresh = self._last_update_s is None or entry.time_s > self._last_update_s
@@ -405,14 +562,13 @@ class DownlinkEstimator:
         confirmed = self._loss_streak >= LOSS_CONFIRM_SAMPLES or self._probe is not None or overload
         if self._loss_streak and (confirmed or signals or remb):
             signals.insert(0, "loss")
-        if remb and (signals or self._reason == INITIAL_REASON):
+        # on the prior a REMB alone tells an overload only with loss to show for it: a receiver also
+        # reports over-use on a path delay's step, or on a busy machine's stalls, where nothing is lost
+        lossy = loss is not None and loss >= LOSS_RISE
+        if remb and (signals or (self._reason == INITIAL_REASON and lossy)):
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
             capacity = through / (1.0 - self._own_loss())
-            if "loss" not in signals:
-                # a queue without loss: everything sent got through, later (the receive rate, measured over
-                # seconds, lags behind a rise); the queue holds at most a tenth of a second of the rate
-                capacity = max(capacity, QUEUED_SHARE * delivered)
         return tuple(signals), capacity
 
     def _own_loss(self) -> float:
@@ -427,12 +583,15 @@ class DownlinkEstimator:
     def _probe_wanted(self, time_s: float, sample: DownlinkSample, wanted: float | None, step: float | None) -> bool:
         if not step or step <= 0 or wanted is None:
             return False
-        if self._next_probe_s is not None and time_s < self._next_probe_s:
+        recovering = self._recover_bps is not None and self._recover_bps > self.estimate_bps
+        if not recovering and self._next_probe_s is not None and time_s < self._next_probe_s:
             return False
         if self._last_congestion_s is not None and time_s - self._last_congestion_s < PROBE_AFTER_CONGESTION_S:
             return False
         if self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps:
             return False  # already sending beyond the prior: that is the test
+        if self._reason == INITIAL_REASON and self._video_seconds < DELIVERED_PROOF_SAMPLES:
+            return False  # the lowest layers, which the prior lets on, are the first test: let it show
         return wanted + sample.other_bps > self.estimate_bps
 
     def _start_probe(self, time_s: float, sample: DownlinkSample, wanted: float, step: float) -> None:
@@ -442,12 +601,15 @@ class DownlinkEstimator:
         ramp = PROBE_RAMP * self.estimate_bps if ramping else 0.0
         increase = max(PROBE_OVERSHOOT * step, step + PROBE_MIN_EXTRA_BPS, ramp)
         goal = min(wanted + sample.other_bps, self.estimate_bps + increase)
+        if self._recover_bps is not None:  # back to where a cut came from, whatever the back-off
+            goal = max(goal, min(wanted + sample.other_bps, self._recover_bps))
+            self._recover_bps = None
         goal = max(goal, self.estimate_bps + step)
-        self._probe = _Probe(time_s, goal)
+        self._probe = _Probe(time_s, goal, self._last_carried)
 
     def _end_probe(self, time_s: float, success: bool | None) -> None:
-        """`success` None: the probe tested nothing (the allocator could not fill it): the interval
-        and the back-off stay as they were."""
+        """`success` None: the probe tested nothing (the allocator could not fill it, or filled little
+        of it): the interval and the back-off stay as they were."""
         self._probe = None
         if success:  # the next one may follow at once, from the new estimate
             self._probe_interval_s = PROBE_INTERVAL_S
@@ -456,7 +618,8 @@ class DownlinkEstimator:
             self._next_probe_s = time_s
             return
         if success is not None:
-            self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, self._probe_interval_s * PROBE_BACKOFF)
+            backoff = max(PROBE_FAILED_INTERVAL_S, self._probe_interval_s * PROBE_BACKOFF)
+            self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, backoff)
             self._failed_probe = self._ever_failed = True
             self._successes = 0
         self._next_probe_s = time_s + self._probe_interval_s

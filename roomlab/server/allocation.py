@@ -8,7 +8,10 @@ itself. Per subscriber and pass:
   (audio and data subtracted: they are served first and never switched off), its probe goal and
   whether it saw congestion; the initial estimate before the first sample;
 - the subscribed video tracks on the forwarding path: the layers arriving now with their measured
-  bitrates (a track without layers is one layer, `single`: it can be switched off too), the
+  bitrates (a track without layers is one layer, `single`: it can be switched off too; none for a
+  subscription not started yet while the track's layers are still starting and its lowest has not
+  arrived: a subscription starts at the lowest layer, `Sfu.start_lowest`, and the allocator raises
+  it once it knows the downlink), the
   priority (the subscriber's override, else the publisher's), the publisher's speaking activity and
   whether it is the dominant speaker (server/dominant_speaker.py), whether the publisher disabled
   the track, whether the subscriber switched it off itself;
@@ -16,15 +19,17 @@ itself. Per subscriber and pass:
   its previous decision.
 
 Decisions go to the forwarder (`select_layer`, None: switched off), to the subscriber's pacer
-(`PACING_FACTOR` times what video is given, roomlab/net/pacing.py), to the estimator (the
-allocator's `wanted_bps` and `probe_step_bps`: what to probe for), to the `allocations` table (every
-decision, one row per track), and, when a track is switched off or on, to the room's history
+(`pacing_rate`: the video budget, or the probe's, and a little more than the layers chosen send;
+roomlab/net/pacing.py), to the estimator (the allocator's `wanted_bps` and `probe_step_bps`: what to
+probe for), to the `allocations` table (every decision, one row per track), and, when a track is
+switched off or on, to the room's history
 (`track-switched-off` / `track-switched-on` events, the reason in `detail`), which signaling passes on
 to the subscriber.
 
 Passes run from the server's sampler right after the estimates (`update`, about once a second) and,
 coalesced into one per loop turn, on every change (`schedule`): a subscription, a priority, a
-profile, a track enabled, disabled, stalled or resumed, the dominant speaker.
+profile, a track enabled, disabled, stalled or resumed, the dominant speaker, an estimate changed
+between samples (a receiver report that ended a probe).
 
 `enabled=False` (`serve(bandwidth_allocation=False)`) forwards every track at the layer a
 subscription starts with, the highest, whatever the downlink: for side-by-side comparison. A
@@ -40,7 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..net.pacing import PACING_FACTOR
+from ..net.pacing import pacing_rate
 from ..policy.allocation import Allocation, BandwidthProfile, SubscribedVideoTrack, allocate, check_priority
 from ..policy.bandwidth_estimate import INITIAL_ESTIMATE_BPS, INITIAL_REASON
 from ..telemetry.recorder import Telemetry, now_ns
@@ -102,6 +107,7 @@ class BandwidthAllocation:
         self._pending: set[str] = set()
         self._scheduled = False
         rooms.on_event(self._on_event)
+        measurements.on_estimate = lambda sid: self.schedule([sid])  # a receiver report ended a probe
 
     # what subscribers and publishers ask for ---------------------------------------------------
     def state(self, participant_sid: str) -> SubscriberState:
@@ -238,8 +244,8 @@ class BandwidthAllocation:
             if decision.reason != "publisher":  # nothing arrives: the selection waits for it, unchanged
                 self._select(participant_sid, forwarder, decision.layer)
             self._tell(participant_sid, state, forwarder, decision.switched_off, decision.reason)
-        # the layers chosen get through with their keyframes spread out (net/pacing.py)
-        session.pace_video(PACING_FACTOR * max(allocation.available_bps, allocation.allocated_bps))
+        # the layers chosen get through with their keyframes spread out, within the budget (net/pacing.py)
+        session.pace_video(pacing_rate(max(allocation.available_bps, goal or 0.0), allocation.allocated_bps))
         self._record(
             session,
             allocation,
@@ -254,6 +260,10 @@ class BandwidthAllocation:
         self, participant_sid: str, state: SubscriberState, forwarder: MediaTrackForwarder, live: LiveRoom
     ) -> SubscribedVideoTrack:
         track = forwarder.track
+        layers = forwarder.layers() if not forwarder.stalled else []
+        selection = forwarder.selection(participant_sid)
+        if selection is not None and selection.current is None and forwarder.starting():
+            layers = []  # a subscription waits for the lowest layer (the first pass would pick what came first)
         publisher = live.participants.get(track.participant_sid)
         activity = 0.0
         dominant = False
@@ -266,7 +276,7 @@ class BandwidthAllocation:
         return SubscribedVideoTrack(
             track=track.sid,
             publisher=publisher.identity if publisher is not None else track.participant_sid,
-            layers=forwarder.layers() if not forwarder.stalled else [],
+            layers=layers,
             priority=state.priorities.get(track.sid, track.options.get("priority", "standard")),
             speaker_activity=activity,
             dominant_speaker=dominant,

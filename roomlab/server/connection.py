@@ -23,7 +23,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 from ..errors import RoomError
 from ..net import bundle, closing, sctp
 from ..net.ice import rtc_configuration
-from ..net.pacing import Pacer, pace
+from ..net.pacing import Pacer, pace, pace_from_start
 from ..net.rtp import limit_retransmissions
 from ..policy.quality import NetworkQualityConfiguration, NetworkQualityStats
 from ..protocol.batching import Batcher
@@ -280,6 +280,8 @@ class ParticipantConnection(ABC):
                 slot.transceiver = self.pc.addTransceiver(slot.outgoing, direction=direction)
                 route_keyframe_requests(slot.transceiver.sender, slot.outgoing.request_keyframe)
                 limit_retransmissions(slot.transceiver.sender)
+                if slot.kind == "video":  # paced from its first packet, at the rate of the last allocation
+                    pace_from_start(slot.transceiver.sender, self.pacer)
             else:
                 slot.transceiver = self.pc.addTransceiver(slot.kind, direction="recvonly")
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -117,14 +117,18 @@ class _Outgoing:
         "packet_bytes",
     )
 
-    def __init__(self, sender: RTCRtpSender, kind: str, track_sid: str, now: float) -> None:
+    def __init__(
+        self, sender: RTCRtpSender, kind: str, track_sid: str, now: float, counted: tuple[int, int] = (0, 0)
+    ) -> None:
         counters = sender_counters(sender)
         self.sender = sender
         self.kind = kind
         self.track_sid = track_sid
         self.ssrc = counters.ssrc
-        self.packets, self.octets = counters.packets, counters.octets
-        self.flowed_at = now if counters.packets else -1e9
+        #: the sender's packets and bytes counted so far (`counted`: as the last refresh saw them; the
+        #: packets sent since go into the next sample, a new stream's first second included)
+        self.packets, self.octets = counted
+        self.flowed_at = now if counters.packets > counted[0] else -1e9
         self.rr_highest: int | None = None
         self.rr_lost = 0
         #: packets expected and lost in the receiver reports since the last sample
@@ -136,7 +140,9 @@ class _Outgoing:
         #: mean bytes of its packets on the wire, lately (None: nothing sent yet)
         self.packet_bytes: float | None = None
 
-    def on_report(self, report: RtcpReceiverInfo, now: float) -> None:
+    def on_report(self, report: RtcpReceiverInfo, now: float) -> tuple[int, int]:
+        """Count a receiver report of this stream; the packets expected and lost since its previous one."""
+        expected = lost = 0
         if self.rr_highest is not None:
             expected = (report.highest_sequence - self.rr_highest) & 0xFFFF
             if expected <= MAX_SEQUENCE_GAP:
@@ -145,12 +151,15 @@ class _Outgoing:
                 self.lost += lost
                 total = self.received[-1][1] if self.received else 0
                 self.received.append((now, total + expected - lost))
+            else:
+                expected = 0
         else:
             self.received.append((now, 0))
         self.rr_highest, self.rr_lost = report.highest_sequence, report.packets_lost
         self.jitter_s = report.jitter / CLOCK_RATES.get(self.kind, 90_000)
         while len(self.received) > 2 and now - self.received[1][0] >= RECEIVE_RATE_WINDOW_S:
             self.received.popleft()
+        return expected, lost
 
     def received_bps(self, now: float) -> float | None:
         """What the receiver got of this stream lately, bit/s on the wire: packets received between
@@ -232,17 +241,23 @@ class _Totals:
 class ParticipantNetwork:
     """What the server knows of one participant's network, gathered between two samples."""
 
-    def __init__(self, session: Any, now: float) -> None:
+    def __init__(self, session: Any, now: float, on_estimate: Callable[[str], None] | None = None) -> None:
         self.sid: str = session.sid
+        #: called with the participant's SID when its downlink estimate changed between samples
+        self.on_estimate = on_estimate
         self.identity: str = session.participant.identity
         self.room_sid: str = session.live.room.sid
         self.room: str = session.live.room.unique_name
         self.downlink = Downlink()
         self.rtt_s: float | None = None
+        #: whether `rtt_s` was measured in the last sample (not held from an earlier one)
+        self.rtt_fresh = False
         self._rtt_at = -1e9
         self._rtts: list[float] = []
         self.last_rtcp_at = now
         self._outgoing: dict[int, _Outgoing] = {}
+        #: packets and bytes of every sending slot's sender at the last refresh (idle ones too)
+        self._counted: dict[RTCRtpSender, tuple[int, int]] = {}
         self._incoming: dict[RTCRtpReceiver, _Incoming] = {}
         self._incoming_by_ssrc: dict[int, _Incoming] = {}
         self._transports: set[Any] = set()
@@ -261,7 +276,13 @@ class ParticipantNetwork:
             for report in reports:
                 outgoing = self._outgoing.get(report.ssrc)
                 if outgoing is not None:
-                    outgoing.on_report(report, now)
+                    expected, lost = outgoing.on_report(report, now)
+                    if expected:  # a probe, or a new subscriber's first overload, ends at once
+                        estimate = self.downlink.estimator.on_loss_report(now, lost, expected)
+                        if estimate is not None:
+                            self.downlink.estimate = estimate
+                            if self.on_estimate is not None:
+                                self.on_estimate(self.sid)
                     rtt = outgoing.rtt_sample(report, now_unix)
                     if rtt is not None:
                         self._rtts.append(rtt)
@@ -282,15 +303,20 @@ class ParticipantNetwork:
         outgoing: dict[int, _Outgoing] = {}
         incoming: dict[RTCRtpReceiver, _Incoming] = {}
         known = {o.sender: o for o in self._outgoing.values()}
+        counted = self._counted
+        self._counted = {}
         for slot in session.slots:
             transceiver = slot.transceiver
+            if transceiver is not None and slot.role == "subscribe":
+                counters = sender_counters(transceiver.sender)
+                self._counted[transceiver.sender] = (counters.packets, counters.octets)
             if transceiver is None or slot.track_sid is None:
                 continue
             if slot.role == "subscribe":
                 sender = transceiver.sender
                 state = known.get(sender)
                 if state is None or state.track_sid != slot.track_sid:
-                    state = _Outgoing(sender, transceiver.kind, slot.track_sid, now)
+                    state = _Outgoing(sender, transceiver.kind, slot.track_sid, now, counted.get(sender, (0, 0)))
                 outgoing[state.ssrc] = state
             elif slot.role == "publish":
                 receiver = transceiver.receiver
@@ -393,7 +419,9 @@ class ParticipantNetwork:
         return totals, video_bps, other_bps, lost_bps, received
 
     def take_rtt(self, now: float) -> float | None:
-        """The round-trip time of the last sample (the mean of its reports), or the last one for a while."""
+        """The round-trip time of the last sample (the mean of its reports), or the last one for a while
+        (`rtt_fresh` says which)."""
+        self.rtt_fresh = bool(self._rtts)
         if self._rtts:
             self.rtt_s = sum(self._rtts) / len(self._rtts)
             self._rtt_at = now
@@ -411,6 +439,7 @@ class ParticipantNetwork:
         data_sent: int | None = None,
     ) -> ParticipantMeasurement:
         down, video_bps, other_bps, lost_bps, received_bps = self.measure_downlink(now, data_sent)
+        rtt_samples = tuple(self._rtts)
         rtt = self.take_rtt(now)
         video_recv = down.get("video")
         fraction_lost = None
@@ -421,7 +450,9 @@ class ParticipantNetwork:
             video_bps=video_bps,
             other_bps=other_bps,
             fraction_lost=fraction_lost,
-            rtt_s=rtt,
+            packets=expected,
+            rtt_s=rtt if self.rtt_fresh else None,  # a held RTT is no news of the queue
+            rtt_samples=rtt_samples,
             lost_bps=lost_bps if expected else None,
             received_bps=received_bps,
         )
@@ -472,6 +503,13 @@ class NetworkMeasurements:
     def __init__(self) -> None:
         self._participants: dict[str, ParticipantNetwork] = {}
         self._last: dict[str, ParticipantMeasurement] = {}
+        #: called with a participant's SID when its downlink estimate changed between samples (a
+        #: receiver report ended a probe): the bandwidth allocation allocates again at once
+        self.on_estimate: Callable[[str], None] | None = None
+
+    def _estimate_changed(self, participant_sid: str) -> None:
+        if self.on_estimate is not None:
+            self.on_estimate(participant_sid)
 
     def participant(self, participant_sid: str) -> ParticipantNetwork | None:
         return self._participants.get(participant_sid)
@@ -501,7 +539,7 @@ class NetworkMeasurements:
                     results[session.sid] = replace(last, reachable=False)
                 continue
             if network is None:
-                network = self._participants[session.sid] = ParticipantNetwork(session, now)
+                network = self._participants[session.sid] = ParticipantNetwork(session, now, self._estimate_changed)
             network.refresh(session, now)
             live[session.sid] = (network, session)
         for sid in set(self._participants) - present:

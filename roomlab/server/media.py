@@ -251,13 +251,19 @@ class MediaForwarder:
             asyncio.get_running_loop().create_task(stream.receiver._send_rtcp_pli(ssrcs[0]))
 
     # the subscribers' side
-    def add(self, outlet: OutgoingTrack, on_layer_changed: Callable[[str | None], None] | None = None) -> None:
-        """Forward to `outlet` from now on; a layered track's layer (the highest at first) is told to
-        `on_layer_changed` whenever it changes."""
+    def add(
+        self,
+        outlet: OutgoingTrack,
+        on_layer_changed: Callable[[str | None], None] | None = None,
+        start_lowest: bool = False,
+    ) -> None:
+        """Forward to `outlet` from now on; a layered track's layer (the highest at first, the lowest with
+        `start_lowest`) is told to `on_layer_changed` whenever it changes."""
         outlet.clear()
         self.outlets.add(outlet)
         if self.selects_layers:  # the selector starts the subscriber at a keyframe
-            selector = self._selectors[outlet] = LayerSelector(self.stream_names[-1], time.monotonic())
+            start = self.stream_names[0] if start_lowest else self.stream_names[-1]
+            selector = self._selectors[outlet] = LayerSelector(start, time.monotonic())
             if on_layer_changed is not None and self.layers:
                 self._on_layer_changed[outlet] = on_layer_changed
             outlet.on_keyframe_request = lambda: self.request_keyframe(selector.current or selector.target)

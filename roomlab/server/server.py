@@ -159,7 +159,7 @@ class Server:
         self._callbacks = StatusCallbacks(self.rooms, self.store, self.credentials.api_secret, self.callback_policy)
         await self._callbacks.start()
         self.speakers = DominantSpeakers(self.rooms)
-        self.sfu = Sfu(self.rooms, self.media_path, self.speakers)
+        self.sfu = Sfu(self.rooms, self.media_path, self.speakers, start_lowest=self.bandwidth_allocation)
         self.network_quality = NetworkQuality(self.telemetry)
         self.allocation = BandwidthAllocation(
             self.rooms,

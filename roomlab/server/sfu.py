@@ -142,14 +142,20 @@ class MediaTrackForwarder:
 
     Of a video track each subscriber gets one layer (a track without layers is one layer,
     `SINGLE_LAYER`): `layers()` says which layers arrive and at what bitrate, `select_layer(subscriber,
-    layer or None)` chooses (the highest until then; None switches the subscriber off), `receiving()`
-    says what each subscriber gets now.
+    layer or None)` chooses (until then the highest, or the lowest with `start_lowest`; None switches
+    the subscriber off), `receiving()` says what each subscriber gets now.
     """
 
     def __init__(
-        self, track: PublishedTrack, path: str, now: float, audio_level: Callable[[int], None] | None = None
+        self,
+        track: PublishedTrack,
+        path: str,
+        now: float,
+        audio_level: Callable[[int], None] | None = None,
+        start_lowest: bool = False,
     ) -> None:
         self.track = track
+        self.start_lowest = start_lowest
         self.specs = tuple(LayerSpec.from_wire(layer) for layer in track.options.get("layers", ()))
         self.media = MediaForwarder(track.sid, track.kind, path, tuple(spec.name for spec in self.specs))
         #: gets the RFC 6464 level of each audio packet (the dominant speaker's input)
@@ -186,7 +192,7 @@ class MediaTrackForwarder:
         outgoing = session.send_media(self.track.sid, self.track.kind)
         self.subscribers[session.sid] = (session, outgoing)
         sid = self.track.sid
-        self.media.add(outgoing, lambda layer: session.report_layer(sid, layer))
+        self.media.add(outgoing, lambda layer: session.report_layer(sid, layer), self.start_lowest)
 
     # simulcast: the allocator's handles -------------------------------------------------------
     def layers(self, now: float | None = None) -> list[Layer]:
@@ -209,6 +215,18 @@ class MediaTrackForwarder:
                     bitrate = max(bitrate, spec.bitrate_bps)
                 found.append(Layer(name, width, height, bitrate))
         return found
+
+    def starting(self, now: float | None = None) -> bool:
+        """The track's layers are still starting, one RTP stream after the other: its lowest layer
+        has not arrived yet, and the first layer that did arrived less than a bitrate window ago."""
+        if not self.specs:
+            return False
+        now = time.monotonic() if now is None else now
+        streams = self.media.streams
+        lowest = streams.get(self.media.stream_names[0])
+        if lowest is not None and lowest.meter.flowing(now):
+            return False
+        return all(stream.meter.young(now) for stream in streams.values())
 
     def select_layer(self, subscriber_sid: str, layer: str | None) -> None:
         """Forward `layer` to a subscriber from that layer's next keyframe (its current layer until
@@ -249,9 +267,19 @@ Forwarder = DataTrackForwarder | MediaTrackForwarder
 
 
 class Sfu:
-    def __init__(self, rooms: Rooms, media_path: str = "forward", speakers: DominantSpeakers | None = None) -> None:
+    def __init__(
+        self,
+        rooms: Rooms,
+        media_path: str = "forward",
+        speakers: DominantSpeakers | None = None,
+        start_lowest: bool = False,
+    ) -> None:
         self.rooms = rooms
         self.media_path = media_path
+        #: a subscription to a layered track starts at its lowest layer, not its highest (under bandwidth
+        #: allocation: a new subscriber's downlink is not estimated yet, and the allocator raises layers
+        #: that fit at its next pass; three cameras' high layers are 3.6 Mbit/s, their keyframes at once)
+        self.start_lowest = start_lowest
         #: the rooms' dominant-speaker detectors, fed every forwarded audio packet's level
         self.speakers = speakers
         self.sessions: dict[str, ParticipantConnection] = {}
@@ -272,7 +300,7 @@ class Sfu:
         if track.kind == "data":
             return DataTrackForwarder(track, publisher, self.counters)
         levels = self.speakers.observer(track) if self.speakers is not None and track.kind == "audio" else None
-        return MediaTrackForwarder(track, self.media_path, time.monotonic(), levels)
+        return MediaTrackForwarder(track, self.media_path, time.monotonic(), levels, self.start_lowest)
 
     # sessions -------------------------------------------------------------------------------
     def add_session(self, session: ParticipantConnection) -> None:
