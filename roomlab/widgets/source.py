@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ IDENTITY_COLUMNS = {
 }
 
 
-class Source:
+class Source(ABC):
     """Frames for a view. Subclasses say where they come from and whether they still change."""
 
     #: whether the frames may still change (a saved run does not)
@@ -53,11 +54,13 @@ class Source:
         except RuntimeError:
             self.loop = None
 
+    @abstractmethod
     def _frame(self, name: str) -> pd.DataFrame:
-        raise NotImplementedError
+        """The whole table `name` as this source has it."""
 
+    @abstractmethod
     def _rows(self, name: str) -> int:
-        raise NotImplementedError
+        """How many rows table `name` has (cheap: views poll it to know when to redraw)."""
 
     def frame(self, name: str) -> pd.DataFrame:
         """The table `name`, limited to this source's room when it has one."""

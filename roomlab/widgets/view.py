@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 import weakref
+from abc import ABCMeta, abstractmethod
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context
@@ -85,7 +86,11 @@ class Command:
     """The thread the control's callback ran on (a subshell's under JupyterLab >= 4.4)."""
 
 
-class View(widgets.VBox):
+class _ViewMeta(type(widgets.VBox), ABCMeta):  # type: ignore[misc]
+    """A widget's traitlets metaclass that also refuses to make a view whose hooks are missing."""
+
+
+class View(widgets.VBox, metaclass=_ViewMeta):
     """A live picture of a source's telemetry. Subclasses say which tables they read (`tables`),
     what they compute from them (`_read`), how they draw it (`_draw`) and what controls they have."""
 
@@ -140,13 +145,13 @@ class View(widgets.VBox):
             self._set_status()
 
     # what subclasses provide ----------------------------------------------------------------
+    @abstractmethod
     def _read(self) -> Any:
         """Read the source's frames and compute what to draw (runs on the renderer thread)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _draw(self, figure: Any, model: Any) -> None:
         """Draw `model` on `figure` (a matplotlib Figure on an Agg canvas)."""
-        raise NotImplementedError
 
     def _describe(self, model: Any) -> tuple[str, str]:
         """A one-line summary and an HTML table of the numbers behind the picture."""
