@@ -444,11 +444,10 @@ class DownlinkEstimator:
         sample = self._last_sample
         if sample is None or expected <= 0 or lost < REPORT_MIN_LOST:
             return None
-        overload = self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
+        overload = self._overloading(sample)
         if self._probe is None and not overload:
             return None
-        base = statistics.median(self._losses) if self._losses and not overload else 0.0
-        if lost / expected < base + LOSS_RISE:
+        if lost / expected < self._loss_base(overload) + LOSS_RISE:
             return None
         self._last_congestion_s = time_s
         self._delivered.clear()
@@ -511,10 +510,8 @@ class DownlinkEstimator:
         signals: list[str] = []
         capacity = delivered
         loss = sample.fraction_lost
-        # sending beyond the prior, before any evidence: loss then is congestion, not the link's own (a
-        # downlink overloaded from its first second would learn its overflow as its own loss)
-        overload = self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
-        base = statistics.median(self._losses) if self._losses and not overload else 0.0
+        overload = self._overloading(sample)
+        base = self._loss_base(overload)
         few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
         if loss is not None and (self._losses or overload) and loss >= base + LOSS_RISE and not few:
             self._loss_streak += 1
@@ -570,6 +567,15 @@ class DownlinkEstimator:
         if signals:  # what got through, whichever signal told of the congestion
             capacity = through / (1.0 - self._own_loss())
         return tuple(signals), capacity
+
+    def _overloading(self, sample: DownlinkSample) -> bool:
+        """Sending beyond the prior, before any evidence: loss then is congestion, not the link's own (a
+        downlink overloaded from its first second would learn its overflow as its own loss)."""
+        return self._reason == INITIAL_REASON and sample.delivered_bps > self.estimate_bps
+
+    def _loss_base(self, overload: bool) -> float:
+        """The loss a rise is measured from: the link's own as learnt (none while overloading)."""
+        return statistics.median(self._losses) if self._losses and not overload else 0.0
 
     def _own_loss(self) -> float:
         """The link's own loss (random, before any bottleneck), as learnt: at most OWN_LOSS_MAX."""
