@@ -14,6 +14,7 @@ import pytest
 import roomlab
 from roomlab.policy.quality import NetworkQualityStats
 from roomlab.protocol import signaling
+from roomlab.sim import Camera
 from roomlab.sim.scenario import Scenario, ScenarioError
 
 from .conftest import eventually
@@ -151,6 +152,42 @@ async def test_a_subscriber_whose_downlink_is_narrower_than_its_video_gets_a_low
     assert last["recv_available_bps"] > 0 and last["recv_required_bps"] > 600e3  # the inputs of its bandwidth level
     assert wide["recv_fraction_lost"].iloc[-4:].max() < 0.05
     assert_rows_explain_their_levels(narrow)
+
+
+async def test_a_subscriber_whose_video_is_switched_off_for_bandwidth_is_told_so_by_its_video_recv_level():
+    # with bandwidth allocation: the camera's only layer does not fit, so it is switched off and no
+    # video flows to the narrow subscriber, which must not read as a good network
+    with roomlab.serve() as server:
+        sim = roomlab.Simulation(server, room="starved", workers=0, seed=3)
+        sim.add(identity="camera", video=Camera(layers=("low",)), subscribe=False)
+        sim.add(identity="narrow", link={"down_kbps": 90}, network_quality=True)
+        sim.add(identity="wide", network_quality=True)
+        await sim.run(14, progress=False)
+        allocations = server.frame("allocations")
+    off = allocations[(allocations["subscriber"] == "narrow") & allocations["switched_off"]]
+    mine = allocations[allocations["subscriber"] == "narrow"][
+        ["time", "layer", "reason", "estimate_bps", "estimate_reason"]
+    ]
+    assert "bandwidth" in set(off["reason"]), mine.to_string()
+    decisions = allocations[allocations["subscriber"] == "narrow"].set_index("time").sort_index()
+    narrow = rows_of(server, "narrow")
+
+    def off_for_bandwidth_since(at: pd.Timestamp, seconds: float = 2.5) -> bool:
+        """Whether every decision of the last `seconds` before `at` kept the camera off for bandwidth."""
+        recent = decisions[(decisions.index > at - pd.Timedelta(seconds=seconds)) & (decisions.index <= at)]
+        return len(recent) >= 2 and bool((recent["switched_off"] & (recent["reason"] == "bandwidth")).all())
+
+    starved = narrow[[off_for_bandwidth_since(at) for at in narrow["time"]]]
+    assert len(starved) >= 2, decisions[["layer", "reason", "estimate_bps"]]
+    # no video arrives, and the level says so: video_recv is scored, at 2 or below
+    assert starved["video_recv"].notna().all(), narrow[["level", "video_recv", "reason", "recv_actual_bps"]]
+    shown = starved[["time", "level", "video_recv", "reason", "recv_available_bps", "recv_required_bps"]]
+    assert (starved["video_recv"] <= 2).all() and (starved["level"] <= 2).all(), shown
+    # the bandwidth judgement, or the loss of the seconds before the switch-off while it is damped
+    assert set(starved["reason"]) <= {"video_recv: bandwidth", "video_recv: loss"}, shown
+    assert narrow["level"].iloc[-1] <= 2, narrow[["time", "level", "reason"]]
+    wide = rows_of(server, "wide").dropna(subset=["video_recv"])
+    assert wide["video_recv"].iloc[-4:].min() >= 4 and wide["recv_actual_bps"].iloc[-1] > 100e3
 
 
 async def test_verbosities_shape_the_stats_and_change_live(join):

@@ -214,6 +214,21 @@ def test_max_subscription_bitrate_caps_the_sum_and_is_not_worth_probing():
     assert unlimited.allocated_bps == 3_600_000
 
 
+def test_what_is_switched_off_for_bandwidth_is_starved_at_its_desired_layer_and_a_cap_starves_nothing():
+    tracks = [track("A", "high"), track("B"), track("C", render_dimensions=(160, 90))]
+    narrow = allocate(400e3, tracks, profile(mode="presentation"))
+    off = [t for t in narrow.tracks if t.switched_off]
+    assert off and {t.reason for t in off} == {"bandwidth"} and not narrow.by_track["A"].switched_off
+    desired = {layer.name: layer.bitrate_bps for layer in CAMERA}
+    assert narrow.starved_bps == sum(desired[t.desired_layer] for t in off)
+    assert narrow.starved_bps >= 170_000
+    # the subscriber's own max_subscription_bitrate switches off as much, and starves nothing
+    capped = allocate(10e6, tracks, profile(mode="presentation", max_subscription_bitrate=400_000))
+    assert [t.track for t in capped.tracks if t.switched_off] == [t.track for t in off]
+    assert capped.starved_bps == 0.0
+    assert allocate(10e6, tracks).starved_bps == 0.0
+
+
 def test_render_dimensions_cap_the_layer_by_resolution():
     small = allocate(10e6, [track("A")], profile(render_dimensions={"standard": (320, 240)}))
     assert (small.tracks[0].layer, small.tracks[0].reason) == ("standard", "render_dimensions")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -106,6 +107,24 @@ def test_video_received_below_what_it_requires_gets_a_low_recv_level():
     assert levels.reason == "video_recv: bandwidth"
 
 
+def test_video_switched_off_for_bandwidth_caps_the_video_recv_level_at_2_even_with_no_video_flowing():
+    # a subscriber gets one camera of two: the budget fits what flows, the other is switched off
+    half = replace(CLEAN, actual_bps=170e3, available_bps=300e3, required_bps=340e3)
+    assert score_partial("video", half).bandwidth == 5
+    starved = score_partial("video", replace(half, switched_off_bps=170e3))
+    assert (starved.level, starved.bandwidth, starved.limited_by) == (2, 2, "bandwidth")
+    # nothing flows: no packets, the estimate's budget against what is wanted
+    none_flows = MediaMeasurement(
+        fraction_lost=0.0, rtt_s=0.08, packets=0, actual_bps=0.0, available_bps=120e3, required_bps=170e3,
+        switched_off_bps=170e3,
+    )
+    levels = score(ParticipantMeasurement(audio_recv=CLEAN, video_recv=none_flows))
+    assert (levels.level, levels.reason) == (2, "video_recv: bandwidth")
+    # the cap never raises a level the ratio sets lower
+    assert score_partial("video", replace(none_flows, available_bps=5e3)).bandwidth == 1
+    assert score_partial("video", MediaMeasurement(switched_off_bps=170e3)).bandwidth == 2
+
+
 @pytest.mark.parametrize(
     ("available", "required", "level"),
     [(3.6e6, 3.6e6, 5), (3.0e6, 3.6e6, 5), (1.8e6, 3.6e6, 4), (0.6e6, 3.6e6, 3), (0.2e6, 3.6e6, 2), (0.1e6, 3.6e6, 1)],
@@ -135,29 +154,36 @@ LOSSES = (0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.4)
 RTTS = (0.0, 0.05, 0.15, 0.3, 0.6, 1.0)
 JITTERS = (0.0, 0.01, 0.03, 0.1)
 AVAILABLE = (0.0, 1e5, 4e5, 1e6, 3e6)
+SWITCHED_OFF = (None, 5e5)
 
 
 def grid():
-    return itertools.product(LOSSES, RTTS, JITTERS, AVAILABLE)
+    return itertools.product(LOSSES, RTTS, JITTERS, AVAILABLE, SWITCHED_OFF)
 
 
-def measurement(loss, rtt, jitter, available):
+def measurement(loss, rtt, jitter, available, switched_off):
     return MediaMeasurement(
-        fraction_lost=loss, rtt_s=rtt, jitter_s=jitter, available_bps=available, required_bps=2e6, actual_bps=1e6
+        fraction_lost=loss,
+        rtt_s=rtt,
+        jitter_s=jitter,
+        available_bps=available,
+        required_bps=2e6,
+        actual_bps=1e6,
+        switched_off_bps=switched_off,
     )
 
 
-def worse_neighbours(loss, rtt, jitter, available):
+def worse_neighbours(loss, rtt, jitter, available, switched_off):
     """The same point with one input one step worse."""
-    for values, index in ((LOSSES, 0), (RTTS, 1), (JITTERS, 2)):
-        point = [loss, rtt, jitter, available]
+    for values, index in ((LOSSES, 0), (RTTS, 1), (JITTERS, 2), (SWITCHED_OFF, 4)):
+        point = [loss, rtt, jitter, available, switched_off]
         i = values.index(point[index])
         if i + 1 < len(values):
             point[index] = values[i + 1]
             yield tuple(point)
     i = AVAILABLE.index(available)
     if i > 0:
-        yield (loss, rtt, jitter, AVAILABLE[i - 1])
+        yield (loss, rtt, jitter, AVAILABLE[i - 1], switched_off)
 
 
 @pytest.mark.parametrize("kind", ["audio", "video"])
@@ -198,7 +224,7 @@ def test_worse_input_never_raises_the_damped_level_whatever_the_history():
             better = copy.deepcopy(meter).update(
                 audio_sender(fraction_lost=point[0], rtt_s=point[1], jitter_s=point[2])
             )
-            for worse_point in worse_neighbours(*point, AVAILABLE[0]):
+            for worse_point in worse_neighbours(*point, AVAILABLE[0], SWITCHED_OFF[-1]):
                 worse_sample = audio_sender(fraction_lost=worse_point[0], rtt_s=worse_point[1], jitter_s=worse_point[2])
                 worse = copy.deepcopy(meter).update(worse_sample)
                 assert worse.level <= better.level, (point, worse_point)

@@ -301,6 +301,10 @@ class Allocation:
     mode: str
     tracks: tuple[TrackAllocation, ...] = ()
     """In ranking order."""
+    starved_bps: float = 0.0
+    """What the tracks switched off for lack of downlink bandwidth (reason `bandwidth` under the
+    estimate, not under max_subscription_bitrate) would take at their desired layers: network
+    quality scores the subscriber's video reception on it."""
 
     @property
     def by_track(self) -> dict[str, TrackAllocation]:
@@ -558,6 +562,7 @@ def allocate(
             upgrade_pending=s.spec.track in pending and level < upgrade_to[s.spec.track],
         )
 
+    starved = sum(s.cost(s.desired) for s in slots if s.level == _OFF) if limited_by == "estimate" else 0.0
     order = [s.spec.track for s in slots] + [s.spec.track for s in over_limit]
     order += [t for t in decisions if t not in order]
     ordered = tuple(decisions[t] for t in order)
@@ -571,6 +576,7 @@ def allocate(
         probing=probing,
         mode=profile.mode,
         tracks=ordered,
+        starved_bps=starved,
     )
 
 

@@ -7,34 +7,35 @@ over-use; Chromium sends one REMB for all SSRCs together. So REMB tells congesti
 is learned by probing with media: the allocator steps tracks up a layer (aiortc cannot pad) and
 the estimator watches whether the downlink carries it.
 
-Each second the estimator looks for congestion in three independent signals: loss rising above
-the link's own loss (the median of the last 10 s without congestion) by 5 points, for two seconds,
-or together with another signal, or during a probe, or while sending beyond the prior (a downlink
-overloaded from its first second has no loss of its own to learn); a standing queue (the lowest RTT
-of three reports in a row, measured in the seconds they came, above its 30 s minimum by 50 ms, 25 ms
-during a probe, and not draining: a burst of keyframes queues some reports, an overload all of
-them); and a REMB that stopped rising below 90 % of what the server sends on its SSRCs. What the
-downlink carried is what the subscriber received (the packets its receiver reports count, over
-their arrival times: `received_bps`), with the link's own loss added back (a lossy link carries what
-is sent). On congestion the estimate falls at once to 0.85 times that, as GCC does, and holds for
-3 s while reports catch up (then it is at most the most that got through meanwhile, if that is less
-than the downlink carried before: it narrowed); the first congestion replaces the initial estimate
-even upwards (evidence beats the prior). Once that
+Each second the estimator looks for congestion in three independent signals: loss rising above the
+link's own loss (the median of the last 10 s without congestion) by 10 points (GCC's threshold), for
+two seconds, or together with another signal; by 5 points, at once, during a probe or while sending
+beyond the prior (a downlink overloaded from its first second has no loss of its own to learn); a
+standing queue (the lowest RTT of three reports in a row, measured in the seconds they came, above
+its 30 s minimum by 50 ms, 25 ms during a probe, and not draining: a burst of keyframes queues some
+reports, an overload all of them); and a REMB that stopped rising below 90 % of what the server
+sends on its SSRCs. What the downlink carried is what the subscriber received (the packets its
+receiver reports count, over their arrival times: `received_bps`), with the link's own loss added
+back (a lossy link carries what is sent). On congestion the estimate falls at once to 0.85 times
+that, as GCC does, and holds for 3 s while reports catch up (then it is at most the most that got
+through meanwhile, if that is less than the downlink carried before: it narrowed); the first
+congestion replaces the initial estimate even upwards (evidence beats the prior). Once that
 congestion is over, a probe goes back to where the cut came from (a burst may have caused it),
-whatever the probe interval. Without congestion the estimate
-rises to what was carried (the lowest of the last three seconds), and beyond only through a probe:
-when the allocator wants more (its `probe_step_bps`), no congestion has been seen for 3 s, the
-probe interval has passed and, on the prior, the lowest layers it let on have flowed for 3 s (they
-are its first test), the estimator sets a probe goal (the next step plus 20 %, or double the
-estimate, whichever is larger: GCC probes at 2x) and the allocator fills it. After 2 s (time for a
-keyframe and for feedback; up to 5 s while the reports still lag what was sent) the estimate rises
-to what the probe carried: all that was sent once the reports have caught up without a sign of
-congestion. A probe that carried half the increase it asked for succeeded, and the next may follow
-at once. If congestion appears, the probe ends at once, at the first receiver report that counts
-its loss (`on_loss_report`, between samples: the allocation follows at once); the estimate becomes
-what got through, within what it was before and the goal; the next probe waits 4 s, doubling up to
-12 s, and only step-sized probes follow until two succeed in a row. The estimate is thus damped by
-construction: noise in REMB, RTT or loss within the thresholds moves nothing.
+whatever the probe interval. Without congestion the estimate rises to what was carried (the lowest
+of the last three seconds), and beyond only through a probe: when the allocator wants more (its
+`probe_step_bps`), no congestion has been seen for 3 s, the probe interval has passed and, on the
+prior, the lowest layers it let on have flowed for 3 s (they are its first test), the estimator sets
+a probe goal (the next step plus 20 %, or double the estimate, whichever is larger: GCC probes at
+2x; at most 15 % above the most the allocator wanted in the last 5 s, as layers' bitrates wander)
+and the allocator fills it. After 2 s (time for a keyframe and for feedback; up to 5 s while the
+reports still lag what was sent) the estimate rises to what the probe carried: all that was sent
+once the reports have caught up without a sign of congestion. A probe that carried half the increase
+it asked for succeeded, and the next may follow at once. If congestion appears, the probe ends at
+once, at the first receiver report that counts its loss (`on_loss_report`, between samples: the
+allocation follows at once); the estimate becomes what got through, within what it was before and
+the goal; the next probe waits 4 s, doubling up to 12 s, and only step-sized probes follow until two
+succeed in a row. The estimate is thus damped by construction: noise in REMB, RTT or loss within the
+thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
 after the audio and data delivered in the last second (served first). Every result carries its
@@ -68,8 +69,15 @@ REMB_EXPIRY_S = 2.0
 #: first second has no loss or delay baseline to rise above; a path delay's step, or a busy
 #: machine's stall, is over-use to a receiver too, with nothing lost).
 REMB_OVERUSE_RATIO = 0.9
-#: Loss above the link's own loss by this much is congestion (a tail-drop queue overflowing).
-LOSS_RISE = 0.05
+#: Loss above the link's own loss by this much is congestion (a tail-drop queue overflowing). GCC's
+#: loss-based controller holds its estimate between 2 % and 10 % loss and cuts only above: a link whose
+#: random loss steps up by a few points (notebook 03's 6 %) is lossy, not narrow, and cutting on it
+#: switched video off that the link carried. An overload of a few percent fills the queue first, and
+#: the standing queue tells it.
+LOSS_RISE = 0.10
+#: During a probe, or while sending beyond the prior, a rise by this much is enough: the overload is
+#: deliberate or unproven, and its first sign ends it (each second of it costs audio its share).
+OVERLOAD_LOSS_RISE = 0.05
 #: The link's own loss: the median of this many recent one-second samples.
 LOSS_BASE_SAMPLES = 10
 #: On queueing delay without loss, the downlink carried at least this share of what was sent (the
@@ -82,7 +90,7 @@ LOSS_CONFIRM_SAMPLES = 2
 #: Loss rises only with at least this many packets lost: a track switched back on reports a packet or
 #: two lost now and then that no link dropped (measured: 1 of 4, 2 of 15), and a probe's overload
 #: loses tens. A receiver report that counts as many (of one stream, since its previous report), above
-#: the link's own loss by LOSS_RISE, ends a probe, or the prior while sending beyond it, as it arrives:
+#: the link's own loss by OVERLOAD_LOSS_RISE, ends a probe, or the prior while sending beyond it, as it arrives:
 #: reports come every 0.5-1.5 s per stream, several streams together about every 0.2 s, and each
 #: second of a failed probe, or of a new subscriber's first overload, costs audio its share of the loss.
 REPORT_MIN_LOST = 3
@@ -145,6 +153,14 @@ PROBE_AFTER_CONGESTION_S = 3.0
 #: probe; LiveKit's minimum is 200 kbit/s)...
 PROBE_OVERSHOOT = 1.2
 PROBE_MIN_EXTRA_BPS = 50_000.0
+#: A probe asks for no more than what the allocator wants plus this share of it: a layer's bitrate
+#: wanders by a tenth from one second to the next, and a goal of exactly what the layers measured a
+#: second ago may not fit them when the allocator fills it (the probe then tests nothing, and the
+#: next one waits its interval).
+PROBE_WANTED_MARGIN = 0.15
+#: ...of the most the allocator wanted over this many samples (a layer measured low a second ago
+#: would set a goal that it does not fit the next second).
+PROBE_WANTED_SAMPLES = 5
 #: ...or for the estimate times (1 + this), whichever is larger (GCC probes at 2x the estimate),
 #: until a probe fails; from then on only the next step, until this many in a row have succeeded.
 PROBE_RAMP = 1.0
@@ -293,6 +309,7 @@ class DownlinkEstimator:
         self._last_carried: float | None = None
         self._carried_before_hold: float | None = None
         self._held_signals: tuple[str, ...] = ()
+        self._wanted: deque[float] = deque(maxlen=PROBE_WANTED_SAMPLES)
 
     # -- REMB --
 
@@ -352,6 +369,8 @@ class DownlinkEstimator:
         if sample.fraction_lost is not None and not congested:  # the link's own loss, not its overflow
             self._losses.append(sample.fraction_lost)
         self._last_update_s = time_s
+        if wanted_video_bps is not None:
+            self._wanted.append(wanted_video_bps)
 
         self._previous_through = sample.through_bps
         if self._held_through is not None and (self._hold_until_s is None or time_s >= self._hold_until_s):
@@ -384,14 +403,18 @@ class DownlinkEstimator:
                 self._hold(time_s, PROBE_FAILED_HOLD_S, before)
                 self._reason = "probe-failed"
             else:
-                if "loss" not in signals:
+                overflowing = self._reason == INITIAL_REASON and (sample.fraction_lost or 0.0) >= OVERLOAD_LOSS_RISE
+                if "loss" not in signals and not overflowing:
                     # a queue without loss: everything sent got through, later (the receive rate, measured
                     # over seconds, lags behind a rise); the queue holds at most a tenth of a second of the rate
+                    # (on the prior, loss learnt as the link's own may be the overflow's: then it is no queue)
                     capacity = max(capacity, QUEUED_SHARE * delivered)
                 cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
                 if not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
                     if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
+                    else:  # what was learnt on the prior as the link's own loss was this overflow's
+                        self._losses.clear()
                     self.estimate_bps = cut
                     self._hold(time_s, CUT_HOLD_S, self._last_carried)
                     self._reason = "+".join(signals)
@@ -437,7 +460,7 @@ class DownlinkEstimator:
     def on_loss_report(self, time_s: float, lost: int, expected: int) -> DownlinkEstimate | None:
         """One receiver report's loss as it arrives: `lost` of the `expected` packets of one stream
         since its previous report. While probing, or on the prior while sending beyond it (a blind
-        overload), loss of at least REPORT_MIN_LOST packets above the link's own by LOSS_RISE ends the
+        overload), loss of at least REPORT_MIN_LOST packets above the link's own by OVERLOAD_LOSS_RISE ends the
         probe (the estimate stays what it was) or the prior (cut to BACKOFF times what the last
         sample got through, at most the prior) at once, not at the next update. Returns the estimate
         when it changed (to be allocated at once), else None."""
@@ -447,7 +470,7 @@ class DownlinkEstimator:
         overload = self._overloading(sample)
         if self._probe is None and not overload:
             return None
-        if lost / expected < self._loss_base(overload) + LOSS_RISE:
+        if lost / expected < self._loss_base(overload) + self._loss_rise(overload):
             return None
         self._last_congestion_s = time_s
         self._delivered.clear()
@@ -513,7 +536,8 @@ class DownlinkEstimator:
         overload = self._overloading(sample)
         base = self._loss_base(overload)
         few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
-        if loss is not None and (self._losses or overload) and loss >= base + LOSS_RISE and not few:
+        rise = self._loss_rise(overload)
+        if loss is not None and (self._losses or overload) and loss >= base + rise and not few:
             self._loss_streak += 1
         else:
             self._loss_streak = 0
@@ -561,11 +585,14 @@ class DownlinkEstimator:
             signals.insert(0, "loss")
         # on the prior a REMB alone tells an overload only with loss to show for it: a receiver also
         # reports over-use on a path delay's step, or on a busy machine's stalls, where nothing is lost
-        lossy = loss is not None and loss >= LOSS_RISE
+        lossy = loss is not None and loss >= rise
         if remb and (signals or (self._reason == INITIAL_REASON and lossy)):
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
-            capacity = through / (1.0 - self._own_loss())
+            # on the prior, the loss learnt so far may be this overflow's (a downlink narrower than the
+            # lowest layers from its first second, whose REMB tells it seconds later): none is the link's own
+            own_loss = 0.0 if self._reason == INITIAL_REASON else self._own_loss()
+            capacity = through / (1.0 - own_loss)
         return tuple(signals), capacity
 
     def _overloading(self, sample: DownlinkSample) -> bool:
@@ -576,6 +603,10 @@ class DownlinkEstimator:
     def _loss_base(self, overload: bool) -> float:
         """The loss a rise is measured from: the link's own as learnt (none while overloading)."""
         return statistics.median(self._losses) if self._losses and not overload else 0.0
+
+    def _loss_rise(self, overload: bool) -> float:
+        """How far above the link's own loss congestion starts: less during a probe or an overload."""
+        return OVERLOAD_LOSS_RISE if self._probe is not None or overload else LOSS_RISE
 
     def _own_loss(self) -> float:
         """The link's own loss (random, before any bottleneck), as learnt: at most OWN_LOSS_MAX."""
@@ -606,9 +637,10 @@ class DownlinkEstimator:
         ramping = not self._ever_failed or self._successes >= RAMP_AFTER_SUCCESSES
         ramp = PROBE_RAMP * self.estimate_bps if ramping else 0.0
         increase = max(PROBE_OVERSHOOT * step, step + PROBE_MIN_EXTRA_BPS, ramp)
-        goal = min(wanted + sample.other_bps, self.estimate_bps + increase)
+        most = max(self._wanted, default=wanted) * (1.0 + PROBE_WANTED_MARGIN) + sample.other_bps
+        goal = min(most, self.estimate_bps + increase)
         if self._recover_bps is not None:  # back to where a cut came from, whatever the back-off
-            goal = max(goal, min(wanted + sample.other_bps, self._recover_bps))
+            goal = max(goal, min(most, self._recover_bps))
             self._recover_bps = None
         goal = max(goal, self.estimate_bps + step)
         self._probe = _Probe(time_s, goal, self._last_carried)

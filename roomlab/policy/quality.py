@@ -10,8 +10,10 @@ jitters (a jitter buffer) and 10 ms of codec; loss enters through the E-model's 
 video loss counting 1.25 times audio loss. Delay and loss add up in R, as listeners experience
 them, so the partial level can be lower than the latency level or the loss level alone. The second
 is bandwidth, for video only: the available bandwidth against what the media needs, one level lost
-each time it halves (about one simulcast layer). With no media at all the level is 5; while the
-participant is unreachable it is 0.
+each time it halves (about one simulcast layer), and at most 2 while wanted video is switched off
+for lack of bandwidth (a subscriber who gets no picture of a camera it asked for is told so, even
+when no other video reaches it). With no media at all the level is 5; while the participant is
+unreachable it is 0.
 
 Levels are damped per partial: a level drops once two of the last three samples are below it (one
 bad second never moves it), and rises once the last four samples are all above it (about 4 s at
@@ -74,6 +76,9 @@ MOS_LEVELS: tuple[tuple[float, int], ...] = ((4.2, 5), (4.0, 4), (3.6, 3), (3.0,
 #: Bandwidth level from available / required: one level per halving (a simulcast layer is 2-3x the
 #: one below, and perceived quality grows with the log of the bitrate); 0.8 leaves room for noise.
 BANDWIDTH_LEVELS: tuple[tuple[float, int], ...] = ((0.8, 5), (0.4, 4), (0.15, 3), (0.05, 2))
+#: The highest bandwidth level while wanted video is switched off for lack of bandwidth: a lower
+#: layer degrades a picture, a switched-off track loses it, whatever the ratio says of the rest.
+BANDWIDTH_SWITCHED_OFF_LEVEL = 2
 #: When delay and loss together set a level, the one costing this share of the lost R is named.
 DOMINANT_SHARE = 2 / 3
 #: Loss measured over fewer packets is pooled with the next seconds' (a second of DTX silence
@@ -98,7 +103,8 @@ VERBOSITIES: Mapping[str, int] = {"none": 0, "minimal": 1, "moderate": 2, "detai
 @dataclass(frozen=True)
 class MediaMeasurement:
     """What one media kind measured in one direction of one participant over the last sample
-    (about a second). Its presence means that media flows; unknown values are None and not scored."""
+    (about a second). Its presence means that media flows, or, for received video, that video the
+    subscriber wants is switched off for lack of bandwidth; unknown values are None and not scored."""
 
     fraction_lost: float | None = None
     """Packets lost / expected in the interval, 0-1 (send: the server's receiver; recv: the
@@ -115,13 +121,17 @@ class MediaMeasurement:
     required_bps: float | None = None
     """Bitrate the media needs at the quality wanted (all layers published, or the subscribed
     tracks' desired layers), bit/s; None: the actual bitrate is what is required."""
+    switched_off_bps: float | None = None
+    """Of `required_bps`, what is switched off for lack of bandwidth (the bandwidth allocation's
+    tracks off for reason `bandwidth` under the downlink estimate), bit/s. Video switched off this
+    way is scored even when no other video flows."""
     packets: int | None = None
     """Packets expected in the interval, to weigh the loss; None: trust `fraction_lost` as it is."""
 
     def __post_init__(self) -> None:
         if self.fraction_lost is not None and not 0.0 <= self.fraction_lost <= 1.0:
             raise ValueError(f"fraction_lost must be in [0, 1] or None, got {self.fraction_lost!r}")
-        for name in ("rtt_s", "jitter_s", "actual_bps", "available_bps", "required_bps", "packets"):
+        for name in ("rtt_s", "jitter_s", "actual_bps", "available_bps", "required_bps", "switched_off_bps", "packets"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise ValueError(f"{name} must be >= 0 or None, got {value!r}")
@@ -181,19 +191,27 @@ def mos_level(score: float) -> int:
     return LEVEL_MIN_REACHABLE
 
 
-def bandwidth_level(available_bps: float | None, required_bps: float | None, actual_bps: float | None) -> int | None:
+def bandwidth_level(
+    available_bps: float | None,
+    required_bps: float | None,
+    actual_bps: float | None,
+    switched_off_bps: float | None = None,
+) -> int | None:
     """Level of the available bandwidth against what is required (the actual bitrate when no
-    requirement is given; the actual bitrate when no estimate is). None when nothing is known."""
+    requirement is given; the actual bitrate when no estimate is), at most
+    BANDWIDTH_SWITCHED_OFF_LEVEL while some of it is switched off for lack of bandwidth. None when
+    nothing is known."""
+    cap = BANDWIDTH_SWITCHED_OFF_LEVEL if switched_off_bps else LEVEL_MAX
     need = required_bps if required_bps is not None else actual_bps
     supply = available_bps if available_bps is not None else actual_bps
     if need is None or supply is None or required_bps is None and available_bps is None:
-        return None
+        return cap if switched_off_bps else None
     if need <= 0:
-        return LEVEL_MAX
+        return cap
     ratio = supply / need
     for threshold, level in BANDWIDTH_LEVELS:
         if ratio >= threshold:
-            return level
+            return min(level, cap)
     return LEVEL_MIN_REACHABLE
 
 
@@ -229,7 +247,9 @@ def score_partial(kind: Kind, m: MediaMeasurement) -> PartialLevel:
     latency_level = mos_level(mos(R_MAX - delay))
     loss_level = mos_level(mos(R_MAX - loss))
     conversational = mos_level(combined)
-    bandwidth = bandwidth_level(m.available_bps, m.required_bps, m.actual_bps) if kind == "video" else None
+    bandwidth = (
+        bandwidth_level(m.available_bps, m.required_bps, m.actual_bps, m.switched_off_bps) if kind == "video" else None
+    )
     level = conversational if bandwidth is None else min(bandwidth, conversational)
     limited_by = _limited_by(level, latency_level, loss_level, bandwidth, delay, loss)
     return PartialLevel(level, latency_level, loss_level, bandwidth, limited_by, combined, delay, loss, m)

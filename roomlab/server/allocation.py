@@ -238,6 +238,7 @@ class BandwidthAllocation:
         if downlink is not None:
             downlink.wanted_video_bps = allocation.wanted_bps
             downlink.probe_step_bps = allocation.probe_step_bps
+            downlink.starved_video_bps = allocation.starved_bps
         by_sid = {f.track.sid: f for f in forwarders}
         for decision in allocation.tracks:
             forwarder = by_sid[decision.track]

@@ -28,7 +28,10 @@ cumulative; RTT smoothed with the stale samples in it).
 
 `Downlink` is the one downlink estimate of a subscriber: network quality reads it as the
 available bandwidth of `video_recv`, and the allocator (issue 11) reads `estimate` and sets
-`wanted_video_bps` and `probe_step_bps` after each of its decisions (`measurements.downlink(sid)`).
+`wanted_video_bps`, `probe_step_bps` and `starved_video_bps` after each of its decisions
+(`measurements.downlink(sid)`). Video switched off for lack of bandwidth is scored as `video_recv`
+even when no other video reaches the subscriber (no packets, the estimate's budget against what is
+wanted).
 """
 
 from __future__ import annotations
@@ -84,7 +87,8 @@ def _ntp_middle(unix_time: float) -> int:
 @dataclass
 class Downlink:
     """A subscriber's downlink: the estimator, its latest estimate and what fed it. The allocator
-    reads `estimate` and writes `wanted_video_bps` / `probe_step_bps` after each decision."""
+    reads `estimate` and writes `wanted_video_bps`, `probe_step_bps` and `starved_video_bps` after
+    each decision."""
 
     estimator: DownlinkEstimator = field(default_factory=DownlinkEstimator)
     estimate: DownlinkEstimate | None = None
@@ -95,6 +99,8 @@ class Downlink:
     """The allocator's `wanted_bps` of its last decision (None: no allocator)."""
     probe_step_bps: float | None = None
     """The allocator's `probe_step_bps` of its last decision."""
+    starved_video_bps: float = 0.0
+    """The allocator's `starved_bps` of its last decision: wanted video switched off for bandwidth."""
 
 
 class _Outgoing:
@@ -226,7 +232,9 @@ class _Totals:
         if jitter_s is not None:
             self.jitter_s = jitter_s if self.jitter_s is None else max(self.jitter_s, jitter_s)
 
-    def measurement(self, rtt_s: float | None, required_bps: float | None = None) -> MediaMeasurement:
+    def measurement(
+        self, rtt_s: float | None, required_bps: float | None = None, switched_off_bps: float | None = None
+    ) -> MediaMeasurement:
         return MediaMeasurement(
             fraction_lost=self.lost / self.expected if self.expected else 0.0,
             rtt_s=rtt_s,
@@ -234,6 +242,7 @@ class _Totals:
             actual_bps=self.actual_bps,
             available_bps=self.available_bps,
             required_bps=required_bps,
+            switched_off_bps=switched_off_bps,
             packets=self.expected,
         )
 
@@ -460,6 +469,9 @@ class ParticipantNetwork:
         downlink.sample = sample
         downlink.estimate = downlink.estimator.update(now, sample, downlink.wanted_video_bps, downlink.probe_step_bps)
         required_video = None
+        starved = video_recv is None and bool(downlink.starved_video_bps) and downlink.estimate is not None
+        if starved:
+            video_recv = _Totals(actual_bps=0.0)  # no picture of what it wants, for lack of bandwidth
         if video_recv is not None:
             video_recv.available_bps = self._video_available(downlink.estimate, video_recv, fraction_lost)
             if downlink.wanted_video_bps is not None:
@@ -472,7 +484,9 @@ class ParticipantNetwork:
         partials = {f"{kind}_send": totals.measurement(rtt) for kind, totals in uplink.items()}
         partials.update({f"{kind}_recv": totals.measurement(rtt) for kind, totals in down.items() if kind != "video"})
         if video_recv is not None:
-            partials["video_recv"] = video_recv.measurement(rtt, required_video)
+            partials["video_recv"] = video_recv.measurement(rtt, required_video, downlink.starved_video_bps or None)
+            if starved:  # nothing arrives: no loss to measure (an earlier loss must not linger)
+                partials["video_recv"] = replace(partials["video_recv"], fraction_lost=None, packets=None)
         for name, partial in partials.items():
             self._flowed[name] = (now, partial)
         # a participant with media streams sends RTCP (reports every 0.5-1.5 s per stream): silence
