@@ -413,8 +413,6 @@ class DownlinkEstimator:
                 if not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
                     if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
-                    else:  # what was learnt on the prior as the link's own loss was this overflow's
-                        self._losses.clear()
                     self.estimate_bps = cut
                     self._hold(time_s, CUT_HOLD_S, self._last_carried)
                     self._reason = "+".join(signals)
