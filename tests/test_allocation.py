@@ -267,21 +267,31 @@ async def test_presentation_on_400_kbits_switches_off_lower_priorities_and_back_
     )
     off: list[tuple[str, str | None]] = []
     on: list[str] = []
-    viewer.on(
-        "track_switched_off",
-        lambda track, publication, participant: off.append((participant.identity, track.switch_off_reason)),
-    )
+    off_once_high: list[tuple[str, str | None]] = []  # switched off after the server applied the priority
+    raised = False
+
+    def switched_off(track, publication, participant) -> None:  # type: ignore[no-untyped-def]
+        off.append((participant.identity, track.switch_off_reason))
+        if raised:
+            off_once_high.append((participant.identity, track.switch_off_reason))
+
+    viewer.on("track_switched_off", switched_off)
     viewer.on("track_switched_on", lambda track, publication, participant: on.append(participant.identity))
     try:
         tracks = await eventually(lambda: len(video_tracks(viewer)) == 3 and video_tracks(viewer), timeout=15)
         joined = pd.Timestamp.now(tz="UTC")
         tracks["cam-1"].set_priority("high")  # the subscriber raises one camera above the others
+        # (the downlink's first congestion may come before the raise reaches the server: the three are
+        # equal until then, and any of them may be switched off; from then on the high one stays on)
+        assert await eventually(lambda: latest(server, "viewer").get("priority", {}).get("cam-1") == "high", timeout=5)
+        await asyncio.sleep(0.5)  # switches decided before it are on their way to the client
+        raised = True
         # a lower priority is switched off for bandwidth, the client hears it, the high one stays on
         assert await eventually(lambda: ("cam-0", "bandwidth") in off or ("cam-2", "bandwidth") in off, timeout=30)
         await asyncio.sleep(15)
         high = tracks["cam-1"]
         assert not high.is_switched_off and high.layer is not None
-        assert ("cam-1", "bandwidth") not in off
+        assert ("cam-1", "bandwidth") not in off_once_high, off
         narrow_until = pd.Timestamp.now(tz="UTC")
         # the link widens: everything is switched back on, highest priority first
         link.update(down_kbps=20_000)
@@ -363,7 +373,7 @@ async def test_allocation_keeps_audio_through_a_400_kbits_downlink_that_forwardi
         f"\naudio loss behind 400 kbit/s, 3 talking cameras: with allocation {with_whole:.1f} % "
         f"({with_settled:.1f} % from 5 s on), without {without_whole:.1f} % ({without_settled:.1f} %)"
     )
-    assert with_settled < 2.0
+    assert with_settled < 2.0 and with_whole < 3.0  # the first seconds on the prior cost a little more
     assert without_settled > 5 * max(with_settled, 1.0)
 
 
@@ -387,12 +397,12 @@ async def test_the_estimate_tracks_an_emulated_downlink_down_and_up(server):
     def during(start: float, end: float) -> pd.DataFrame:
         return per_pass[(per_pass["t"] >= start) & (per_pass["t"] < end)]
 
-    # 600 kbit/s: never above 125 %; SPEC's aim is within 25 % from about 10 s on, which the median meets
-    # in some runs (465-531 kbit/s) but not all (338-428 kbit/s in others: the three lowest layers take
-    # 93 % of the link, and queueing delay at that load cuts it): what holds in every run is checked (the
-    # estimate neither collapses nor overshoots), and the rest is an open gap of the estimator
+    # 600 kbit/s: never above 125 %; SPEC's aim is within 25 % from about 10 s on, which the median met in 7 of
+    # 8 runs this session (538-587 kbit/s; 422 in the other: 577 for a few seconds, then 422 to the end of
+    # the phase): what holds in every run is checked (the estimate neither collapses nor overshoots), and the
+    # rest is an open gap of the estimator
     at_600 = during(14, 24)["estimate"]
-    assert len(at_600) > 5 and 0.4 * 600e3 <= at_600.median() and at_600.max() <= 750e3, at_600.describe()
+    assert len(at_600) > 5 and 0.5 * 600e3 <= at_600.median() and at_600.max() <= 750e3, at_600.describe()
     # dropped to 300: below 375 within 5 s
     after_drop = during(29, 34)["estimate"]
     assert len(after_drop) > 2 and (after_drop < 375e3).all(), after_drop.describe()

@@ -374,17 +374,21 @@ class ParticipantNetwork:
 
     def measure_downlink(
         self, now: float, data_sent: int | None
-    ) -> tuple[dict[str, _Totals], dict[int, float], float, float, float | None]:
+    ) -> tuple[dict[str, _Totals], dict[int, float], float, float, float | None, tuple[int, int]]:
         """The recv direction per kind (payload bitrates), the video bitrate per outgoing SSRC and
         the rest of what was sent (audio and data: served before video), these two on the wire
         (with each RTP packet's headers, as the link carries them: what the downlink estimate and
-        the allocator count), what the receiver reports lost of them, stream by stream, and what
-        its reports say it received lately (None: not known for every stream that flows)."""
+        the allocator count), what the receiver reports lost of them, stream by stream, what
+        its reports say it received lately (None: not known for every stream that flows), and the
+        packets expected and lost of the streams that sent in this sample (the downlink estimate's
+        loss: a stream switched off reports the loss of its last second for a while, an overload
+        already acted on, not one of this second)."""
         elapsed = max(now - self._sampled_at, 1e-3)
         totals: dict[str, _Totals] = {}
         video_bps: dict[int, float] = {}
         other_bps = lost_bps = 0.0
         received: float | None = 0.0
+        sending_expected = sending_lost = 0
         for outgoing in self._outgoing.values():
             counters = sender_counters(outgoing.sender)
             packets, octets = counters.packets - outgoing.packets, counters.octets - outgoing.octets
@@ -404,6 +408,9 @@ class ParticipantNetwork:
             kind = totals.setdefault(outgoing.kind, _Totals())
             kind.expected += expected
             kind.lost += lost
+            if packets > 0:
+                sending_expected += expected
+                sending_lost += lost
             kind.add_jitter(outgoing.jitter_s)
             kind.add_bitrate(bps)
             if outgoing.kind == "video":
@@ -425,7 +432,7 @@ class ParticipantNetwork:
         other_bps += data_bps
         if received is not None:
             received += data_bps  # reliable data arrives (or is sent again): as sent
-        return totals, video_bps, other_bps, lost_bps, received
+        return totals, video_bps, other_bps, lost_bps, received, (sending_expected, sending_lost)
 
     def take_rtt(self, now: float) -> float | None:
         """The round-trip time of the last sample (the mean of its reports), or the last one for a while
@@ -447,18 +454,14 @@ class ParticipantNetwork:
         uplink: dict[str, _Totals],
         data_sent: int | None = None,
     ) -> ParticipantMeasurement:
-        down, video_bps, other_bps, lost_bps, received_bps = self.measure_downlink(now, data_sent)
+        down, video_bps, other_bps, lost_bps, received_bps, (expected, lost) = self.measure_downlink(now, data_sent)
         rtt_samples = tuple(self._rtts)
         rtt = self.take_rtt(now)
         video_recv = down.get("video")
-        fraction_lost = None
-        expected = sum(t.expected for t in down.values())
-        if expected:
-            fraction_lost = sum(t.lost for t in down.values()) / expected
         sample = DownlinkSample(
             video_bps=video_bps,
             other_bps=other_bps,
-            fraction_lost=fraction_lost,
+            fraction_lost=lost / expected if expected else None,
             packets=expected,
             rtt_s=rtt if self.rtt_fresh else None,  # a held RTT is no news of the queue
             rtt_samples=rtt_samples,
@@ -473,7 +476,7 @@ class ParticipantNetwork:
         if starved:
             video_recv = _Totals(actual_bps=0.0)  # no picture of what it wants, for lack of bandwidth
         if video_recv is not None:
-            video_recv.available_bps = self._video_available(downlink.estimate, video_recv, fraction_lost)
+            video_recv.available_bps = self._video_available(downlink.estimate, video_recv, sample.fraction_lost)
             if downlink.wanted_video_bps is not None:
                 required_video = downlink.wanted_video_bps
             else:  # no allocator: everything subscribed is wanted, at the rate it arrives from its publisher
