@@ -112,9 +112,9 @@ def test_the_estimate_rises_to_what_was_delivered_for_three_seconds_not_to_a_bur
 
 
 def test_a_standing_queue_is_congestion_but_a_burst_or_a_queue_draining_after_a_cut_is_not():
-    e = DownlinkEstimator(1e6)
+    e = DownlinkEstimator(800e3)
     video = {1: 900e3}
-    feed(e, [sample(video, rtt=0.080)] * 5)
+    assert feed(e, [sample(video, rtt=0.080)] * 5)[-1].reason == "delivered"  # evidence: off the prior
     # keyframes arriving together: reports far above the baseline, with others back at it in between
     burst = feed(e, [sample(video, rtt=0.170), sample(video, rtts=(0.085, 0.150)), sample(video, rtt=0.090)], start=6)
     assert not any(b.congested for b in burst) and [b.queue_delay_s for b in burst] == pytest.approx([0, 0.005, 0.005])
@@ -137,16 +137,36 @@ def test_a_standing_queue_is_congestion_but_a_burst_or_a_queue_draining_after_a_
 
 
 def test_a_path_whose_delay_steps_up_is_not_congested_and_its_delay_becomes_the_baseline():
-    e = DownlinkEstimator(1e6)
+    e = DownlinkEstimator(800e3)
     video = {1: 900e3}
-    feed(e, [sample(video, rtt=0.040)] * 5)
+    assert feed(e, [sample(video, rtt=0.040)] * 5)[-1].reason == "delivered"  # evidence: off the prior
     # the route's delay rises by 280 ms and stays: above the baseline, standing, not growing
     stepped = feed(e, [sample(video, rtts=(0.32, 0.33, 0.32))] * 6, start=6)
-    assert not any(s.congested for s in stepped) and {s.estimate_bps for s in stepped} == {1e6}
+    assert not any(s.congested for s in stepped) and {s.estimate_bps for s in stepped} == {900e3}
     assert [round(s.queue_delay_s, 3) for s in stepped] == [0.28, 0.28, 0.28, 0.0, 0.0, 0.0]  # the new baseline
     # from there a queue that grows is measured from the new baseline, and is congestion
     grown = feed(e, [sample(video, rtts=(r, r, r)) for r in (0.38, 0.40)], start=12)
     assert [g.signals for g in grown] == [(), ("delay",)] and grown[1].queue_delay_s == pytest.approx(0.08)
+
+
+def test_on_the_prior_a_paths_delay_step_that_reads_as_a_growing_queue_is_no_congestion():
+    # notebook 03's delay phase: a camera and a talker within the prior, and the route's delay steps from 40
+    # to 320 ms; the reports in flight across the step make the standing queue look as if it grew
+    e = DownlinkEstimator()
+    video, other = {1: 185e3}, 56e3
+    feed(e, [sample(video, other=other, rtt=0.040)] * 5)
+    across = [(0.04, 0.12, 0.20), (0.25, 0.30, 0.32), (0.32, 0.33, 0.32), (0.32, 0.32, 0.33)]
+    stepped = feed(e, [sample(video, other=other, rtts=rtts) for rtts in across], start=6)
+    assert not any(s.congested for s in stepped), [s.signals for s in stepped]
+    assert {s.estimate_bps for s in stepped} == {INITIAL_ESTIMATE_BPS} and stepped[-1].reason == "initial"
+    # a link narrower than what is sent overflows its queue: with loss the growing queue tells at once
+    narrow = DownlinkEstimator()
+    feed(narrow, [sample(video, other=other, rtt=0.040)] * 5)
+    queued = [
+        sample(video, other=other, rtts=(0.10, 0.11, 0.10)),
+        sample(video, other=other, loss=0.12, rtts=(0.15,) * 3),
+    ]
+    assert feed(narrow, queued, start=6)[-1].signals == ("loss", "delay")
 
 
 def test_a_remb_that_stops_rising_below_what_is_sent_is_over_use_but_a_rising_one_is_not():
