@@ -232,6 +232,29 @@ def test_a_downlink_narrower_than_the_lowest_layer_whose_remb_tells_it_late_is_e
     assert all(r.estimate_bps <= 90e3 for r in results)
 
 
+def test_the_loss_reported_while_a_cut_is_held_is_not_learnt_as_the_links_own():
+    # a downlink of 90 kbit/s under the camera's low layer: the REMB tells the overflow in the second
+    # second, and the reports of the next still count it; learnt as the link's own, a probe would have
+    # to lose more than 70 % to tell, and one that lost half would "succeed" and switch the camera back on
+    narrow = DownlinkEstimator()
+    narrow.on_remb(0.5, 250e3, [1])
+    narrow.update(1, DownlinkSample({1: 185e3}, 0.0, None, 0.2))
+    narrow.on_remb(1.5, 120e3, [1])  # fallen: over-use
+    cut = narrow.update(2, DownlinkSample({1: 200e3}, 0.0, 0.42, 0.2, received_bps=None))
+    assert cut.congested and cut.reason == "remb" and cut.estimate_bps < 185e3
+    held = narrow.update(3, DownlinkSample({1: 6e3}, 0.0, 0.65, 0.2, received_bps=67e3))
+    assert not held.congested  # the congestion just acted on, still in the reports
+    # the camera is off and nothing else is sent: no loss of the link's own is known
+    idle = feed(narrow, [DownlinkSample({}, 0.0, None, None)] * 4, start=4)
+    assert idle[-1].loss_base is None
+    wanted = {"wanted_video_bps": 185e3, "probe_step_bps": 185e3}
+    probe = narrow.update(8, DownlinkSample({}, 0.0, None, None), **wanted)
+    assert probe.state == "probing"
+    narrow.update(9, DownlinkSample({1: 185e3}, 0.0, None, None), **wanted)  # a keyframe, then reports
+    failed = narrow.update(10, DownlinkSample({1: 185e3}, 0.0, 0.5, 0.2, received_bps=90e3), **wanted)
+    assert failed.reason == "probe-failed" and failed.estimate_bps < 185e3
+
+
 # --- probing ----------------------------------------------------------------------------------------------
 
 

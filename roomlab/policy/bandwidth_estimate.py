@@ -8,8 +8,9 @@ is learned by probing with media: the allocator steps tracks up a layer (aiortc 
 the estimator watches whether the downlink carries it.
 
 Each second the estimator looks for congestion in three independent signals: loss rising above the
-link's own loss (the median of the last 10 s without congestion) by 10 points (GCC's threshold), for
-two seconds, or together with another signal; by 5 points, at once, during a probe or while sending
+link's own loss (the median of the last 10 s without congestion, without a probe, and not held after
+a cut: those seconds' reports count the overflow) by 10 points (GCC's threshold), for two seconds, or
+together with another signal; by 5 points, at once, during a probe or while sending
 beyond the prior (a downlink overloaded from its first second has no loss of its own to learn); a
 standing queue (the lowest RTT of three reports in a row, measured in the seconds they came, above
 its 30 s minimum by 50 ms, 25 ms during a probe, and not draining: a burst of keyframes queues some
@@ -367,7 +368,10 @@ class DownlinkEstimator:
         signals, capacity = self._congestion(time_s, sample)
         congested = bool(signals)
         loss_base = statistics.median(self._losses) if self._losses else None
-        if sample.fraction_lost is not None and not congested:  # the link's own loss, not its overflow
+        # the link's own loss, not its overflow: not while congested, nor while a hold waits out the
+        # reports of the congestion just acted on, nor during a probe (a deliberate overload)
+        held = self._hold_until_s is not None and time_s < self._hold_until_s
+        if sample.fraction_lost is not None and not congested and not held and self._probe is None:
             self._losses.append(sample.fraction_lost)
         self._last_update_s = time_s
         if wanted_video_bps is not None:
@@ -536,7 +540,10 @@ class DownlinkEstimator:
         base = self._loss_base(overload)
         few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
         rise = self._loss_rise(overload)
-        if loss is not None and (self._losses or overload) and loss >= base + rise and not few:
+        # with no loss of its own known, a rise is measured from none while the overload is deliberate
+        # (a probe) or unproven (sending beyond the prior)
+        overloaded = overload or self._probe is not None
+        if loss is not None and (self._losses or overloaded) and loss >= base + rise and not few:
             self._loss_streak += 1
         else:
             self._loss_streak = 0

@@ -274,6 +274,7 @@ class ParticipantNetwork:
         #: partial -> (when, its last measurement): what an unreachable participant is scored on
         self._flowed: dict[str, tuple[float, MediaMeasurement]] = {}
         self._sampled_at = now
+        self._refreshed = False
 
     # as RTCP arrives -------------------------------------------------------------------------
     def on_rtcp(self, packet: AnyRtcpPacket) -> None:
@@ -312,6 +313,8 @@ class ParticipantNetwork:
         outgoing: dict[int, _Outgoing] = {}
         incoming: dict[RTCRtpReceiver, _Incoming] = {}
         known = {o.sender: o for o in self._outgoing.values()}
+        first = not self._refreshed
+        self._refreshed = True
         counted = self._counted
         self._counted = {}
         for slot in session.slots:
@@ -319,6 +322,8 @@ class ParticipantNetwork:
             if transceiver is not None and slot.role == "subscribe":
                 counters = sender_counters(transceiver.sender)
                 self._counted[transceiver.sender] = (counters.packets, counters.octets)
+                if first:  # what was sent before the network was first seen belongs to no sample
+                    counted[transceiver.sender] = self._counted[transceiver.sender]
             if transceiver is None or slot.track_sid is None:
                 continue
             if slot.role == "subscribe":
@@ -555,8 +560,10 @@ class NetworkMeasurements:
                     last = self._last.get(session.sid, ParticipantMeasurement())
                     results[session.sid] = replace(last, reachable=False)
                 continue
-            if network is None:
+            if network is None:  # its streams are counted from now: its first sample is the next one
                 network = self._participants[session.sid] = ParticipantNetwork(session, now, self._estimate_changed)
+                network.refresh(session, now)
+                continue
             network.refresh(session, now)
             live[session.sid] = (network, session)
         for sid in set(self._participants) - present:
