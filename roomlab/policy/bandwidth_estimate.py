@@ -395,7 +395,6 @@ class DownlinkEstimator:
                 # what was sent less the loss reported so far, before the receive rate is known, is
                 # above what got through (loss is reported up to a second late): no higher than the prior
                 capacity = min(capacity, self.estimate_bps)
-            held = self._hold_until_s is not None and time_s < self._hold_until_s
             if self._probe is not None:
                 # the downlink carries less than the goal, and at least what it carried before the probe:
                 # what got through while the probe over-used, within those (no back-off: the allocator

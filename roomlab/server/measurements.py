@@ -544,7 +544,8 @@ class NetworkMeasurements:
     def update(
         self, sessions: Iterable[Any], data_sent: Mapping[Any, int] | None = None, now: float | None = None
     ) -> dict[str, ParticipantMeasurement]:
-        """One sample of every session whose peer connection is up: participant SID -> measurement.
+        """One sample of every session whose peer connection is up, from its second update on (the first
+        sets where its counters start): participant SID -> measurement.
         `data_sent`: bytes sent so far on data channels, per SCTP transport (`pc.sctp`)."""
         now = time.monotonic() if now is None else now
         live: dict[str, tuple[ParticipantNetwork, Any]] = {}
@@ -556,8 +557,8 @@ class NetworkMeasurements:
             present.add(session.sid)
             network = self._participants.get(session.sid)
             if session.pc.connectionState != "connected":
-                if network is not None:  # it was connected: unreachable now, with what flowed before
-                    last = self._last.get(session.sid, ParticipantMeasurement())
+                last = self._last.get(session.sid)
+                if last is not None:  # it was measured: unreachable now, with what flowed before
                     results[session.sid] = replace(last, reachable=False)
                 continue
             if network is None:  # its streams are counted from now: its first sample is the next one
