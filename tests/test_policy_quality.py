@@ -139,6 +139,15 @@ def test_bandwidth_is_unscored_when_neither_an_estimate_nor_a_requirement_is_kno
     assert score_partial("video", MediaMeasurement(actual_bps=500e3, available_bps=250e3)).bandwidth == 4
 
 
+def test_bandwidth_is_unscored_without_an_estimate_whatever_the_publisher_sends_this_second():
+    # on the estimator's prior: a camera averaging 180 kbit/s sent 120 in a second between keyframes
+    between_keyframes = MediaMeasurement(fraction_lost=0.0, rtt_s=0.04, actual_bps=120e3, required_bps=180e3)
+    assert score_partial("video", between_keyframes).bandwidth is None
+    assert score_partial("video", between_keyframes).level == 5
+    # the estimate's budget, once known, is what counts
+    assert score_partial("video", replace(between_keyframes, available_bps=60e3)).bandwidth == 3
+
+
 def test_inputs_outside_their_range_are_value_errors():
     with pytest.raises(ValueError, match="fraction_lost"):
         MediaMeasurement(fraction_lost=1.5)

@@ -198,17 +198,17 @@ def bandwidth_level(
     switched_off_bps: float | None = None,
 ) -> int | None:
     """Level of the available bandwidth against what is required (the actual bitrate when no
-    requirement is given; the actual bitrate when no estimate is), at most
-    BANDWIDTH_SWITCHED_OFF_LEVEL while some of it is switched off for lack of bandwidth. None when
-    nothing is known."""
+    requirement is given), at most BANDWIDTH_SWITCHED_OFF_LEVEL while some of it is switched off for
+    lack of bandwidth. None when no estimate is known: what is sent in one second against what is
+    wanted is the publisher's rate (a second between keyframes carries less), not the network's; a
+    link that cannot carry it shows in loss and delay, and the estimate's first congestion."""
     cap = BANDWIDTH_SWITCHED_OFF_LEVEL if switched_off_bps else LEVEL_MAX
     need = required_bps if required_bps is not None else actual_bps
-    supply = available_bps if available_bps is not None else actual_bps
-    if need is None or supply is None or required_bps is None and available_bps is None:
+    if need is None or available_bps is None:
         return cap if switched_off_bps else None
     if need <= 0:
         return cap
-    ratio = supply / need
+    ratio = available_bps / need
     for threshold, level in BANDWIDTH_LEVELS:
         if ratio >= threshold:
             return min(level, cap)

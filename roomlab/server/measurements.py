@@ -510,7 +510,8 @@ class ParticipantNetwork:
     def _video_available(estimate: DownlinkEstimate, video: _Totals, fraction_lost: float | None) -> float | None:
         """The downlink estimate's video budget; at least what got through when nothing signals
         congestion (the estimator rises to a new demand only after seconds of proof, and that
-        delay is not the network's fault); None before the estimator has any evidence."""
+        delay is not the network's fault); None before the estimator has any evidence (the bandwidth
+        level is then unscored)."""
         if estimate.reason == "initial" and not estimate.congested:
             return None
         if estimate.congested:
