@@ -240,25 +240,41 @@ async def test_the_sdks_profile_priorities_and_render_hints_drive_the_allocation
     decided = await eventually(lambda: (last_allocation(server, "js", sid) or {}).get("priority") == "high", 5)
     assert decided, last_allocation(server, "js", sid)
 
+    # what the server switched off and on so far: once in CI the camera had been switched off and on again
+    # before this point (the reason was not recorded; a camera bot in this busy process that delivers no frame
+    # for 2 s is off for `publisher`): the page's own switch is told apart from those, with the camera on
+    def switches() -> list[list[str]]:
+        events = server.frame("events")
+        rows = events[(events["room"] == "profile") & (events["event"].astype(str).str.startswith("track-switched"))]
+        return rows[["event", "detail"]].values.tolist()
+
+    def balanced() -> bool:
+        kinds = [event for event, _ in switches()]
+        return kinds.count("track-switched-off") == kinds.count("track-switched-on")
+
+    assert await eventually(balanced, timeout=5), switches()
+    counts = "[window.eventsNamed('trackSwitchedOff').length, window.eventsNamed('trackSwitchedOn').length]"
+    offs, ons = await page_eventually(page, counts, lambda c: c[0] == c[1], timeout=5)
+    assert offs == ons, (offs, ons, switches())
+
     # switched off by the page (its render hint): the server stops forwarding and says so, reason `subscriber`
     await page.evaluate(f"{track}.switchOff() && null")
     expected = RenderHint(enabled=False, render_dimensions=(320, 180))
     assert await eventually(lambda: server.call(lambda: hints.render_hints.get(sid)) == expected, timeout=5)
-    off = await page_eventually(page, "window.eventsNamed('trackSwitchedOff')", bool, timeout=5)
-    assert off == [["cam", "camera"]], page.console
+    off = await page_eventually(page, "window.eventsNamed('trackSwitchedOff')", lambda f: len(f) > offs, timeout=5)
+    assert off[offs:] == [["cam", "camera"]], (page.console, switches())
     assert await page.evaluate(f"{track}.isSwitchedOff") is True
     decided = last_allocation(server, "js", sid)
     assert (decided["switched_off"], decided["reason"], pd.isna(decided["layer"])) == (True, "subscriber", True)
-    events = server.frame("events")
-    switches = events[(events["room"] == "profile") & (events["event"].astype(str).str.startswith("track-switched"))]
-    assert switches[["event", "detail"]].values.tolist()[-1] == ["track-switched-off", "subscriber"]
+    assert switches()[-1] == ["track-switched-off", "subscriber"]
 
     # back on, its priority the publisher's again: trackSwitchedOn, and the picture at the size it asked for
     await page.evaluate(f"{track}.setPriority(null) && null")
     await page.evaluate(f"{track}.switchOn() && null")
     assert await eventually(lambda: server.call(lambda: sid not in hints.priorities and sid not in state.priorities), 5)
-    on = await page_eventually(page, "window.eventsNamed('trackSwitchedOn')", bool, timeout=5)
-    assert on == [["cam", "camera"]] and await page.evaluate(f"{track}.isSwitchedOff") is False
+    on = await page_eventually(page, "window.eventsNamed('trackSwitchedOn')", lambda f: len(f) > ons, timeout=5)
+    assert on[ons:] == [["cam", "camera"]], switches()
+    assert await page.evaluate(f"{track}.isSwitchedOff") is False
     progress = await page_eventually(
         page, "window.videoProgress()", lambda p: p.get("camera", {}).get("width") == 320, timeout=20
     )
