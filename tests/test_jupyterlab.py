@@ -174,7 +174,11 @@ CELLS_STATE = """() => {
     for (const cell of cells) {
         for (let i = 0; i < cell.model.outputs.length; i++) {
             const output = cell.model.outputs.get(i).toJSON();
-            if (output.output_type === 'error') errors.push(output.ename + ': ' + output.evalue);
+            // the failing line too: an assert without a message says nothing else
+            if (output.output_type === 'error') {
+                const where = (output.traceback || []).join('\\n').replace(/\\u001b\\[[0-9;]*m/g, '');
+                errors.push(output.ename + ': ' + output.evalue + '\\n' + where.split('\\n').slice(-12).join('\\n'));
+            }
         }
     }
     return {
