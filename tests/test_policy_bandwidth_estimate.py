@@ -25,8 +25,10 @@ CAMERA = (
 OPUS_BPS = 31_000
 
 
-def sample(video=None, other=0.0, loss=0.0, rtt=0.08, rtts=()) -> DownlinkSample:
-    return DownlinkSample(video_bps=video or {}, other_bps=other, fraction_lost=loss, rtt_s=rtt, rtt_samples=rtts)
+def sample(video=None, other=0.0, loss=0.0, rtt=0.08, rtts=(), received=None) -> DownlinkSample:
+    return DownlinkSample(
+        video_bps=video or {}, other_bps=other, fraction_lost=loss, rtt_s=rtt, rtt_samples=rtts, received_bps=received
+    )
 
 
 def feed(estimator: DownlinkEstimator, samples, start: int = 1, **kw) -> list[DownlinkEstimate]:
@@ -382,12 +384,13 @@ def test_a_downlink_that_narrows_as_a_probe_fails_is_not_held_above_what_gets_th
     # 600 -> 300 kbit/s as the probe starts: it fails, and the estimate keeps what it had...
     failed = e.update(4, DownlinkSample({1: 700e3}, 0.0, 0.3, 0.08, received_bps=480e3), **kw)
     assert (failed.reason, failed.estimate_bps) == ("probe-failed", 510e3)
-    # ...while the seconds that follow, held, report the loss; then it is what got through in them
+    # ...while the first second that follows, held, reports the loss of what was sent before; from the
+    # second on, the estimate is what got through, at once, and stays so once the hold is over
     held = [
-        e.update(t, DownlinkSample({1: 350e3}, 0.0, loss, 0.08, received_bps=300e3), **kw)
-        for t, loss in ((5, 0.35), (6, 0.1))
+        e.update(t, DownlinkSample({1: 350e3}, 0.0, loss, 0.08, received_bps=received), **kw)
+        for t, loss, received in ((5, 0.35, 450e3), (6, 0.12, 300e3))
     ]
-    assert [h.estimate_bps for h in held] == [510e3, 510e3]
+    assert [(h.estimate_bps, h.reason) for h in held] == [(510e3, "probe-failed"), (300e3, "loss")]
     after = e.update(7, DownlinkSample({1: 180e3}, 0.0, 0.0, 0.08, received_bps=250e3), **kw)
     assert after.estimate_bps == 300e3 and after.reason == "loss"
     # a probe from less than the estimate: what got through while held, over reports of 2.5 s that
@@ -603,3 +606,29 @@ def test_random_loss_stepping_up_by_a_few_points_switches_nothing_off():
 def test_a_link_with_20_percent_random_loss_is_not_mistaken_for_a_narrow_one():
     seconds = call([(0, 2e6)], 90, loss=0.2, loss_noise=0.03, seed=3)
     assert all(s.estimate.estimate_bps >= 0.6 * 2e6 for s in within(seconds, 40, 91))
+
+
+def test_a_downlink_that_halves_is_below_its_new_rate_within_three_seconds_of_the_first_loss():
+    """Measured on an emulated 600 -> 300 kbit/s step (3 cameras' low layers): the first second's reports
+    count part of the loss, and the receive rate, over reports of 2.5 s, mostly the wider link's seconds."""
+    e = DownlinkEstimator()
+    assert feed(e, [sample({1: 540e3}, received=530e3) for _ in range(4)])[-1].estimate_bps == 530e3
+
+    def lossy(sent: float, loss: float, received: float) -> DownlinkSample:
+        return DownlinkSample({1: sent}, 0.0, loss, 0.08, lost_bps=sent * loss, received_bps=received, packets=60)
+
+    # the first lossy second, with the receiver's REMB telling over-use: cut from what was sent less what its
+    # reports say was lost, not from the receive rate
+    e.on_remb(4.3, 500e3, [1])
+    e.on_remb(4.8, 440e3, [1])
+    first, second, third = (
+        e.update(5, lossy(544e3, 0.2, 516e3)),
+        e.update(6, lossy(350e3, 0.36, 428e3)),
+        e.update(7, lossy(394e3, 0.21, 319e3)),
+    )
+    assert first.reason == "loss+remb" and first.estimate_bps == pytest.approx(0.85 * 544e3 * 0.8)
+    # held: the next second's reports still count what was sent before the cut, so nothing more...
+    assert second.estimate_bps == first.estimate_bps
+    # ...but from the one after on, what got through is the limit, at once (not when the hold ends)
+    assert third.estimate_bps == 319e3 and third.reason == "loss"
+    assert e.update(8, lossy(300e3, 0.0, 300e3)).estimate_bps == 319e3

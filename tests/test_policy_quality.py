@@ -115,7 +115,12 @@ def test_video_switched_off_for_bandwidth_caps_the_video_recv_level_at_2_even_wi
     assert (starved.level, starved.bandwidth, starved.limited_by) == (2, 2, "bandwidth")
     # nothing flows: no packets, the estimate's budget against what is wanted
     none_flows = MediaMeasurement(
-        fraction_lost=0.0, rtt_s=0.08, packets=0, actual_bps=0.0, available_bps=120e3, required_bps=170e3,
+        fraction_lost=0.0,
+        rtt_s=0.08,
+        packets=0,
+        actual_bps=0.0,
+        available_bps=120e3,
+        required_bps=170e3,
         switched_off_bps=170e3,
     )
     levels = score(ParticipantMeasurement(audio_recv=CLEAN, video_recv=none_flows))

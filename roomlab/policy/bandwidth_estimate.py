@@ -19,9 +19,11 @@ stepping up reads as a growing queue for a second or two); and a REMB that stopp
 of what the server sends on its SSRCs. What the downlink carried is what the subscriber received
 (the packets its receiver reports count, over their arrival times: `received_bps`), with the link's
 own loss added back (a lossy link carries what is sent; but not for a cut on the prior, whose loss
-so far may be the overflow's). On congestion the estimate falls at once to 0.85 times that, as GCC
-does, and holds for 3 s while reports catch up (then it is at most the most that got through
-meanwhile, if that is less than the downlink carried before: it narrowed); the first congestion
+so far may be the overflow's). On congestion the estimate falls at once to 0.85 times that (or, on
+loss, times what was sent that second less what its reports say was lost, if less: the receive rate
+lags a link that just narrowed), as GCC does, and holds for 3 s while reports catch up (from the hold's
+second sample on it is at most the most that got through since, if that is less than the downlink
+carried before: it narrowed); the first congestion
 replaces the initial estimate even upwards (evidence beats the prior). Once that congestion is over,
 a probe goes back to where the cut came from (a burst may have caused it), whatever the probe
 interval. Without congestion the estimate rises to what was carried (the lowest of the last three
@@ -310,7 +312,7 @@ class DownlinkEstimator:
         self._held_through: float | None = None
         self._last_carried: float | None = None
         self._carried_before_hold: float | None = None
-        self._held_signals: tuple[str, ...] = ()
+        self._held_samples = 0
         self._wanted: deque[float] = deque(maxlen=PROBE_WANTED_SAMPLES)
 
     # -- REMB --
@@ -378,15 +380,9 @@ class DownlinkEstimator:
             self._wanted.append(wanted_video_bps)
 
         self._previous_through = sample.through_bps
-        if self._held_through is not None and (self._hold_until_s is None or time_s >= self._hold_until_s):
-            # the hold is over: no second cut for what it waited out; but if even the most that got
-            # through meanwhile is less than the downlink carried before, it narrowed (just as a probe
-            # failed or a cut was made): no more than that, or the estimate would stay above it once the
-            # allocation fits again (what got through, over reports of 2.5 s, says little otherwise)
-            narrowed = self._carried_before_hold is not None and self._held_through < self._carried_before_hold
-            if narrowed and self._held_through < self.estimate_bps:
-                self.estimate_bps = max(MIN_ESTIMATE_BPS, self._held_through)
-                self._reason = "+".join(self._held_signals)
+        if held:
+            self._held_samples += 1
+        elif self._hold_until_s is not None:  # the hold is over: no second cut for what it waited out
             self._held_through = None
         if congested:
             self._last_congestion_s = time_s
@@ -413,16 +409,15 @@ class DownlinkEstimator:
                     # over seconds, lags behind a rise); the queue holds at most a tenth of a second of the rate
                     # (on the prior, loss learnt as the link's own may be the overflow's: then it is no queue)
                     capacity = max(capacity, QUEUED_SHARE * delivered)
-                cut = max(MIN_ESTIMATE_BPS, BACKOFF * capacity)
+                cut = max(MIN_ESTIMATE_BPS, BACKOFF * min(capacity, self._sent_less_lost(sample, signals)))
                 if not held and (cut < self.estimate_bps or self._reason == INITIAL_REASON):  # evidence beats the prior
                     if self._reason != INITIAL_REASON:  # to probe for again once the congestion is over
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
                     self.estimate_bps = cut
                     self._hold(time_s, CUT_HOLD_S, self._last_carried)
                     self._reason = "+".join(signals)
-            if held and sample.received_bps is not None:  # what got through while a hold waits out congestion
-                self._held_through = max(self._held_through or 0.0, capacity)
-                self._held_signals = signals
+            if held and sample.received_bps is not None and self._held_samples > 1:
+                self._narrow(capacity, signals)
         else:
             if sample.video_bps and sum(sample.video_bps.values()) > 0:
                 self._video_seconds += 1
@@ -523,6 +518,20 @@ class DownlinkEstimator:
         self._hold_until_s = time_s + seconds
         self._carried_before_hold = carried_before
         self._held_through = None
+        self._held_samples = 0
+
+    def _narrow(self, capacity: float, signals: tuple[str, ...]) -> None:
+        """A hold waits out the reports of the congestion just acted on, but if even the most that got
+        through since, from the second sample of the hold on (the first one's reports still count what was
+        sent before the cut), is less than the downlink carried before, it narrowed (just as a probe
+        failed or a cut was made): no more than that, at once (a cut from a receive rate that still counted
+        the wider link's seconds stayed above a link that halved; what got through, over reports of 2.5 s,
+        says little once the allocation fits again)."""
+        self._held_through = max(self._held_through or 0.0, capacity)
+        before = self._carried_before_hold
+        if before is not None and self._held_through < before and self._held_through < self.estimate_bps:
+            self.estimate_bps = max(MIN_ESTIMATE_BPS, self._held_through)
+            self._reason = "+".join(signals)
 
     def _congestion(self, time_s: float, sample: DownlinkSample) -> tuple[tuple[str, ...], float]:
         """The congestion signals of this sample and what got through (with the link's own loss)."""
@@ -616,6 +625,17 @@ class DownlinkEstimator:
     def _loss_rise(self, overload: bool) -> float:
         """How far above the link's own loss congestion starts: less during a probe or an overload."""
         return OVERLOAD_LOSS_RISE if self._probe is not None or overload else LOSS_RISE
+
+    def _sent_less_lost(self, sample: DownlinkSample, signals: tuple[str, ...]) -> float:
+        """On loss, what this second's sending less what its reports say was lost (with the link's own
+        loss added back): the receive rate counts reports of 2.5 s, mostly seconds before a downlink that
+        just narrowed (600 to 300 kbit/s: a cut from it stayed above the new link, and the next waited out
+        a hold). Not for what got through during a hold: the allocation has fallen by then, and reports
+        still count the overflow before it."""
+        if "loss" not in signals or sample.lost_bps is None:
+            return float("inf")
+        own_loss = 0.0 if self._reason == INITIAL_REASON else self._own_loss()
+        return max(0.0, sample.delivered_bps - sample.lost_bps) / (1.0 - own_loss)
 
     def _own_loss(self) -> float:
         """The link's own loss (random, before any bottleneck), as learnt: at most OWN_LOSS_MAX."""
