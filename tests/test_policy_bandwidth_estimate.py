@@ -632,17 +632,3 @@ def test_a_downlink_that_halves_is_below_its_new_rate_within_three_seconds_of_th
     # ...but from the one after on, what got through is the limit, at once (not when the hold ends)
     assert third.estimate_bps == 319e3 and third.reason == "loss"
     assert e.update(8, lossy(300e3, 0.0, 300e3)).estimate_bps == 319e3
-
-
-def test_a_failed_probe_leaves_the_estimate_when_what_gets_through_meanwhile_only_wanders():
-    e = DownlinkEstimator(510e3)
-    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 400e3}
-    assert feed(e, [sample({1: 510e3})] * 3, **kw)[-1].state == "probing"
-    e.update(4, DownlinkSample({1: 900e3}, 0.0, 0.3, 0.08, received_bps=520e3), **kw)
-    # held, the reports still count the probe's loss; what got through is a few percent below what the
-    # downlink carried before the probe, as a layer's bitrate wanders: no news of a narrower link
-    held = [
-        e.update(t, DownlinkSample({1: 500e3}, 0.0, loss, 0.08, received_bps=received), **kw)
-        for t, loss, received in ((5, 0.3, 500e3), (6, 0.15, 475e3))
-    ]
-    assert [h.estimate_bps for h in held] == [520e3] * 2  # what got through as the probe failed

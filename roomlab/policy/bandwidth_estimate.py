@@ -22,9 +22,9 @@ own loss added back (a lossy link carries what is sent; but not for a cut on the
 so far may be the overflow's). On congestion the estimate falls at once to 0.85 times that (or, on
 loss, times what was sent that second less what its reports say was lost, if less: the receive rate
 lags a link that just narrowed), as GCC does, and holds for 3 s while reports catch up (from the hold's
-second sample on it is at most the most that got through since, if that is less than nine tenths of
-what the downlink carried before: it narrowed); the first congestion replaces the initial estimate
-even upwards (evidence beats the prior). Once that congestion is over,
+second sample on it is at most the most that got through since, if that is less than the downlink
+carried before: it narrowed); the first congestion
+replaces the initial estimate even upwards (evidence beats the prior). Once that congestion is over,
 a probe goes back to where the cut came from (a burst may have caused it), whatever the probe
 interval. Without congestion the estimate rises to what was carried (the lowest of the last three
 seconds), and beyond only through a probe: when the allocator wants more (its `probe_step_bps`), no
@@ -124,9 +124,6 @@ RTT_GROWTH_S = 0.010
 PATH_DELAY_SAMPLES = 3
 #: An RTT lower than the previous by this much is a queue draining after a cut: not congestion.
 RTT_DRAINING_S = 0.005
-#: During a hold, the downlink narrowed when what got through is less than this share of what it
-#: carried before (a layer's bitrate wanders by a tenth from one second to the next: less is no news).
-NARROWED_SHARE = 0.9
 #: Without congestion the estimate rises to the lowest delivered bitrate of this many samples.
 DELIVERED_PROOF_SAMPLES = 3
 #: After a cut, congestion signals cut again only this long later: receiver reports (every
@@ -526,14 +523,13 @@ class DownlinkEstimator:
     def _narrow(self, capacity: float, signals: tuple[str, ...]) -> None:
         """A hold waits out the reports of the congestion just acted on, but if even the most that got
         through since, from the second sample of the hold on (the first one's reports still count what was
-        sent before the cut), is less than the downlink carried before (by more than a layer's wandering),
-        it narrowed (just as a probe failed or a cut was made): no more than that, at once (a cut from a
-        receive rate that still counted the wider link's seconds stayed above a link that halved; what got
-        through, over reports of 2.5 s, says little once the allocation fits again)."""
+        sent before the cut), is less than the downlink carried before, it narrowed (just as a probe
+        failed or a cut was made): no more than that, at once (a cut from a receive rate that still counted
+        the wider link's seconds stayed above a link that halved; what got through, over reports of 2.5 s,
+        says little once the allocation fits again)."""
         self._held_through = max(self._held_through or 0.0, capacity)
         before = self._carried_before_hold
-        narrowed = before is not None and self._held_through < NARROWED_SHARE * before
-        if narrowed and self._held_through < self.estimate_bps:
+        if before is not None and self._held_through < before and self._held_through < self.estimate_bps:
             self.estimate_bps = max(MIN_ESTIMATE_BPS, self._held_through)
             self._reason = "+".join(signals)
 
