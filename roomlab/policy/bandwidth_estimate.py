@@ -23,9 +23,8 @@ so far may be the overflow's). On congestion the estimate falls at once to 0.85 
 loss, times what was sent that second less what its reports say was lost, if less: the receive rate
 lags a link that just narrowed), as GCC does, and holds for 3 s while reports catch up (from the hold's
 second sample on it is at most the most that got through since, if that is less than the downlink
-carried before: it narrowed); the first congestion
-replaces the initial estimate even upwards (evidence beats the prior). Once that congestion is over,
-a probe goes back to where the cut came from (a burst may have caused it), whatever the probe
+carried before: it narrowed); the first congestion replaces the initial estimate even upwards
+(evidence beats the prior). Once that congestion is over, a probe goes back to where the cut came from (a burst may have caused it), whatever the probe
 interval. Without congestion the estimate rises to what was carried (the lowest of the last three
 seconds), and beyond only through a probe: when the allocator wants more (its `probe_step_bps`), no
 congestion has been seen for 3 s, the probe interval has passed and, on the prior, the lowest layers
@@ -380,10 +379,8 @@ class DownlinkEstimator:
             self._wanted.append(wanted_video_bps)
 
         self._previous_through = sample.through_bps
-        if held:
+        if held:  # (each hold starts its count, and what got through during it, afresh)
             self._held_samples += 1
-        elif self._hold_until_s is not None:  # the hold is over: no second cut for what it waited out
-            self._held_through = None
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
@@ -607,10 +604,7 @@ class DownlinkEstimator:
         if remb and (signals or (self._reason == INITIAL_REASON and lossy)):
             signals.append("remb")
         if signals:  # what got through, whichever signal told of the congestion
-            # on the prior, the loss learnt so far may be this overflow's (a downlink narrower than the
-            # lowest layers from its first second, whose REMB tells it seconds later): none is the link's own
-            own_loss = 0.0 if self._reason == INITIAL_REASON else self._own_loss()
-            capacity = through / (1.0 - own_loss)
+            capacity = through / (1.0 - self._own_loss_for_a_cut())
         return tuple(signals), capacity
 
     def _overloading(self, sample: DownlinkSample) -> bool:
@@ -634,8 +628,13 @@ class DownlinkEstimator:
         still count the overflow before it."""
         if "loss" not in signals or sample.lost_bps is None:
             return float("inf")
-        own_loss = 0.0 if self._reason == INITIAL_REASON else self._own_loss()
-        return max(0.0, sample.delivered_bps - sample.lost_bps) / (1.0 - own_loss)
+        return max(0.0, sample.delivered_bps - sample.lost_bps) / (1.0 - self._own_loss_for_a_cut())
+
+    def _own_loss_for_a_cut(self) -> float:
+        """The link's own loss to add back to what got through on congestion: none on the prior, where the
+        loss learnt so far may be this overflow's (a downlink narrower than the lowest layers from its first
+        second, whose REMB tells it seconds later)."""
+        return 0.0 if self._reason == INITIAL_REASON else self._own_loss()
 
     def _own_loss(self) -> float:
         """The link's own loss (random, before any bottleneck), as learnt: at most OWN_LOSS_MAX."""
