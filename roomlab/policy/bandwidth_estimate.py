@@ -9,36 +9,37 @@ the estimator watches whether the downlink carries it.
 
 Each second the estimator looks for congestion in three independent signals: loss rising above the
 link's own loss (the median of the last 10 s without congestion, without a probe, and not held after
-a cut: those seconds' reports count the overflow) by 10 points (GCC's threshold), for two seconds, or
-together with another signal; by 5 points, at once, during a probe or while sending
-beyond the prior (a downlink overloaded from its first second has no loss of its own to learn); a
-standing queue (the lowest RTT of three reports in a row, measured in the seconds they came, above
-its 30 s minimum by 50 ms, 25 ms during a probe, and not draining: a burst of keyframes queues some
-reports, an overload all of them; on the prior, sending within it, only with loss: a path's delay
-stepping up reads as a growing queue for a second or two); and a REMB that stopped rising below 90 %
-of what the server sends on its SSRCs. What the downlink carried is what the subscriber received
-(the packets its receiver reports count, over their arrival times: `received_bps`), with the link's
-own loss added back (a lossy link carries what is sent; but not for a cut on the prior, whose loss
-so far may be the overflow's). On congestion the estimate falls at once to 0.85 times that (or, on
-loss, times what was sent that second less what its reports say was lost, if less: the receive rate
-lags a link that just narrowed), as GCC does, and holds for 3 s while reports catch up (from the hold's
-second sample on it is at most the most that got through since, if that is less than the downlink
-carried before: it narrowed); the first congestion replaces the initial estimate even upwards
-(evidence beats the prior). Once that congestion is over, a probe goes back to where the cut came from (a burst may have caused it), whatever the probe
-interval. Without congestion the estimate rises to what was carried (the lowest of the last three
-seconds), and beyond only through a probe: when the allocator wants more (its `probe_step_bps`), no
-congestion has been seen for 3 s, the probe interval has passed and, on the prior, the lowest layers
-it let on have flowed for 3 s (they are its first test), the estimator sets a probe goal (the next
-step plus 20 %, or double the estimate, whichever is larger: GCC probes at 2x; at most 15 % above
-the most the allocator wanted in the last 5 s, as layers' bitrates wander) and the allocator fills
-it. After 2 s (time for a keyframe and for feedback; up to 5 s while the reports still lag what was
-sent) the estimate rises to what the probe carried: all that was sent once the reports have caught
-up without a sign of congestion. A probe that carried half the increase it asked for succeeded, and
-the next may follow at once. If congestion appears, the probe ends at once, at the first receiver
-report that counts its loss (`on_loss_report`, between samples: the allocation follows at once); the
-estimate becomes what got through, within what it was before and the goal; the next probe waits 4 s,
-doubling up to 12 s, and only step-sized probes follow until two succeed in a row. The estimate is
-thus damped by construction: noise in REMB, RTT or loss within the thresholds moves nothing.
+a cut: those seconds' reports count the overflow) by 10 points (GCC's threshold), for two seconds,
+or together with another signal; by 5 points, at once, during a probe or while sending beyond the
+prior (a downlink overloaded from its first second has no loss of its own to learn); a standing
+queue (the lowest RTT of three reports in a row, measured in the seconds they came, above its 30 s
+minimum by 50 ms, 25 ms during a probe, and not draining: a burst of keyframes queues some reports,
+an overload all of them; on the prior, sending within it, only with loss: a path's delay stepping up
+reads as a growing queue for a second or two); and a REMB that stopped rising below 90 % of what the
+server sends on its SSRCs. What the downlink carried is what the subscriber received (the packets
+its receiver reports count, over their arrival times: `received_bps`), with the link's own loss
+added back (a lossy link carries what is sent; but not for a cut on the prior, whose loss so far may
+be the overflow's). On congestion the estimate falls at once to 0.85 times that (or, on loss, times
+what was sent that second less what its reports say was lost, if less: the receive rate lags a link
+that just narrowed), as GCC does, and holds for 3 s while reports catch up (from the hold's second
+sample on it is at most the most that got through since, if that is less than the downlink carried
+before: it narrowed); the first congestion replaces the initial estimate even upwards (evidence
+beats the prior). Once that congestion is over, a probe goes back to where the cut came from (a
+burst may have caused it), whatever the probe interval. Without congestion the estimate rises to
+what was carried (the lowest of the last three seconds), and beyond only through a probe: when the
+allocator wants more (its `probe_step_bps`), no congestion has been seen for 3 s, the probe interval
+has passed and, on the prior, the lowest layers it let on have flowed for 3 s (they are its first
+test), the estimator sets a probe goal (the next step plus 20 %, or double the estimate, whichever
+is larger: GCC probes at 2x; at most 15 % above the most the allocator wanted in the last 5 s, as
+layers' bitrates wander) and the allocator fills it. After 2 s (time for a keyframe and for
+feedback; up to 5 s while the reports still lag what was sent) the estimate rises to what the probe
+carried: all that was sent once the reports have caught up without a sign of congestion. A probe
+that carried half the increase it asked for succeeded, and the next may follow at once. If
+congestion appears, the probe ends at once, at the first receiver report that counts its loss
+(`on_loss_report`, between samples: the allocation follows at once); the estimate becomes what got
+through, within what it was before and the goal; the next probe waits 4 s, doubling up to 12 s, and
+only step-sized probes follow until two succeed in a row. The estimate is thus damped by
+construction: noise in REMB, RTT or loss within the thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
 after the audio and data delivered in the last second (served first). Every result carries its
