@@ -377,6 +377,21 @@ def test_a_new_subscribers_first_overload_ends_at_its_first_report_with_loss():
     assert within.on_loss_report(1.4, lost=12, expected=50) is None
 
 
+def test_once_congestion_has_cut_the_estimate_probes_step_instead_of_doubling():
+    # three cameras' lowest layers and their audio on a new subscriber's 400 kbit/s downlink: the
+    # prior's overload ends at the first report with loss; doubling from there would ask for two layers
+    # more on a downlink that carries at most one
+    e = DownlinkEstimator()
+    kw = {"wanted_video_bps": 3 * 170e3, "probe_step_bps": 115e3}
+    e.update(1, sample({1: 525e3}, other=200e3, loss=None), **kw)
+    cut = e.on_loss_report(1.4, lost=12, expected=50)
+    assert cut is not None and cut.estimate_bps == pytest.approx(255e3)
+    results = feed(e, [sample({}, other=200e3)] * 6, start=2, **kw)
+    probing = [r for r in results if r.probe_goal_bps is not None]
+    assert probing and probing[0].time_s == 5  # 3 s after the congestion
+    assert probing[0].probe_goal_bps == pytest.approx(255e3 + 115e3 + 50e3)  # the next step, not 2 x 255
+
+
 def test_a_downlink_that_narrows_as_a_probe_fails_is_not_held_above_what_gets_through():
     e = DownlinkEstimator(510e3)
     kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 400e3}

@@ -166,7 +166,8 @@ PROBE_WANTED_MARGIN = 0.15
 #: would set a goal that it does not fit the next second).
 PROBE_WANTED_SAMPLES = 5
 #: ...or for the estimate times (1 + this), whichever is larger (GCC probes at 2x the estimate),
-#: until a probe fails; from then on only the next step, until this many in a row have succeeded.
+#: until the downlink shows its limit (a probe fails, or congestion cuts the estimate: GCC's slow start
+#: ends at the first loss); from then on only the next step, until this many in a row have succeeded.
 PROBE_RAMP = 1.0
 RAMP_AFTER_SUCCESSES = 2
 #: A probe succeeds when the downlink carried at least this share of the increase it asked for; one
@@ -303,7 +304,7 @@ class DownlinkEstimator:
         self._probe_interval_s = PROBE_INTERVAL_S
         self._probe: _Probe | None = None
         self._failed_probe = False
-        self._ever_failed = False
+        self._limit_shown = False
         self._successes = 0
         self._reason = INITIAL_REASON
         self._recover_bps: float | None = None
@@ -414,6 +415,7 @@ class DownlinkEstimator:
                     self.estimate_bps = cut
                     self._hold(time_s, CUT_HOLD_S, self._last_carried)
                     self._reason = "+".join(signals)
+                    self._limit_found()
             if held and sample.received_bps is not None and self._held_samples > 1:
                 self._narrow(capacity, signals)
         else:
@@ -479,6 +481,7 @@ class DownlinkEstimator:
             self.estimate_bps = max(MIN_ESTIMATE_BPS, BACKOFF * min(got_through, self.estimate_bps))
             self._hold(time_s, CUT_HOLD_S, self._last_carried)
             self._reason = "loss"
+            self._limit_found()
         loss_base = statistics.median(self._losses) if self._losses else None
         return self._result(time_s, sample, ("loss",), loss_base)
 
@@ -661,9 +664,9 @@ class DownlinkEstimator:
         return wanted + sample.other_bps > self.estimate_bps
 
     def _start_probe(self, time_s: float, sample: DownlinkSample, wanted: float, step: float) -> None:
-        # double while probes succeed (GCC's slow start); after a failure, only the next step, until
-        # RAMP_AFTER_SUCCESSES of them in a row have succeeded (the downlink widened)
-        ramping = not self._ever_failed or self._successes >= RAMP_AFTER_SUCCESSES
+        # double while probes succeed (GCC's slow start); once the downlink has shown its limit, only the
+        # next step, until RAMP_AFTER_SUCCESSES of them in a row have succeeded (the downlink widened)
+        ramping = not self._limit_shown or self._successes >= RAMP_AFTER_SUCCESSES
         ramp = PROBE_RAMP * self.estimate_bps if ramping else 0.0
         increase = max(PROBE_OVERSHOOT * step, step + PROBE_MIN_EXTRA_BPS, ramp)
         most = max(self._wanted, default=wanted) * (1.0 + PROBE_WANTED_MARGIN) + sample.other_bps
@@ -687,6 +690,11 @@ class DownlinkEstimator:
         if success is not None:
             backoff = max(PROBE_FAILED_INTERVAL_S, self._probe_interval_s * PROBE_BACKOFF)
             self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, backoff)
-            self._failed_probe = self._ever_failed = True
-            self._successes = 0
+            self._failed_probe = True
+            self._limit_found()
         self._next_probe_s = time_s + self._probe_interval_s
+
+    def _limit_found(self) -> None:
+        """A probe failed or congestion cut the estimate: probes step, no longer ramp."""
+        self._limit_shown = True
+        self._successes = 0
