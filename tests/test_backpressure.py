@@ -20,7 +20,8 @@ from roomlab.telemetry.analysis import latency, loss
 from .conftest import eventually
 from .test_data_tracks import subscribed_data_track
 
-SCRIPT = Path(__file__).parent / "clients" / "join_and_wait.py"
+SCRIPTS = Path(__file__).parent / "clients"
+SCRIPT = SCRIPTS / "join_and_wait.py"
 
 
 async def test_stalled_subscriber_does_not_slow_the_others(server, join, monkeypatch):
@@ -160,6 +161,43 @@ async def test_a_stalled_subscriber_does_not_hold_up_a_sender_that_drains(server
         assert await eventually(lambda: len(received) == count, timeout=10)
         assert received == list(range(count))
         assert forwarder.outlets[carol_sid].dropped > 0  # carol, stalled, was dropped for instead
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+async def test_a_subscriber_that_holds_still_for_less_than_stalled_after_is_waited_for_and_gets_everything(
+    server, join
+):
+    """SCTP holds still for its retransmission timeout (1 s at least) after a lost packet, so a
+    subscriber that is receiving may show no progress for a second or two. The server keeps telling
+    the sender to wait for it, and it gets every message, in order, with nothing dropped (with
+    STALLED_AFTER at 1 s it was taken for stalled: its sender raced on and the server dropped for it).
+    Here the subscriber, a process of its own, is stopped for 2 s while the sender drains."""
+    count = 12 * 1024 * 1024 // (16 * 1024)
+    alice = await join("alice", room="pause")
+    bulk = roomlab.LocalDataTrack("bulk")
+    await alice.local_participant.publish_track(bulk)
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "join_and_count.py"), server.url, server.token("carol"), "pause", str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        carol_sid = (await asyncio.to_thread(process.stdout.readline)).split()[1]  # type: ignore[union-attr]
+        forwarder = server.sfu.forwarders[bulk.sid]
+        await eventually(lambda: carol_sid in forwarder.outlets)
+        filler = b"x" * (16 * 1024 - 8)
+        loop = asyncio.get_running_loop()
+        for i in range(count):
+            if i == count // 6:
+                os.kill(process.pid, signal.SIGSTOP)
+                loop.call_later(2.0, os.kill, process.pid, signal.SIGCONT)
+            bulk.send(b"%08d" % i + filler)
+            await asyncio.wait_for(bulk.drain(), 10)
+        report = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)  # type: ignore[union-attr]
+        assert report.split() == ["received", str(count), "True", "0"]  # carol's own count
+        assert forwarder.outlets[carol_sid].dropped == 0
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
