@@ -15,15 +15,16 @@ QUIET_S = 5.0
 async def main(url: str, token: str, room_name: str, expected: int) -> None:
     room = await roomlab.connect(url, token, name=room_name)
     received: list[int] = []
-    last = [time.monotonic()]
+    last = time.monotonic()
 
     def on_message(data: bytes, track: roomlab.RemoteDataTrack, participant: roomlab.RemoteParticipant) -> None:
+        nonlocal last
         received.append(int(data[:8]))
-        last[0] = time.monotonic()
+        last = time.monotonic()
 
     room.on("track_message", on_message)
     print("joined", room.local_participant.sid, flush=True)
-    while len(received) < expected and (not received or time.monotonic() - last[0] < QUIET_S):
+    while len(received) < expected and (not received or time.monotonic() - last < QUIET_S):
         await asyncio.sleep(0.1)
     tracks = [
         publication.track
