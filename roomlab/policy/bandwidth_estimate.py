@@ -21,9 +21,10 @@ its receiver reports count, over their arrival times: `received_bps`), with the 
 added back (a lossy link carries what is sent; but not for a cut on the prior, whose loss so far may
 be the overflow's). On congestion the estimate falls at once to 0.85 times that (or, on loss, times
 what was sent that second less what its reports say was lost, if less: the receive rate lags a link
-that just narrowed), as GCC does, and holds for 3 s while reports catch up (from the hold's second
-sample on it is at most the most that got through since, if that is less than the downlink carried
-before: it narrowed); the first congestion replaces the initial estimate even upwards (evidence
+that just narrowed), as GCC does, and holds for 3 s while reports catch up (the hold's first sample's
+reports count the overload's loss: the estimate is at most what they say got through of what was sent
+then; from its second sample on it is at most the most that got through since, if that is less than
+the downlink carried before: it narrowed); the first congestion replaces the initial estimate even upwards (evidence
 beats the prior). Once that congestion is over, a probe goes back to where the cut came from (a
 burst may have caused it), whatever the probe interval. Without congestion the estimate rises to
 what was carried (the lowest of the last three seconds), and beyond only through a probe: when the
@@ -34,11 +35,14 @@ is larger: GCC probes at 2x; at most 15 % above the most the allocator wanted in
 layers' bitrates wander) and the allocator fills it. After 2 s (time for a keyframe and for
 feedback; up to 5 s while the reports still lag what was sent) the estimate rises to what the probe
 carried: all that was sent once the reports have caught up without a sign of congestion. A probe
-that carried half the increase it asked for succeeded, and the next may follow at once. If
+that carried half the increase it asked for (over the estimate, or over what was carried before it
+if less) succeeded, and the next may follow at once; one that the allocator could not fill tested
+nothing, and the next may follow a second later. If
 congestion appears, the probe ends at once, at the first receiver report that counts its loss
 (`on_loss_report`, between samples: the allocation follows at once); the estimate becomes what got
-through, within what it was before and the goal; the next probe waits 4 s, doubling up to 12 s, and
-only step-sized probes follow until two succeed in a row. The estimate is thus damped by
+through, within what it was before and the goal (and lower, if the next reports say less got through:
+the downlink narrowed); the next probe waits 4 s, doubling up to 12 s, and only step-sized probes
+follow until two succeed in a row. The estimate is thus damped by
 construction: noise in REMB, RTT or loss within the thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
@@ -170,10 +174,12 @@ PROBE_WANTED_SAMPLES = 5
 #: ends at the first loss); from then on only the next step, until this many in a row have succeeded.
 PROBE_RAMP = 1.0
 RAMP_AFTER_SUCCESSES = 2
-#: A probe succeeds when the downlink carried at least this share of the increase it asked for; one
-#: that carried more than the estimate but less than that raises the estimate to what it carried, and
-#: counts neither way (a layer's bitrate wanders by a tenth: a probe filled by nothing but that
-#: wandering proves nothing about room for the next step).
+#: A probe succeeds when the downlink carried at least this share of the increase it asked for, over
+#: the estimate or what the downlink carried before it, whichever is less (after a drop every camera may
+#: be off, the estimate just below a lowest layer: the probe asks for that layer and a margin, and a
+#: layer carried from nothing is room shown); one that carried more than the estimate but less than
+#: that raises the estimate to what it carried, and counts neither way (a layer's bitrate wanders by a
+#: tenth: a probe filled by nothing but that wandering proves nothing about room for the next step).
 PROBE_SUCCESS_SHARE = 0.5
 
 
@@ -383,6 +389,8 @@ class DownlinkEstimator:
         self._previous_through = sample.through_bps
         if held:  # (each hold starts its count, and what got through during it, afresh)
             self._held_samples += 1
+            if self._held_samples == 1:
+                self._recount_overload(sample)
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
@@ -438,9 +446,13 @@ class DownlinkEstimator:
                     # switches a track back on would never show more than an estimate just below its layer)
                     carried = max((probe.delivered if lagging else probe.sent)[-2:])
                     if carried > self.estimate_bps:
-                        asked = probe.goal_bps - self.estimate_bps
-                        success = carried >= self.estimate_bps + PROBE_SUCCESS_SHARE * asked
-                        self._end_probe(time_s, success=True if success else None)
+                        before = probe.carried_before
+                        base = self.estimate_bps if before is None else min(self.estimate_bps, before)
+                        success = carried >= base + PROBE_SUCCESS_SHARE * (probe.goal_bps - base)
+                        beyond = carried >= self.estimate_bps + PROBE_SUCCESS_SHARE * (
+                            probe.goal_bps - self.estimate_bps
+                        )
+                        self._end_probe(time_s, success=True if success else None, toward_ramp=beyond)
                         self.estimate_bps = min(probe.goal_bps, carried)
                         self._reason = "probe-succeeded"
                     else:  # the allocator found nothing to fill it with: nothing was learnt
@@ -520,6 +532,28 @@ class DownlinkEstimator:
         self._carried_before_hold = carried_before
         self._held_through = None
         self._held_samples = 0
+
+    def _recount_overload(self, sample: DownlinkSample) -> None:
+        """The first sample of a hold: its reports count the loss of the overload just acted on. What
+        they say got through of what was sent then bounds the estimate (a cut made as the downlink
+        narrowed, before most of its loss was reported, stayed above the new rate: 600 to 300 kbit/s,
+        cut to 378 and held there; a probe that failed on a downlink just narrowed kept the estimate
+        from before). The overload was sent in the second before (a cut's), or in this one (a probe, or a
+        first overload, ended by a receiver report between samples): the more of the two is taken. The
+        loss is packet-weighted: audio's small packets count as much as video's large ones and are dropped
+        less often. So if anything this says too much got through; the estimate is only ever lowered here."""
+        before = self._last_sample
+        loss = sample.fraction_lost
+        if before is None or loss is None:
+            return
+        if sample.packets is not None and loss * sample.packets < REPORT_MIN_LOST:
+            return  # a packet or two: no news of the downlink
+        if loss < self._own_loss() + OVERLOAD_LOSS_RISE:
+            return  # the link's own loss, give or take its noise: no news either
+        sent = max(before.delivered_bps, sample.delivered_bps)
+        got_through = sent * (1.0 - loss) / (1.0 - self._own_loss())
+        if got_through < self.estimate_bps:
+            self.estimate_bps = max(MIN_ESTIMATE_BPS, got_through)
 
     def _narrow(self, capacity: float, signals: tuple[str, ...]) -> None:
         """A hold waits out the reports of the congestion just acted on, but if even the most that got
@@ -677,21 +711,30 @@ class DownlinkEstimator:
         goal = max(goal, self.estimate_bps + step)
         self._probe = _Probe(time_s, goal, self._last_carried)
 
-    def _end_probe(self, time_s: float, success: bool | None) -> None:
+    def _end_probe(self, time_s: float, success: bool | None, toward_ramp: bool = True) -> None:
         """`success` None: the probe tested nothing (the allocator could not fill it, or filled little
-        of it): the interval and the back-off stay as they were."""
+        of it): it overloaded nothing, so nothing backs off; the next one may follow PROBE_INTERVAL_S
+        later, with a goal from the allocator's step as it is then (a layer measured low for a second
+        set a goal that no layer fitted once measured again: waiting out the back-off, 12 s, after it
+        left the cameras off on a link that had risen to 3 Mbit/s), and the back-off stays as it was
+        for the next failure. `toward_ramp` False: a success shown only over what was carried before the
+        probe (a layer carried from nothing) does not count toward doubling: it showed room for that layer,
+        not beyond the estimate (counted, two of them would let the next probe double: on a 400 kbit/s
+        downlink with one camera on, a goal of twice the estimate is every camera at once)."""
         self._probe = None
         if success:  # the next one may follow at once, from the new estimate
             self._probe_interval_s = PROBE_INTERVAL_S
             self._failed_probe = False
-            self._successes += 1
+            self._successes += 1 if toward_ramp else 0
             self._next_probe_s = time_s
             return
-        if success is not None:
-            backoff = max(PROBE_FAILED_INTERVAL_S, self._probe_interval_s * PROBE_BACKOFF)
-            self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, backoff)
-            self._failed_probe = True
-            self._limit_found()
+        if success is None:
+            self._next_probe_s = time_s + PROBE_INTERVAL_S
+            return
+        backoff = max(PROBE_FAILED_INTERVAL_S, self._probe_interval_s * PROBE_BACKOFF)
+        self._probe_interval_s = min(PROBE_INTERVAL_MAX_S, backoff)
+        self._failed_probe = True
+        self._limit_found()
         self._next_probe_s = time_s + self._probe_interval_s
 
     def _limit_found(self) -> None:
