@@ -24,9 +24,9 @@ what was sent that second less what its reports say was lost, if less: the recei
 that just narrowed), as GCC does, and holds for 3 s while reports catch up (the hold's first sample's
 reports count the overload's loss: the estimate is at most what they say got through of what was sent
 then; from its second sample on it is at most the most that got through since, if that is less than
-the downlink carried before: it narrowed); the first congestion replaces the initial estimate even upwards (evidence
-beats the prior). Once that congestion is over, a probe goes back to where the cut came from (a
-burst may have caused it), whatever the probe interval. Without congestion the estimate rises to
+the downlink carried before: it narrowed); the first congestion replaces the initial estimate even
+upwards (evidence beats the prior). Once that congestion is over, a probe goes back to where the
+cut came from (a burst may have caused it), whatever the probe interval. Without congestion the estimate rises to
 what was carried (the lowest of the last three seconds), and beyond only through a probe: when the
 allocator wants more (its `probe_step_bps`), no congestion has been seen for 3 s, the probe interval
 has passed and, on the prior, the lowest layers it let on have flowed for 3 s (they are its first
@@ -446,13 +446,17 @@ class DownlinkEstimator:
                     # switches a track back on would never show more than an estimate just below its layer)
                     carried = max((probe.delivered if lagging else probe.sent)[-2:])
                     if carried > self.estimate_bps:
+
+                        def showed_room_over(base: float) -> bool:
+                            return carried >= base + PROBE_SUCCESS_SHARE * (probe.goal_bps - base)
+
                         before = probe.carried_before
                         base = self.estimate_bps if before is None else min(self.estimate_bps, before)
-                        success = carried >= base + PROBE_SUCCESS_SHARE * (probe.goal_bps - base)
-                        beyond = carried >= self.estimate_bps + PROBE_SUCCESS_SHARE * (
-                            probe.goal_bps - self.estimate_bps
+                        self._end_probe(
+                            time_s,
+                            success=True if showed_room_over(base) else None,
+                            toward_ramp=showed_room_over(self.estimate_bps),
                         )
-                        self._end_probe(time_s, success=True if success else None, toward_ramp=beyond)
                         self.estimate_bps = min(probe.goal_bps, carried)
                         self._reason = "probe-succeeded"
                     else:  # the allocator found nothing to fill it with: nothing was learnt
@@ -548,10 +552,11 @@ class DownlinkEstimator:
             return
         if sample.packets is not None and loss * sample.packets < REPORT_MIN_LOST:
             return  # a packet or two: no news of the downlink
-        if loss < self._own_loss() + OVERLOAD_LOSS_RISE:
+        own = self._own_loss()
+        if loss < own + OVERLOAD_LOSS_RISE:
             return  # the link's own loss, give or take its noise: no news either
         sent = max(before.delivered_bps, sample.delivered_bps)
-        got_through = sent * (1.0 - loss) / (1.0 - self._own_loss())
+        got_through = sent * (1.0 - loss) / (1.0 - own)
         if got_through < self.estimate_bps:
             self.estimate_bps = max(MIN_ESTIMATE_BPS, got_through)
 
@@ -725,7 +730,8 @@ class DownlinkEstimator:
         if success:  # the next one may follow at once, from the new estimate
             self._probe_interval_s = PROBE_INTERVAL_S
             self._failed_probe = False
-            self._successes += 1 if toward_ramp else 0
+            if toward_ramp:
+                self._successes += 1
             self._next_probe_s = time_s
             return
         if success is None:
