@@ -1,5 +1,6 @@
 """The downlink estimate (roomlab/policy/bandwidth_estimate.py): REMB bookkeeping, congestion signals and
-probing on hand-made samples, then closed loops with the real allocator over a synthetic downlink."""
+probing on hand-made samples (and what a stream's first receiver report tells it), then closed loops
+with the real allocator over a synthetic downlink."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from aiortc.rtp import RtcpReceiverInfo
 
 from roomlab.policy.allocation import Allocation, Layer, SubscribedVideoTrack, allocate
 from roomlab.policy.bandwidth_estimate import (
@@ -16,6 +18,7 @@ from roomlab.policy.bandwidth_estimate import (
     DownlinkEstimator,
     DownlinkSample,
 )
+from roomlab.server.measurements import first_report_loss
 
 CAMERA = (
     Layer("low", 160, 90, 170_000),
@@ -375,6 +378,52 @@ def test_a_new_subscribers_first_overload_ends_at_its_first_report_with_loss():
     within = DownlinkEstimator()
     within.update(1, sample({1: 170e3}, loss=None))
     assert within.on_loss_report(1.4, lost=12, expected=50) is None
+
+
+def test_a_first_overload_reported_before_the_first_sample_is_weighed_against_what_is_being_sent():
+    # receiver reports start 0.5-1.5 s after media, the subscriber's first sample up to a second later
+    beyond = DownlinkSample({1: 525e3}, other_bps=165e3)  # what the server sent since: three lowest layers
+    e = DownlinkEstimator()
+    assert e.on_loss_report(0.9, lost=5, expected=16) is None  # nothing known of what is sent: no news
+    cut = e.on_loss_report(0.9, lost=5, expected=16, sending=beyond)
+    assert cut is not None and cut.reason == "loss" and cut.limited
+    assert cut.estimate_bps == pytest.approx(0.85 * 300e3)  # 690 x 11/16 got through: above the prior
+    # what got through is what is being sent less the report's loss: a downlink narrower than the prior
+    narrow = DownlinkEstimator()
+    cut = narrow.on_loss_report(0.9, lost=8, expected=16, sending=DownlinkSample({1: 230e3}, other_bps=100e3))
+    assert cut is not None and cut.estimate_bps == pytest.approx(0.85 * 0.5 * 330e3)
+    # sending within the prior, a report's loss is the link's own until the samples tell otherwise
+    within = DownlinkEstimator()
+    assert within.on_loss_report(0.9, lost=5, expected=16, sending=DownlinkSample({1: 170e3})) is None
+    # a first sample before the subscriptions flowed carried no media: what is being sent still stands in
+    early = DownlinkEstimator()
+    early.update(0.5, sample({}, loss=None))
+    assert early.on_loss_report(0.9, lost=5, expected=16, sending=beyond).reason == "loss"
+    # once a sample has carried media, it is what counts
+    sampled = DownlinkEstimator()
+    sampled.update(1, sample({1: 170e3}, loss=None))
+    assert sampled.on_loss_report(1.4, lost=5, expected=16, sending=beyond) is None
+
+
+@pytest.mark.parametrize(("expected", "lost"), [(16, 5), (55, 3), (120, 40), (9, 9)])
+def test_a_streams_first_receiver_report_tells_its_loss_since_the_receiver_started(expected, lost):
+    # as a receiver reports it: cumulative loss, and its fraction of what was expected in 256ths
+    report = RtcpReceiverInfo(
+        ssrc=1, fraction_lost=(lost << 8) // expected if lost < expected else 255, packets_lost=lost,
+        highest_sequence=5000 + expected, jitter=0, lsr=0, dlsr=0,
+    )  # fmt: skip
+    counted_expected, counted_lost = first_report_loss(report)
+    assert counted_lost == lost
+    assert expected <= counted_expected <= expected * 1.1 + 1
+    assert counted_lost / counted_expected == pytest.approx(lost / expected, abs=0.01)
+
+
+def test_a_first_receiver_report_without_loss_tells_nothing_of_what_was_expected():
+    clean = RtcpReceiverInfo(ssrc=1, fraction_lost=0, packets_lost=0, highest_sequence=5050, jitter=0, lsr=0, dlsr=0)
+    assert first_report_loss(clean) == (0, 0)
+    # a receiver that reported before (a sender reused for another track): its last interval lost nothing
+    earlier = RtcpReceiverInfo(ssrc=1, fraction_lost=0, packets_lost=7, highest_sequence=9000, jitter=0, lsr=0, dlsr=0)
+    assert first_report_loss(earlier) == (0, 0)
 
 
 def test_once_congestion_has_cut_the_estimate_probes_step_instead_of_doubling():

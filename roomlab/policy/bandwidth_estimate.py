@@ -470,14 +470,21 @@ class DownlinkEstimator:
         self._last_sample = sample
         return self._result(time_s, sample, signals, loss_base)
 
-    def on_loss_report(self, time_s: float, lost: int, expected: int) -> DownlinkEstimate | None:
+    def on_loss_report(
+        self, time_s: float, lost: int, expected: int, sending: DownlinkSample | None = None
+    ) -> DownlinkEstimate | None:
         """One receiver report's loss as it arrives: `lost` of the `expected` packets of one stream
         since its previous report. While probing, or on the prior while sending beyond it (a blind
         overload), loss of at least REPORT_MIN_LOST packets above the link's own by OVERLOAD_LOSS_RISE ends the
         probe (the estimate stays what it was) or the prior (cut to BACKOFF times what the last
-        sample got through, at most the prior) at once, not at the next update. Returns the estimate
-        when it changed (to be allocated at once), else None."""
+        sample got through, at most the prior) at once, not at the next update. `sending` (what is
+        being sent since the last sample, without reports) stands in for a last sample that carried
+        nothing: a new subscriber's first overload is reported before its first sample with media (up
+        to a second after its media started). Returns the estimate when it changed (to be allocated
+        at once), else None."""
         sample = self._last_sample
+        if sending is not None and (sample is None or sample.delivered_bps <= 0):
+            sample = sending
         if sample is None or expected <= 0 or lost < REPORT_MIN_LOST:
             return None
         overload = self._overloading(sample)

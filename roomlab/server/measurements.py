@@ -76,6 +76,9 @@ MAX_SEQUENCE_GAP = 30_000
 RECEIVE_RATE_WINDOW_S = 2.5
 #: ...spanning at least this long.
 RECEIVE_RATE_MIN_SPAN_S = 0.8
+#: What is being sent between samples is a rate over at least this long (a new subscriber's first
+#: overload is reported before its first sample: the estimator weighs that report against it).
+SENDING_MIN_SPAN_S = 0.25
 NTP_EPOCH_OFFSET = 2_208_988_800
 
 
@@ -101,6 +104,18 @@ class Downlink:
     """The allocator's `probe_step_bps` of its last decision."""
     starved_video_bps: float = 0.0
     """The allocator's `starved_bps` of its last decision: wanted video switched off for bandwidth."""
+
+
+def first_report_loss(report: RtcpReceiverInfo) -> tuple[int, int]:
+    """The packets expected and lost that a stream's first receiver report (as the server sees it)
+    tells of: its cumulative loss, of what its fraction lost says was expected (since the receiver
+    started, in the receiver's first report: 256ths, rounded down). (0, 0) when nothing was lost: the
+    expected packets are then not known. Of a receiver that reported before, the fraction is of its
+    last interval: the ratio still holds, the counts are larger."""
+    if report.packets_lost <= 0 or report.fraction_lost <= 0:
+        return 0, 0
+    lost = report.packets_lost
+    return max(lost, round(lost * 256 / report.fraction_lost)), lost
 
 
 class _Outgoing:
@@ -147,9 +162,18 @@ class _Outgoing:
         self.packet_bytes: float | None = None
 
     def on_report(self, report: RtcpReceiverInfo, now: float) -> tuple[int, int]:
-        """Count a receiver report of this stream; the packets expected and lost since its previous one."""
+        """Count a receiver report of this stream; the packets expected and lost since its previous one.
+
+        The first report only sets where counting starts, but what it lost is returned (for the
+        estimator's early signs, not counted into the sample): a new subscriber's first overload is
+        in it. Its expected packets follow from its cumulative loss and its fraction lost (since the
+        receiver started, in its first report; since its previous one otherwise, and then the
+        ratio is still right), so only when something was lost."""
         expected = lost = 0
-        if self.rr_highest is not None:
+        if self.rr_highest is None:
+            self.received.append((now, 0))
+            expected, lost = first_report_loss(report)
+        else:
             expected = (report.highest_sequence - self.rr_highest) & 0xFFFF
             if expected <= MAX_SEQUENCE_GAP:
                 self.expected += expected
@@ -159,8 +183,6 @@ class _Outgoing:
                 self.received.append((now, total + expected - lost))
             else:
                 expected = 0
-        else:
-            self.received.append((now, 0))
         self.rr_highest, self.rr_lost = report.highest_sequence, report.packets_lost
         self.jitter_s = report.jitter / CLOCK_RATES.get(self.kind, 90_000)
         while len(self.received) > 2 and now - self.received[1][0] >= RECEIVE_RATE_WINDOW_S:
@@ -288,7 +310,8 @@ class ParticipantNetwork:
                 if outgoing is not None:
                     expected, lost = outgoing.on_report(report, now)
                     if expected:  # a probe, or a new subscriber's first overload, ends at once
-                        estimate = self.downlink.estimator.on_loss_report(now, lost, expected)
+                        sending = self._sending(now) if lost else None
+                        estimate = self.downlink.estimator.on_loss_report(now, lost, expected, sending)
                         if estimate is not None:
                             self.downlink.estimate = estimate
                             if self.on_estimate is not None:
@@ -306,6 +329,24 @@ class ParticipantNetwork:
             except ValueError:
                 return
             self.downlink.estimator.on_remb(now, bitrate, ssrcs)
+
+    def _sending(self, now: float) -> DownlinkSample | None:
+        """What the server has sent the participant since the last sample, on the wire (None: too
+        short a time to tell a rate)."""
+        elapsed = now - self._sampled_at
+        if elapsed < SENDING_MIN_SPAN_S:
+            return None
+        video_bps: dict[int, float] = {}
+        other_bps = 0.0
+        for outgoing in self._outgoing.values():
+            counters = sender_counters(outgoing.sender)
+            packets, octets = counters.packets - outgoing.packets, counters.octets - outgoing.octets
+            wire_bps = max(octets + packets * RTP_PACKET_OVERHEAD_BYTES, 0) * 8 / elapsed
+            if outgoing.kind == "video":
+                video_bps[outgoing.ssrc] = wire_bps
+            else:
+                other_bps += wire_bps
+        return DownlinkSample(video_bps=video_bps, other_bps=other_bps)
 
     # once a second ---------------------------------------------------------------------------
     def refresh(self, session: Any, now: float) -> None:
