@@ -10,6 +10,7 @@ jitter buffer, stream statistics and bitrate estimator, a sender's `_send_keyfra
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpsender import RTP_HISTORY_SIZE
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
 from aiortc.utils import uint16_gt
+
+log = logging.getLogger(__name__)
 
 
 class EncodedFrameTap(queue.Queue):  # type: ignore[type-arg]
@@ -229,14 +232,25 @@ def set_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> No
 def observe_rtcp(transport: RTCDtlsTransport, observe: Callable[[AnyRtcpPacket], None]) -> bool:
     """Show `observe` every RTCP packet that arrives on `transport`, once, before aiortc routes it
     to its senders and receivers (a Chromium REMB naming several SSRCs is one packet here, where
-    each sender it names would see it). Returns False if `observe` was already installed there."""
+    each sender it names would see it). Returns False if `observe` was already installed there.
+    An exception in `observe` is logged (the first one with its traceback) and the packet is routed
+    all the same: raised here, it would end the transport's receive loop, and its media with it."""
     router = transport._rtp_router
     if getattr(router, "_roomlab_rtcp_observer", None) is observe:
         return False
     route = type(router).route_rtcp.__get__(router)
+    failures = 0
 
     def route_rtcp(packet: AnyRtcpPacket) -> Any:
-        observe(packet)
+        nonlocal failures
+        try:
+            observe(packet)
+        except Exception:
+            failures += 1
+            if failures == 1:
+                log.exception("measuring an RTCP packet failed; it is routed all the same")
+            else:
+                log.debug("measuring an RTCP packet failed (%d times)", failures, exc_info=True)
         return route(packet)
 
     router.route_rtcp = route_rtcp  # type: ignore[method-assign]
