@@ -106,6 +106,12 @@ class Downlink:
     """The allocator's `starved_bps` of its last decision: wanted video switched off for bandwidth."""
 
 
+def _wire_bps(packets: int, octets: int, elapsed: float) -> float:
+    """What `packets` carrying `octets` bytes of payload took on the wire over `elapsed` seconds, bit/s
+    (with each RTP packet's headers, as a link counts them)."""
+    return (max(octets, 0) + max(packets, 0) * RTP_PACKET_OVERHEAD_BYTES) * 8 / elapsed
+
+
 def first_report_loss(report: RtcpReceiverInfo) -> tuple[int, int]:
     """The packets expected and lost that a stream's first receiver report (as the server sees it)
     tells of: its cumulative loss, of what its fraction lost says was expected (since the receiver
@@ -160,6 +166,11 @@ class _Outgoing:
         self.received: deque[tuple[float, int]] = deque()
         #: mean bytes of its packets on the wire, lately (None: nothing sent yet)
         self.packet_bytes: float | None = None
+
+    def unsampled(self) -> tuple[int, int]:
+        """The packets and payload bytes its sender has sent since a sample last counted them."""
+        counters = sender_counters(self.sender)
+        return counters.packets - self.packets, counters.octets - self.octets
 
     def on_report(self, report: RtcpReceiverInfo, now: float) -> tuple[int, int]:
         """Count a receiver report of this stream; the packets expected and lost since its previous one.
@@ -339,9 +350,7 @@ class ParticipantNetwork:
         video_bps: dict[int, float] = {}
         other_bps = 0.0
         for outgoing in self._outgoing.values():
-            counters = sender_counters(outgoing.sender)
-            packets, octets = counters.packets - outgoing.packets, counters.octets - outgoing.octets
-            wire_bps = max(octets + packets * RTP_PACKET_OVERHEAD_BYTES, 0) * 8 / elapsed
+            wire_bps = _wire_bps(*outgoing.unsampled(), elapsed)
             if outgoing.kind == "video":
                 video_bps[outgoing.ssrc] = wire_bps
             else:
@@ -436,13 +445,13 @@ class ParticipantNetwork:
         received: float | None = 0.0
         sending_expected = sending_lost = 0
         for outgoing in self._outgoing.values():
-            counters = sender_counters(outgoing.sender)
-            packets, octets = counters.packets - outgoing.packets, counters.octets - outgoing.octets
-            outgoing.packets, outgoing.octets = counters.packets, counters.octets
+            packets, octets = outgoing.unsampled()
+            outgoing.packets += packets
+            outgoing.octets += octets
             if packets > 0:
                 outgoing.flowed_at = now
             bps = max(octets, 0) * 8 / elapsed
-            wire_bps = bps + max(packets, 0) * RTP_PACKET_OVERHEAD_BYTES * 8 / elapsed
+            wire_bps = _wire_bps(packets, octets, elapsed)
             if packets > 0:
                 size = octets / packets + RTP_PACKET_OVERHEAD_BYTES
                 previous = outgoing.packet_bytes
