@@ -356,6 +356,47 @@ def test_a_receiver_report_with_loss_ends_a_probe_at_once():
     assert e.on_loss_report(4.5, lost=10, expected=40) is None
 
 
+def test_a_remb_that_falls_below_what_is_sent_ends_a_probe_at_once():
+    # a probe's overload queues the downlink before it overflows it: the receiver of the camera already
+    # on sees its packets delayed and its REMB falls below what arrives (aiortc: 0.85 x the incoming rate)
+    def probing() -> DownlinkEstimator:
+        e = DownlinkEstimator(400e3)
+        e.on_remb(0.5, 250e3, [1])
+        assert feed(e, [sample({1: 170e3}, other=165e3)] * 3, **kw)[-1].probe_goal_bps == 800e3
+        return e
+
+    kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 175e3}
+    e = probing()
+    assert e.on_remb(3.2, 260e3, [1]) is None  # rising: no over-use
+    assert e.on_remb(3.3, 255e3, [2]) is None  # a new SSRC: no earlier REMB to fall from
+    assert e.on_remb(3.4, 240e3, [1]) is None  # fallen, but above what is sent on its SSRC: the clamp of a rate
+    ended = e.on_remb(3.5, 140e3, [1])  # fallen below 0.9 x 170 kbit/s
+    assert ended is not None and (ended.state, ended.reason, ended.signals) == ("congested", "probe-failed", ("remb",))
+    assert ended.estimate_bps == 400e3 and ended.probe_goal_bps is None and ended.next_probe_s == 7.5
+    # the hold's first sample: the downlink carried 470 of the 505 kbit/s sent while the probe queued it
+    held = e.update(4, sample({1: 340e3}, other=165e3, received=470e3), **kw)
+    assert (held.estimate_bps, held.reason, held.congested) == (470e3, "probe-failed", False)
+    assert e.update(5, sample({1: 170e3}, other=165e3, received=480e3), **kw).estimate_bps == 470e3  # once
+    assert e.on_remb(5.5, 100e3, [1]) is None  # outside a probe, a REMB waits for the samples
+    # the loss of the overload's fraction of a second, reported in the hold's first sample, is not weighed
+    # over all of it (a probe ended by a report's loss is: 505 x (1 - 0.3) got through)
+    e, by_loss = probing(), probing()
+    assert e.on_remb(3.5, 140e3, [1]) is not None and by_loss.on_loss_report(3.5, 12, 40) is not None
+    assert e.update(4, sample({1: 340e3}, other=165e3, loss=0.3), **kw).estimate_bps == 400e3
+    lowered = by_loss.update(4, sample({1: 340e3}, other=165e3, loss=0.3), **kw).estimate_bps
+    assert lowered == pytest.approx(0.7 * 505e3)
+    # what is being sent since the last sample, when known, is what the REMB is weighed against
+    e = probing()
+    assert e.on_remb(3.5, 140e3, [1], sending=DownlinkSample({1: 150e3})) is None  # the camera sends less now
+    assert e.on_remb(3.6, 130e3, [1], sending=DownlinkSample({1: 400e3})) is not None
+    # the same REMBs without a probe change nothing
+    calm = DownlinkEstimator(400e3)
+    calm.on_remb(0.5, 250e3, [1])
+    feed(calm, [sample({1: 170e3}, other=165e3)] * 3)
+    assert calm.on_remb(3.5, 140e3, [1]) is None
+    assert calm.update(4, sample({1: 170e3}, other=165e3)).estimate_bps == 400e3
+
+
 def test_loss_of_a_packet_or_two_is_no_news_even_during_a_probe():
     e = DownlinkEstimator(332e3)
     kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 20e3}

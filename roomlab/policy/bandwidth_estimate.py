@@ -40,11 +40,15 @@ reports still lag what was sent) the estimate rises to what the probe carried: a
 once the reports have caught up without a sign of congestion. A probe that carried half the increase
 it asked for (over the estimate, or over what was carried before it if less) succeeded, and the next
 may follow at once; one that the allocator could not fill tested nothing, and the next may follow a
-second later. If congestion appears, the probe ends at once, at the first receiver report that
-counts its loss (`on_loss_report`, between samples: the allocation follows at once); the estimate
-becomes what got through, within what it was before and the goal (and lower, if the next reports say
-less got through: the downlink narrowed); the next probe waits 4 s, doubling up to 12 s, and only
-step-sized probes follow until two succeed in a row. The estimate is thus damped by construction:
+second later. If congestion appears, the probe ends at once, between samples (the allocation follows
+at once): at the first REMB of a stream already sent that falls below what is sent on it (`on_remb`:
+the receiver's delay detector sees the probe queue the downlink, before the queue overflows; behind
+400 kbit/s, traced, it ended a failed probe 0.7 s before a report counted its loss), or at the
+first receiver report that counts its loss (`on_loss_report`). The estimate becomes what got
+through, within what it was before and the goal (for a REMB, as the next sample shows; for a
+report's loss, it stays what it was; in both, lower if the next reports say less got through: the
+downlink narrowed); the next probe waits 4 s, doubling up to 12 s, and only step-sized probes follow
+until two succeed in a row. The estimate is thus damped by construction:
 noise in REMB, RTT or loss within the thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
@@ -77,7 +81,9 @@ REMB_EXPIRY_S = 2.0
 #: over-use on the delay spikes of keyframe bursts, so once the estimator has evidence a REMB only
 #: confirms loss; alone it counts only before, in a second with loss (a downlink congested from its
 #: first second has no loss or delay baseline to rise above; a path delay's step, or a busy
-#: machine's stall, is over-use to a receiver too, with nothing lost).
+#: machine's stall, is over-use to a receiver too, with nothing lost). During a probe, a REMB that
+#: fell below it ends the probe on its own: the overload is deliberate, and a false alarm costs a
+#: probe, never the estimate.
 REMB_OVERUSE_RATIO = 0.9
 #: Loss above the link's own loss by this much is congestion (a tail-drop queue overflowing). GCC's
 #: loss-based controller holds its estimate between 2 % and 10 % loss and cuts only above: a link whose
@@ -322,16 +328,25 @@ class DownlinkEstimator:
         self._last_carried: float | None = None
         self._carried_before_hold: float | None = None
         self._held_samples = 0
+        #: the goal of a probe a REMB ended, until the hold's first sample says what it carried
+        self._queued_probe_goal: float | None = None
         self._wanted: deque[float] = deque(maxlen=PROBE_WANTED_SAMPLES)
 
     # -- REMB --
 
-    def on_remb(self, time_s: float, bitrate_bps: float, ssrcs: Iterable[int]) -> None:
+    def on_remb(
+        self, time_s: float, bitrate_bps: float, ssrcs: Iterable[int], sending: DownlinkSample | None = None
+    ) -> DownlinkEstimate | None:
         """A REMB from the subscriber naming `ssrcs` (one per aiortc receiver, all of them at once
-        from Chromium: a REMB counts once for the SSRCs it names)."""
+        from Chromium: a REMB counts once for the SSRCs it names). During a probe, a REMB that fell
+        below its previous one and below REMB_OVERUSE_RATIO times what is sent on its SSRCs (by
+        `sending`, what is being sent since the last sample, else that sample) is the receiver's
+        over-use: the probe's overload queues the downlink, and the probe ends at once, as on loss
+        (`on_loss_report`), before the queue overflows. Returns the estimate when it changed (to be
+        allocated at once), else None."""
         group = frozenset(ssrcs)
         if not group:
-            return
+            return None
         old = {id(entry): entry for s in group if (entry := self._remb.get(s)) is not None}
         previous = None
         for entry in old.values():
@@ -344,6 +359,15 @@ class DownlinkEstimator:
         entry = _Remb(time_s, float(bitrate_bps), group, previous)
         for s in group:
             self._remb[s] = entry
+        if self._probe is None or previous is None or bitrate_bps >= previous:
+            return None
+        sample = sending if sending is not None else self._last_sample
+        sent = sum(sample.video_bps.get(s, 0.0) for s in group) if sample is not None else 0.0
+        if sample is None or bitrate_bps >= REMB_OVERUSE_RATIO * sent:
+            return None
+        self._queued_probe_goal = self._probe.goal_bps
+        self._fail_probe(time_s)
+        return self._result(time_s, sample, ("remb",), self._median_loss())
 
     def forget(self, ssrc: int) -> None:
         """The SSRC is no longer sent to this subscriber."""
@@ -391,7 +415,7 @@ class DownlinkEstimator:
         self._previous_through = sample.through_bps
         if held:  # (each hold starts its count, and what got through during it, afresh)
             self._held_samples += 1
-            if self._held_samples == 1:
+            if self._held_samples == 1 and not self._credit_queued_probe(sample):
                 self._recount_overload(sample)
         if congested:
             self._last_congestion_s = time_s
@@ -494,21 +518,31 @@ class DownlinkEstimator:
             return None
         if lost / expected < self._loss_base(overload) + self._loss_rise(overload):
             return None
-        self._last_congestion_s = time_s
-        self._delivered.clear()
         if self._probe is not None:
-            before = self._probe.carried_before
-            self._end_probe(time_s, success=False)
-            self._hold(time_s, PROBE_FAILED_HOLD_S, before)
-            self._reason = "probe-failed"
+            self._fail_probe(time_s)
         else:
+            self._last_congestion_s = time_s
+            self._delivered.clear()
             got_through = sample.delivered_bps * (1.0 - lost / expected)
             self.estimate_bps = max(MIN_ESTIMATE_BPS, BACKOFF * min(got_through, self.estimate_bps))
             self._hold(time_s, CUT_HOLD_S, self._last_carried)
             self._reason = "loss"
             self._limit_found()
-        loss_base = statistics.median(self._losses) if self._losses else None
-        return self._result(time_s, sample, ("loss",), loss_base)
+        return self._result(time_s, sample, ("loss",), self._median_loss())
+
+    def _fail_probe(self, time_s: float) -> None:
+        """A probe's overload shown between samples: it ends now, the estimate stays what it was, and
+        the reports of the next seconds (which still count the overload) are held."""
+        assert self._probe is not None
+        self._last_congestion_s = time_s
+        self._delivered.clear()
+        before = self._probe.carried_before
+        self._end_probe(time_s, success=False)
+        self._hold(time_s, PROBE_FAILED_HOLD_S, before)
+        self._reason = "probe-failed"
+
+    def _median_loss(self) -> float | None:
+        return statistics.median(self._losses) if self._losses else None
 
     def _result(
         self, time_s: float, sample: DownlinkSample, signals: tuple[str, ...], loss_base: float | None
@@ -545,6 +579,22 @@ class DownlinkEstimator:
         self._carried_before_hold = carried_before
         self._held_through = None
         self._held_samples = 0
+
+    def _credit_queued_probe(self, sample: DownlinkSample) -> bool:
+        """The first sample of a hold after a REMB ended a probe (True; else False, and nothing done):
+        the probe queued the downlink, so what got through meanwhile is what the downlink carries (the
+        estimate becomes that, within what it was and the probe's goal, as for a probe that fails at a
+        sample). A probe that asked for 3 % more than a 600 kbit/s downlink carries queues it slowly, and
+        ends on the receiver's REMB long before anything is lost: what it showed must not be lost with
+        it. Nor is the estimate lowered by the loss this sample's reports count (`_recount_overload`):
+        the probe was ended within a fraction of the second, and that loss, weighed over all the second's
+        sending, said a 600 kbit/s downlink carried 410; a downlink that narrowed meanwhile shows in the
+        hold's next samples (`_narrow`)."""
+        goal, self._queued_probe_goal = self._queued_probe_goal, None
+        if goal is None:
+            return False
+        self.estimate_bps = max(self.estimate_bps, min(goal, self._carried(sample)))
+        return True
 
     def _recount_overload(self, sample: DownlinkSample) -> None:
         """The first sample of a hold: its reports count the loss of the overload just acted on. What

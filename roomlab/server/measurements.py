@@ -322,11 +322,7 @@ class ParticipantNetwork:
                     expected, lost = outgoing.on_report(report, now)
                     if expected:  # a probe, or a new subscriber's first overload, ends at once
                         sending = self._sending(now) if lost else None
-                        estimate = self.downlink.estimator.on_loss_report(now, lost, expected, sending)
-                        if estimate is not None:
-                            self.downlink.estimate = estimate
-                            if self.on_estimate is not None:
-                                self.on_estimate(self.sid)
+                        self._estimated(self.downlink.estimator.on_loss_report(now, lost, expected, sending))
                     rtt = outgoing.rtt_sample(report, now_unix)
                     if rtt is not None:
                         self._rtts.append(rtt)
@@ -339,7 +335,14 @@ class ParticipantNetwork:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
             except ValueError:
                 return
-            self.downlink.estimator.on_remb(now, bitrate, ssrcs)
+            self._estimated(self.downlink.estimator.on_remb(now, bitrate, ssrcs, self._sending(now)))
+
+    def _estimated(self, estimate: DownlinkEstimate | None) -> None:
+        """An estimate changed between samples (a probe, or a first overload, ended): allocated at once."""
+        if estimate is not None:
+            self.downlink.estimate = estimate
+            if self.on_estimate is not None:
+                self.on_estimate(self.sid)
 
     def _sending(self, now: float) -> DownlinkSample | None:
         """What the server has sent the participant since the last sample, on the wire (None: too
