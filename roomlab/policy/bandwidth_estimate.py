@@ -289,7 +289,10 @@ class _Remb:
     bitrate_bps: float
     ssrcs: frozenset[int]
     previous_bps: float | None
-    used: bool = False
+
+    def below_sent(self, sample: DownlinkSample) -> bool:
+        """Below REMB_OVERUSE_RATIO times what `sample` says is sent on its SSRCs."""
+        return self.bitrate_bps < REMB_OVERUSE_RATIO * sum(sample.video_bps.get(s, 0.0) for s in self.ssrcs)
 
 
 class DownlinkEstimator:
@@ -332,6 +335,11 @@ class DownlinkEstimator:
         self._queued_probe_goal: float | None = None
         self._wanted: deque[float] = deque(maxlen=PROBE_WANTED_SAMPLES)
 
+    @property
+    def probing(self) -> bool:
+        """A probe is under way (its REMBs are weighed against what is being sent: `on_remb`)."""
+        return self._probe is not None
+
     # -- REMB --
 
     def on_remb(
@@ -362,8 +370,7 @@ class DownlinkEstimator:
         if self._probe is None or previous is None or bitrate_bps >= previous:
             return None
         sample = sending if sending is not None else self._last_sample
-        sent = sum(sample.video_bps.get(s, 0.0) for s in group) if sample is not None else 0.0
-        if sample is None or bitrate_bps >= REMB_OVERUSE_RATIO * sent:
+        if sample is None or not entry.below_sent(sample):
             return None
         self._queued_probe_goal = self._probe.goal_bps
         self._fail_probe(time_s)
@@ -415,7 +422,9 @@ class DownlinkEstimator:
         self._previous_through = sample.through_bps
         if held:  # (each hold starts its count, and what got through during it, afresh)
             self._held_samples += 1
-            if self._held_samples == 1 and not self._credit_queued_probe(sample):
+            if self._held_samples == 1 and self._queued_probe_goal is not None:
+                self._credit_queued_probe(sample)
+            elif self._held_samples == 1:
                 self._recount_overload(sample)
         if congested:
             self._last_congestion_s = time_s
@@ -580,21 +589,19 @@ class DownlinkEstimator:
         self._held_through = None
         self._held_samples = 0
 
-    def _credit_queued_probe(self, sample: DownlinkSample) -> bool:
-        """The first sample of a hold after a REMB ended a probe (True; else False, and nothing done):
-        the probe queued the downlink, so what got through meanwhile is what the downlink carries (the
-        estimate becomes that, within what it was and the probe's goal, as for a probe that fails at a
-        sample). A probe that asked for 3 % more than a 600 kbit/s downlink carries queues it slowly, and
-        ends on the receiver's REMB long before anything is lost: what it showed must not be lost with
-        it. Nor is the estimate lowered by the loss this sample's reports count (`_recount_overload`):
-        the probe was ended within a fraction of the second, and that loss, weighed over all the second's
-        sending, said a 600 kbit/s downlink carried 410; a downlink that narrowed meanwhile shows in the
-        hold's next samples (`_narrow`)."""
+    def _credit_queued_probe(self, sample: DownlinkSample) -> None:
+        """The first sample of a hold after a REMB ended a probe (`_queued_probe_goal` set): the probe
+        queued the downlink, so what got through meanwhile is what the downlink carries (the estimate
+        becomes that, within what it was and the probe's goal, as for a probe that fails at a sample).
+        A probe that asked for 3 % more than a 600 kbit/s downlink carries queues it slowly, and ends on
+        the receiver's REMB long before anything is lost: what it showed must not be lost with it. Nor
+        is the estimate lowered by the loss this sample's reports count (`_recount_overload`): the probe
+        was ended within a fraction of the second, and that loss, weighed over all the second's sending,
+        said a 600 kbit/s downlink carried 410; a downlink that narrowed meanwhile shows in the hold's
+        next samples (`_narrow`)."""
         goal, self._queued_probe_goal = self._queued_probe_goal, None
-        if goal is None:
-            return False
+        assert goal is not None
         self.estimate_bps = max(self.estimate_bps, min(goal, self._carried(sample)))
-        return True
 
     def _recount_overload(self, sample: DownlinkSample) -> None:
         """The first sample of a hold: its reports count the loss of the overload just acted on. What
@@ -689,11 +696,10 @@ class DownlinkEstimator:
         remb = False
         for entry in self._live_rembs(time_s):
             fresh = self._last_update_s is None or entry.time_s > self._last_update_s
-            entry_sent = sum(sample.video_bps.get(s, 0.0) for s in entry.ssrcs)
             # a receiver's REMB rises while it sees no over-use; below what is sent and not rising, it
             # is over-use (its value lags, so it tells that, not by how much: capacity stays `delivered`)
             rising = entry.previous_bps is None or entry.bitrate_bps > entry.previous_bps
-            if fresh and not rising and entry.bitrate_bps < REMB_OVERUSE_RATIO * entry_sent:
+            if fresh and not rising and entry.below_sent(sample):
                 remb = True
                 break
         # a probe is a deliberate overload, and the prior has no loss of its own: one second of loss tells

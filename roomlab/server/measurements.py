@@ -335,7 +335,9 @@ class ParticipantNetwork:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
             except ValueError:
                 return
-            self._estimated(self.downlink.estimator.on_remb(now, bitrate, ssrcs, self._sending(now)))
+            estimator = self.downlink.estimator
+            sending = self._sending(now) if estimator.probing else None  # what a probe's REMB is weighed against
+            self._estimated(estimator.on_remb(now, bitrate, ssrcs, sending))
 
     def _estimated(self, estimate: DownlinkEstimate | None) -> None:
         """An estimate changed between samples (a probe, or a first overload, ended): allocated at once."""
