@@ -18,7 +18,7 @@ from roomlab.policy.bandwidth_estimate import (
     DownlinkEstimator,
     DownlinkSample,
 )
-from roomlab.server.measurements import first_report_loss
+from roomlab.server.measurements import first_report_loss, loss_since_resumed
 
 CAMERA = (
     Layer("low", 160, 90, 170_000),
@@ -465,6 +465,18 @@ def test_a_first_receiver_report_without_loss_tells_nothing_of_what_was_expected
     # a receiver that reported before (a sender reused for another track): its last interval lost nothing
     earlier = RtcpReceiverInfo(ssrc=1, fraction_lost=0, packets_lost=7, highest_sequence=9000, jitter=0, lsr=0, dlsr=0)
     assert first_report_loss(earlier) == (0, 0)
+
+
+def test_a_report_after_a_pause_leaves_out_the_loss_of_what_was_sent_before_it():
+    # a track switched off on an overloaded downlink: its last 3 packets were dropped in the link's queue
+    # (the receiver's highest sequence stopped 3 short); switched back on, 20 packets sent and received
+    assert loss_since_resumed(expected=23, lost=3, sent_since_report=20) == (20, 0)
+    # resumed on a downlink still overloaded: what it lost since counts, the pause's tail does not
+    assert loss_since_resumed(expected=23, lost=8, sent_since_report=20) == (20, 5)
+    # nothing lost before the pause: everything counts
+    assert loss_since_resumed(expected=20, lost=4, sent_since_report=20) == (20, 4)
+    # sent since the report but not yet counted by this one (it was on its way): nothing left out
+    assert loss_since_resumed(expected=18, lost=2, sent_since_report=20) == (18, 2)
 
 
 def test_once_congestion_has_cut_the_estimate_probes_step_instead_of_doubling():

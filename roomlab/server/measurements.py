@@ -124,6 +124,19 @@ def first_report_loss(report: RtcpReceiverInfo) -> tuple[int, int]:
     return max(lost, round(lost * 256 / report.fraction_lost)), lost
 
 
+def loss_since_resumed(expected: int, lost: int, sent_since_report: int) -> tuple[int, int]:
+    """The packets expected and lost of a report interval that began while its stream sent nothing
+    (switched off, paused), less those sent before the pause: of the packets a report counts,
+    `expected` less `sent_since_report` (what the sender sent since the previous report) were sent
+    before it, and, as the stream was idle then, were not in flight but lost, at the tail of what it
+    sent before the pause. Their loss tells of the downlink as it was then, seconds ago (a track
+    switched off because its downlink was overloaded left its last packets in a queue that dropped
+    them; the first report after it is switched back on counted them, on a downlink since widened,
+    and ended the probe that switched it on)."""
+    stale = min(max(expected - sent_since_report, 0), lost)
+    return expected - stale, lost - stale
+
+
 class _Outgoing:
     """One of the server's senders to the participant: a stream of its downlink."""
 
@@ -137,6 +150,8 @@ class _Outgoing:
         "flowed_at",
         "rr_highest",
         "rr_lost",
+        "rr_sent",
+        "rr_idle",
         "expected",
         "lost",
         "jitter_s",
@@ -158,6 +173,9 @@ class _Outgoing:
         self.flowed_at = now if counters.packets > counted[0] else -1e9
         self.rr_highest: int | None = None
         self.rr_lost = 0
+        #: the sender's packets at the last report, and whether it sent none since the one before
+        self.rr_sent = counters.packets
+        self.rr_idle = False
         #: packets expected and lost in the receiver reports since the last sample
         self.expected = 0
         self.lost = 0
@@ -179,22 +197,27 @@ class _Outgoing:
         estimator's early signs, not counted into the sample): a new subscriber's first overload is
         in it. Its expected packets follow from its cumulative loss and its fraction lost (since the
         receiver started, in its first report; since its previous one otherwise, and then the
-        ratio is still right), so only when something was lost."""
+        ratio is still right), so only when something was lost. A report after one that found the
+        stream idle leaves out the loss of what was sent before the pause (`loss_since_resumed`)."""
         expected = lost = 0
+        sent = sender_counters(self.sender).packets
         if self.rr_highest is None:
             self.received.append((now, 0))
             expected, lost = first_report_loss(report)
         else:
             expected = (report.highest_sequence - self.rr_highest) & 0xFFFF
             if expected <= MAX_SEQUENCE_GAP:
-                self.expected += expected
                 lost = min(max(report.packets_lost - self.rr_lost, 0), expected)
+                if self.rr_idle:
+                    expected, lost = loss_since_resumed(expected, lost, sent - self.rr_sent)
+                self.expected += expected
                 self.lost += lost
                 total = self.received[-1][1] if self.received else 0
                 self.received.append((now, total + expected - lost))
             else:
                 expected = 0
         self.rr_highest, self.rr_lost = report.highest_sequence, report.packets_lost
+        self.rr_sent, self.rr_idle = sent, sent == self.rr_sent
         self.jitter_s = report.jitter / CLOCK_RATES.get(self.kind, 90_000)
         while len(self.received) > 2 and now - self.received[1][0] >= RECEIVE_RATE_WINDOW_S:
             self.received.popleft()
