@@ -389,6 +389,27 @@ def test_a_remb_that_falls_below_what_is_sent_ends_a_probe_at_once():
     e = probing()
     assert e.on_remb(3.5, 140e3, [1], sending=DownlinkSample({1: 150e3})) is None  # the camera sends less now
     assert e.on_remb(3.6, 130e3, [1], sending=DownlinkSample({1: 400e3})) is not None
+
+    # the hold's first two samples show neither loss nor a queue: the downlink carried what was being sent
+    # at the REMB (505 kbit/s), but for what its queue held; the receive rate still counts the seconds before
+    def hold(*seconds: tuple[float, float, int | None]) -> list[float]:
+        e = probing()
+        assert e.on_remb(3.5, 140e3, [1], sending=DownlinkSample({1: 340e3}, other_bps=165e3)) is not None
+        return [
+            e.update(
+                4 + i, DownlinkSample({1: 170e3}, 165e3, loss, rtt, received_bps=380e3, packets=n), **kw
+            ).estimate_bps
+            for i, (rtt, loss, n) in enumerate(seconds)
+        ]
+
+    clean = (0.08, 0.0, 60)
+    assert hold(clean, clean, clean) == [400e3, pytest.approx(0.9 * 505e3), pytest.approx(0.9 * 505e3)]
+    assert hold((0.08, 2 / 55, 55), clean)[-1] == pytest.approx(0.9 * 505e3)  # a packet or two: no news
+    assert hold(clean, (0.08 + 0.030, 0.0, 60)) == [400e3, 400e3]  # a queue: the probe overloaded the downlink
+    assert hold((0.08 + 0.030, 0.0, 60), clean) == [400e3, 400e3]
+    assert hold(clean, (0.08, 4 / 100, 100)) == [400e3, 400e3]  # loss: the same
+    assert hold((0.08, 1 / 9, 9), clean) == [400e3, 400e3]  # one packet of a few, far above the link's own loss
+    assert hold((None, 0.0, 60), clean) == [400e3, 400e3]  # no RTT: nothing shown
     # the same REMBs without a probe change nothing
     calm = DownlinkEstimator(400e3)
     calm.on_remb(0.5, 250e3, [1])

@@ -45,11 +45,12 @@ at once): at the first REMB of a stream already sent that falls below what is se
 the receiver's delay detector sees the probe queue the downlink, before the queue overflows; behind
 400 kbit/s, traced, it ended a failed probe 0.7 s before a report counted its loss), or at the
 first receiver report that counts its loss (`on_loss_report`). The estimate becomes what got
-through, within what it was before and the goal (for a REMB, as the next sample shows; for a
-report's loss, it stays what it was; in both, lower if the next reports say less got through: the
-downlink narrowed); the next probe waits 4 s, doubling up to 12 s, and only step-sized probes follow
-until two succeed in a row. The estimate is thus damped by construction:
-noise in REMB, RTT or loss within the thresholds moves nothing.
+through, within what it was before and the goal (for a REMB, as the next sample shows, and if the
+next two samples' reports show neither loss nor a queue, what was being sent at the REMB, but for
+what the queue held; for a report's loss, it stays what it was; in both, lower if the next reports
+say less got through: the downlink narrowed); the next probe waits 4 s, doubling up to 12 s, and
+only step-sized probes follow until two succeed in a row. The estimate is thus damped by
+construction: noise in REMB, RTT or loss within the thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
 after the audio and data delivered in the last second (served first). Every result carries its
@@ -94,6 +95,12 @@ LOSS_RISE = 0.10
 #: During a probe, or while sending beyond the prior, a rise by this much is enough: the overload is
 #: deliberate or unproven, and its first sign ends it (each second of it costs audio its share).
 OVERLOAD_LOSS_RISE = 0.05
+#: After a REMB ended a probe, the reports of this many samples of the hold must show neither loss
+#: nor a queue before the estimate takes what was being sent at the REMB as carried (traced: of 17
+#: probes ended by a REMB while sending beyond a 400 kbit/s downlink, 3 left no trace in the first
+#: sample's reports, and a loss or 48 ms of queue in the second's; on 600 kbit/s, 5 of 7 that sent
+#: 587-655 kbit/s left 1-25 ms and nothing lost in both).
+REMB_END_CLEAR_SAMPLES = 2
 #: The link's own loss: the median of this many recent one-second samples.
 LOSS_BASE_SAMPLES = 10
 #: On queueing delay without loss, the downlink carried at least this share of what was sent (the
@@ -295,6 +302,15 @@ class _Remb:
         return self.bitrate_bps < REMB_OVERUSE_RATIO * sum(sample.video_bps.get(s, 0.0) for s in self.ssrcs)
 
 
+@dataclass(frozen=True)
+class _RembEnd:
+    """A probe a REMB ended, until the hold's samples say what the downlink carried of it."""
+
+    goal_bps: float
+    sent_bps: float | None
+    """What was being sent since the last sample when the REMB came (None: too short a time to tell)."""
+
+
 class DownlinkEstimator:
     """One subscriber's downlink estimate: `on_remb` for every REMB, `on_loss_report` for every
     receiver report of one of its streams, `update` about once a second."""
@@ -331,8 +347,8 @@ class DownlinkEstimator:
         self._last_carried: float | None = None
         self._carried_before_hold: float | None = None
         self._held_samples = 0
-        #: the goal of a probe a REMB ended, until the hold's first sample says what it carried
-        self._queued_probe_goal: float | None = None
+        #: a probe a REMB ended, until the hold's samples say what it carried
+        self._remb_end: _RembEnd | None = None
         self._wanted: deque[float] = deque(maxlen=PROBE_WANTED_SAMPLES)
 
     @property
@@ -372,7 +388,7 @@ class DownlinkEstimator:
         sample = sending if sending is not None else self._last_sample
         if sample is None or not entry.below_sent(sample):
             return None
-        self._queued_probe_goal = self._probe.goal_bps
+        self._remb_end = _RembEnd(self._probe.goal_bps, sending.delivered_bps if sending is not None else None)
         self._fail_probe(time_s)
         return self._result(time_s, sample, ("remb",), self._median_loss())
 
@@ -422,7 +438,7 @@ class DownlinkEstimator:
         self._previous_through = sample.through_bps
         if held:  # (each hold starts its count, and what got through during it, afresh)
             self._held_samples += 1
-            if self._held_samples == 1 and self._queued_probe_goal is not None:
+            if self._remb_end is not None:
                 self._credit_queued_probe(sample)
             elif self._held_samples == 1:
                 self._recount_overload(sample)
@@ -590,18 +606,40 @@ class DownlinkEstimator:
         self._held_samples = 0
 
     def _credit_queued_probe(self, sample: DownlinkSample) -> None:
-        """The first sample of a hold after a REMB ended a probe (`_queued_probe_goal` set): the probe
+        """A sample of a hold after a REMB ended a probe (`_remb_end` set). At the first, the probe
         queued the downlink, so what got through meanwhile is what the downlink carries (the estimate
         becomes that, within what it was and the probe's goal, as for a probe that fails at a sample).
         A probe that asked for 3 % more than a 600 kbit/s downlink carries queues it slowly, and ends on
-        the receiver's REMB long before anything is lost: what it showed must not be lost with it. Nor
-        is the estimate lowered by the loss this sample's reports count (`_recount_overload`): the probe
-        was ended within a fraction of the second, and that loss, weighed over all the second's sending,
-        said a 600 kbit/s downlink carried 410; a downlink that narrowed meanwhile shows in the hold's
-        next samples (`_narrow`)."""
-        goal, self._queued_probe_goal = self._queued_probe_goal, None
-        assert goal is not None
-        self.estimate_bps = max(self.estimate_bps, min(goal, self._carried(sample)))
+        the receiver's REMB long before anything is lost: what it showed must not be lost with it. What
+        got through is measured over reports of 2.5 s, mostly seconds before a probe that lasted a
+        fraction of one: if the reports of the hold's first REMB_END_CLEAR_SAMPLES samples show neither
+        loss nor a queue (`_left_no_trace`), the downlink carried what was being sent when the REMB came,
+        but for what its queue held (QUEUED_SHARE): the receiver's over-use was a keyframe burst's delay,
+        or a queue that had only begun. Nor is the estimate lowered by the loss the first sample's
+        reports count (`_recount_overload`): the probe was ended within a fraction of the second, and
+        that loss, weighed over all the second's sending, said a 600 kbit/s downlink carried 410; a
+        downlink that narrowed meanwhile shows in the hold's next samples (`_narrow`)."""
+        end = self._remb_end
+        assert end is not None
+        if self._held_samples == 1:
+            self.estimate_bps = max(self.estimate_bps, min(end.goal_bps, self._carried(sample)))
+        if end.sent_bps is None or not self._left_no_trace(sample):
+            self._remb_end = None
+        elif self._held_samples >= REMB_END_CLEAR_SAMPLES:
+            self._remb_end = None
+            self.estimate_bps = max(self.estimate_bps, min(end.goal_bps, QUEUED_SHARE * end.sent_bps))
+
+    def _left_no_trace(self, sample: DownlinkSample) -> bool:
+        """This sample's reports show the downlink neither overflowing (fewer than REPORT_MIN_LOST
+        packets lost, and less than OVERLOAD_LOSS_RISE above its own loss) nor queueing (their RTT
+        within PROBE_QUEUE_DELAY_S of its baseline); a sample without reports, or without an RTT,
+        shows nothing."""
+        loss, rtt = sample.fraction_lost, sample.rtt_s
+        if loss is None or rtt is None or not self._rtts:
+            return False
+        few = sample.packets is not None and loss * sample.packets < REPORT_MIN_LOST
+        lost = loss > 0 and not (few and loss < self._own_loss() + OVERLOAD_LOSS_RISE)
+        return not lost and rtt - min(self._rtts) <= PROBE_QUEUE_DELAY_S
 
     def _recount_overload(self, sample: DownlinkSample) -> None:
         """The first sample of a hold: its reports count the loss of the overload just acted on. What
