@@ -410,6 +410,16 @@ def test_a_remb_that_falls_below_what_is_sent_ends_a_probe_at_once():
     assert hold(clean, (0.08, 4 / 100, 100)) == [400e3, 400e3]  # loss: the same
     assert hold((0.08, 1 / 9, 9), clean) == [400e3, 400e3]  # one packet of a few, far above the link's own loss
     assert hold((None, 0.0, 60), clean) == [400e3, 400e3]  # no RTT: nothing shown
+    # a hold that ends before its second sample takes its record along: the next hold, after a cut, recounts
+    # its overload's loss and is not credited with the earlier probe
+    e = probing()
+    assert e.on_remb(3.5, 140e3, [1], sending=DownlinkSample({1: 340e3}, other_bps=165e3)) is not None
+    e.update(4, DownlinkSample({1: 170e3}, 165e3, 0.0, 0.08, received_bps=380e3, packets=60), **kw)
+    lossy = DownlinkSample({1: 170e3}, 165e3, 0.4, 0.08, received_bps=380e3, packets=60)
+    cut = feed(e, [lossy] * 2, start=7, **kw)[-1]  # (a loss over two samples)
+    assert cut.reason == "loss" and cut.estimate_bps < 400e3
+    recounted = e.update(9, DownlinkSample({1: 170e3}, 165e3, 0.5, 0.08, received_bps=200e3, packets=60), **kw)
+    assert recounted.estimate_bps == pytest.approx(0.5 * 335e3)
     # the same REMBs without a probe change nothing
     calm = DownlinkEstimator(400e3)
     calm.on_remb(0.5, 250e3, [1])
@@ -436,10 +446,41 @@ def test_a_new_subscribers_first_overload_ends_at_its_first_report_with_loss():
     cut = e.on_loss_report(1.4, lost=12, expected=50)
     assert cut is not None and cut.reason == "loss" and cut.limited
     assert cut.estimate_bps == pytest.approx(0.85 * 300e3)  # what got through is above the prior: at most it
+    # the hold's first sample measures what the receiver got of the overload: 0.85 x that, within what was sent
+    lifted = e.update(2, sample({1: 340e3}, other=165e3, loss=0.05, received=560e3))
+    assert lifted.estimate_bps == pytest.approx(0.85 * 560e3) and lifted.reason == "loss"
+    assert e.update(3, sample({1: 340e3}, other=165e3, received=600e3)).estimate_bps == lifted.estimate_bps  # once
+    # ... but no higher than its reports' loss says got through of what was sent (690 x 0.7)
+    lossy = DownlinkEstimator()
+    lossy.update(1, sample({1: 525e3}, other=165e3, loss=None))
+    lossy.on_loss_report(1.4, lost=12, expected=50)
+    assert lossy.update(2, sample({1: 340e3}, other=165e3, loss=0.3, received=640e3)).estimate_bps == pytest.approx(
+        0.7 * 690e3
+    )
+    # a cut the prior did not bound (what got through was below it) stands, as does one without a receive rate
+    narrow = DownlinkEstimator()
+    narrow.update(1, sample({1: 525e3}, other=165e3, loss=None))
+    cut = narrow.on_loss_report(1.4, lost=40, expected=60)
+    assert cut is not None and cut.estimate_bps == pytest.approx(0.85 * 690e3 / 3)
+    assert narrow.update(2, sample({1: 170e3}, other=165e3, received=560e3)).estimate_bps == cut.estimate_bps
+    unknown = DownlinkEstimator()
+    unknown.update(1, sample({1: 525e3}, other=165e3, loss=None))
+    unknown.on_loss_report(1.4, lost=12, expected=50)
+    assert unknown.update(2, sample({1: 340e3}, other=165e3)).estimate_bps == pytest.approx(0.85 * 300e3)
+    # ... until the hold's second sample: its reports of 2.5 s still count mostly the overload
+    second = unknown.update(3, sample({1: 340e3}, other=165e3, received=560e3)).estimate_bps
+    assert second == pytest.approx(0.85 * 505e3)  # within what was sent (in these two samples)
     # within the prior, a report's loss is the link's own until the samples tell otherwise
     within = DownlinkEstimator()
     within.update(1, sample({1: 170e3}, loss=None))
     assert within.on_loss_report(1.4, lost=12, expected=50) is None
+    # the same overload first seen in a sample: the same cut, lifted the same way
+    sampled = DownlinkEstimator()
+    sampled.update(1, sample({1: 525e3}, other=165e3, loss=None))
+    cut = sampled.update(2, sample({1: 525e3}, other=165e3, loss=0.1))
+    assert cut.reason == "loss" and cut.estimate_bps == pytest.approx(0.85 * 300e3)
+    lifted = sampled.update(3, sample({1: 170e3}, other=165e3, received=560e3)).estimate_bps
+    assert lifted == pytest.approx(0.85 * 560e3)
 
 
 def test_a_first_overload_reported_before_the_first_sample_is_weighed_against_what_is_being_sent():

@@ -27,7 +27,9 @@ what was sent then; from its second sample on it is at most the most that got th
 is less than the downlink carried before: it narrowed); the first congestion replaces the initial
 estimate even upwards (evidence beats the prior). The prior's overload, like a probe's, ends at the
 first receiver report that counts its loss (`on_loss_report`, between samples; a stream's first
-report counts too, and before the first sample with media, what is being sent stands in for one).
+report counts too, and before the first sample with media, what is being sent stands in for one);
+that cut is at most 0.85 times the prior (loss reported early says too much got through), and the
+hold's first sample lifts it to 0.85 times what the receiver got of the overload, if more.
 Once that congestion is over, a probe goes back to where the cut came from (a burst may have caused
 it), whatever the probe interval. Without congestion the estimate rises to what was carried (the
 lowest of the last three seconds), and beyond only through a probe: when the allocator wants more
@@ -101,6 +103,11 @@ OVERLOAD_LOSS_RISE = 0.05
 #: sample's reports, and a loss or 48 ms of queue in the second's; on 600 kbit/s, 5 of 7 that sent
 #: 587-655 kbit/s left 1-25 ms and nothing lost in both).
 REMB_END_CLEAR_SAMPLES = 2
+#: After a cut of the prior's overload made before the receive rate was known, the first receive rate of
+#: this many samples of the hold is what the receiver got of the overload (its reports start 0.5-1.5 s
+#: after the media: traced, the first overload was cut before the hold's first sample had one in 1 of 6
+#: runs on 600 kbit/s; the second's reports of 2.5 s still count mostly the overload).
+BLIND_CUT_SAMPLES = 2
 #: The link's own loss: the median of this many recent one-second samples.
 LOSS_BASE_SAMPLES = 10
 #: On queueing delay without loss, the downlink carried at least this share of what was sent (the
@@ -349,6 +356,8 @@ class DownlinkEstimator:
         self._held_samples = 0
         #: a probe a REMB ended, until the hold's samples say what it carried
         self._remb_end: _RembEnd | None = None
+        #: the hold follows a cut of the prior bounded by the prior, before the receive rate was known
+        self._blind_cut = False
         self._wanted: deque[float] = deque(maxlen=PROBE_WANTED_SAMPLES)
 
     @property
@@ -388,8 +397,9 @@ class DownlinkEstimator:
         sample = sending if sending is not None else self._last_sample
         if sample is None or not entry.below_sent(sample):
             return None
-        self._remb_end = _RembEnd(self._probe.goal_bps, sending.delivered_bps if sending is not None else None)
+        end = _RembEnd(self._probe.goal_bps, sending.delivered_bps if sending is not None else None)
         self._fail_probe(time_s)
+        self._remb_end = end
         return self._result(time_s, sample, ("remb",), self._median_loss())
 
     def forget(self, ssrc: int) -> None:
@@ -440,15 +450,23 @@ class DownlinkEstimator:
             self._held_samples += 1
             if self._remb_end is not None:
                 self._credit_queued_probe(sample)
-            elif self._held_samples == 1:
-                self._recount_overload(sample)
+            else:
+                if self._blind_cut:
+                    self._lift_blind_cut(sample)
+                if self._held_samples == 1:
+                    self._recount_overload(sample)
+        else:  # a hold's records end with it
+            self._remb_end = None
+            self._blind_cut = False
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
-            if self._reason == INITIAL_REASON and sample.received_bps is None:
+            blind = self._reason == INITIAL_REASON and sample.received_bps is None and capacity > self.estimate_bps
+            if blind:
                 # what was sent less the loss reported so far, before the receive rate is known, is
                 # above what got through (loss is reported up to a second late): no higher than the prior
-                capacity = min(capacity, self.estimate_bps)
+                # (until the hold's samples measure the receive rate: `_lift_blind_cut`)
+                capacity = self.estimate_bps
             if self._probe is not None:
                 # the downlink carries less than the goal, and at least what it carried before the probe:
                 # what got through while the probe over-used, within those (no back-off: the allocator
@@ -473,6 +491,7 @@ class DownlinkEstimator:
                         self._recover_bps = max(self._recover_bps or 0.0, self.estimate_bps)
                     self.estimate_bps = cut
                     self._hold(time_s, CUT_HOLD_S, self._last_carried)
+                    self._blind_cut = blind
                     self._reason = "+".join(signals)
                     self._limit_found()
             if held and sample.received_bps is not None and self._held_samples > 1:
@@ -549,8 +568,10 @@ class DownlinkEstimator:
             self._last_congestion_s = time_s
             self._delivered.clear()
             got_through = sample.delivered_bps * (1.0 - lost / expected)
+            blind = got_through > self.estimate_bps  # (the prior bounds it: see `_lift_blind_cut`)
             self.estimate_bps = max(MIN_ESTIMATE_BPS, BACKOFF * min(got_through, self.estimate_bps))
             self._hold(time_s, CUT_HOLD_S, self._last_carried)
+            self._blind_cut = blind
             self._reason = "loss"
             self._limit_found()
         return self._result(time_s, sample, ("loss",), self._median_loss())
@@ -604,6 +625,8 @@ class DownlinkEstimator:
         self._carried_before_hold = carried_before
         self._held_through = None
         self._held_samples = 0
+        self._remb_end = None
+        self._blind_cut = False
 
     def _credit_queued_probe(self, sample: DownlinkSample) -> None:
         """A sample of a hold after a REMB ended a probe (`_remb_end` set). At the first, the probe
@@ -640,6 +663,22 @@ class DownlinkEstimator:
         few = sample.packets is not None and loss * sample.packets < REPORT_MIN_LOST
         lost = loss > 0 and not (few and loss < self._own_loss() + OVERLOAD_LOSS_RISE)
         return not lost and rtt - min(self._rtts) <= PROBE_QUEUE_DELAY_S
+
+    def _lift_blind_cut(self, sample: DownlinkSample) -> None:
+        """A sample of the hold after a cut of the prior's overload made before the receive rate was
+        known (in `update` or `on_loss_report`: loss reported early says too much got through, so the cut
+        is at most BACKOFF times the prior). The first of its first BLIND_CUT_SAMPLES samples with a receive rate
+        measures what the receiver got of the overload (over reports of 2.5 s): the estimate becomes
+        BACKOFF times that, if more, within what was sent (as a delay-based controller backs off to a
+        share of its receive rate). Traced: a 600 kbit/s downlink overloaded by its first second's
+        keyframes (632-664 kbit/s for the three lowest layers) was cut to 255 kbit/s, then took probes of
+        10-23 s to climb back; its receive rate in the hold's first two samples was 438-591 kbit/s."""
+        before, received = self._last_sample, sample.received_bps
+        if received is not None:
+            sent = max(before.delivered_bps if before is not None else 0.0, sample.delivered_bps)
+            self.estimate_bps = max(self.estimate_bps, BACKOFF * min(received, sent))
+        if received is not None or self._held_samples >= BLIND_CUT_SAMPLES:
+            self._blind_cut = False
 
     def _recount_overload(self, sample: DownlinkSample) -> None:
         """The first sample of a hold: its reports count the loss of the overload just acted on. What
