@@ -410,6 +410,15 @@ def test_a_remb_that_falls_below_what_is_sent_ends_a_probe_at_once():
     assert hold(clean, (0.08, 4 / 100, 100)) == [400e3, 400e3]  # loss: the same
     assert hold((0.08, 1 / 9, 9), clean) == [400e3, 400e3]  # one packet of a few, far above the link's own loss
     assert hold((None, 0.0, 60), clean) == [400e3, 400e3]  # no RTT: nothing shown
+    # a REMB just after a sample: what that sample sent is what was being sent
+    e = probing()
+    assert e.update(4, sample({1: 340e3}, other=165e3), **kw).state == "probing"
+    assert e.on_remb(4.05, 140e3, [1]) is not None
+    late = [
+        e.update(5 + i, DownlinkSample({1: 170e3}, 165e3, 0.0, 0.08, received_bps=380e3, packets=60), **kw)
+        for i in range(2)
+    ]
+    assert [r.estimate_bps for r in late] == [400e3, pytest.approx(0.9 * 505e3)]
     # a hold that ends before its second sample takes its record along: the next hold, after a cut, recounts
     # its overload's loss and is not credited with the earlier probe
     e = probing()

