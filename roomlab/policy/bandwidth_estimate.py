@@ -29,7 +29,9 @@ estimate even upwards (evidence beats the prior). The prior's overload, like a p
 first receiver report that counts its loss (`on_loss_report`, between samples; a stream's first
 report counts too, and before the first sample with media, what is being sent stands in for one);
 that cut is at most 0.85 times the prior (loss reported early says too much got through), and the
-hold's first sample lifts it to 0.85 times what the receiver got of the overload, if more.
+first receive rate of the hold's first two samples lifts it to 0.85 times what the receiver got of
+the overload, if more. (The loss of a stream's last packets before it was switched off is left out
+when it is switched back on: `roomlab.server.measurements.loss_since_resumed`.)
 Once that congestion is over, a probe goes back to where the cut came from (a burst may have caused
 it), whatever the probe interval. Without congestion the estimate rises to what was carried (the
 lowest of the last three seconds), and beyond only through a probe: when the allocator wants more
@@ -667,13 +669,14 @@ class DownlinkEstimator:
 
     def _lift_blind_cut(self, sample: DownlinkSample) -> None:
         """A sample of the hold after a cut of the prior's overload made before the receive rate was
-        known (in `update` or `on_loss_report`: loss reported early says too much got through, so the cut
-        is at most BACKOFF times the prior). The first of its first BLIND_CUT_SAMPLES samples with a receive rate
-        measures what the receiver got of the overload (over reports of 2.5 s): the estimate becomes
-        BACKOFF times that, if more, within what was sent (as a delay-based controller backs off to a
-        share of its receive rate). Traced: a 600 kbit/s downlink overloaded by its first second's
-        keyframes (632-664 kbit/s for the three lowest layers) was cut to 255 kbit/s, then took probes of
-        10-23 s to climb back; its receive rate in the hold's first two samples was 438-591 kbit/s."""
+        known (in `update` or `on_loss_report`: loss reported early says too much got through, so the
+        cut is at most BACKOFF times the prior). The first receive rate of the hold's first
+        BLIND_CUT_SAMPLES samples measures what the receiver got of the overload (over reports of
+        2.5 s): the estimate becomes BACKOFF times that, if more, within what was sent (as a
+        delay-based controller backs off to a share of its receive rate). Traced: a 600 kbit/s downlink
+        overloaded by its first second's keyframes (632-664 kbit/s for the three lowest layers) was cut
+        to 255 kbit/s, then took probes of 10-23 s to climb back; its receive rate in the hold's first
+        two samples was 438-591 kbit/s."""
         before, received = self._last_sample, sample.received_bps
         if received is not None:
             sent = max(before.delivered_bps if before is not None else 0.0, sample.delivered_bps)
