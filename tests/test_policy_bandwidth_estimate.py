@@ -410,6 +410,11 @@ def test_a_remb_that_falls_below_what_is_sent_ends_a_probe_at_once():
     assert hold(clean, (0.08, 4 / 100, 100)) == [400e3, 400e3]  # loss: the same
     assert hold((0.08, 1 / 9, 9), clean) == [400e3, 400e3]  # one packet of a few, far above the link's own loss
     assert hold((None, 0.0, 60), clean) == [400e3, 400e3]  # no RTT: nothing shown
+    # the hold's first sample's reports show the overload (6 of 52 lost): what got through, backed off from
+    e = probing()
+    assert e.on_remb(3.5, 140e3, [1]) is not None
+    over = e.update(4, DownlinkSample({1: 340e3}, 165e3, 6 / 52, 0.08, received_bps=500e3, packets=52), **kw)
+    assert over.estimate_bps == pytest.approx(0.85 * 500e3)  # (500 if nothing was lost)
     # a REMB just after a sample: what that sample sent is what was being sent
     e = probing()
     assert e.update(4, sample({1: 340e3}, other=165e3), **kw).state == "probing"

@@ -634,7 +634,10 @@ class DownlinkEstimator:
     def _credit_queued_probe(self, sample: DownlinkSample) -> None:
         """A sample of a hold after a REMB ended a probe (`_remb_end` set). At the first, the probe
         queued the downlink, so what got through meanwhile is what the downlink carries (the estimate
-        becomes that, within what it was and the probe's goal, as for a probe that fails at a sample).
+        becomes that, within what it was and the probe's goal, as for a probe that fails at a sample;
+        BACKOFF times that if this sample's reports show the overload: traced, a probe on 600 kbit/s
+        that had 11 % lost and 55 ms of queue in them set the estimate to the 606 kbit/s that got
+        through, and the allocation that filled it overflowed the downlink again).
         A probe that asked for 3 % more than a 600 kbit/s downlink carries queues it slowly, and ends on
         the receiver's REMB long before anything is lost: what it showed must not be lost with it. What
         got through is measured over reports of 2.5 s, mostly seconds before a probe that lasted a
@@ -648,24 +651,32 @@ class DownlinkEstimator:
         end = self._remb_end
         assert end is not None
         if self._held_samples == 1:
-            self.estimate_bps = max(self.estimate_bps, min(end.goal_bps, self._carried(sample)))
+            carried = self._carried(sample)
+            if self._shows_overload(sample):  # it overflowed or queued: back off from it, as on congestion
+                carried *= BACKOFF
+            self.estimate_bps = max(self.estimate_bps, min(end.goal_bps, carried))
         if not self._left_no_trace(sample):
             self._remb_end = None
         elif self._held_samples >= REMB_END_CLEAR_SAMPLES:
             self._remb_end = None
             self.estimate_bps = max(self.estimate_bps, min(end.goal_bps, QUEUED_SHARE * end.sent_bps))
 
-    def _left_no_trace(self, sample: DownlinkSample) -> bool:
-        """This sample's reports show the downlink neither overflowing (fewer than REPORT_MIN_LOST
-        packets lost, and less than OVERLOAD_LOSS_RISE above its own loss) nor queueing (their RTT
-        within PROBE_QUEUE_DELAY_S of its baseline); a sample without reports, or without an RTT,
-        shows nothing."""
+    def _shows_overload(self, sample: DownlinkSample) -> bool:
+        """This sample's reports show the downlink overflowing (at least REPORT_MIN_LOST packets lost,
+        or OVERLOAD_LOSS_RISE above its own loss) or queueing (their RTT more than PROBE_QUEUE_DELAY_S
+        above its baseline)."""
         loss, rtt = sample.fraction_lost, sample.rtt_s
-        if loss is None or rtt is None or not self._rtts:
+        few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
+        lost = loss is not None and loss > 0 and not (few and loss < self._own_loss() + OVERLOAD_LOSS_RISE)
+        queued = rtt is not None and bool(self._rtts) and rtt - min(self._rtts) > PROBE_QUEUE_DELAY_S
+        return lost or queued
+
+    def _left_no_trace(self, sample: DownlinkSample) -> bool:
+        """This sample's reports show the downlink neither overflowing nor queueing (`_shows_overload`);
+        a sample without reports, or without an RTT, shows nothing."""
+        if sample.fraction_lost is None or sample.rtt_s is None or not self._rtts:
             return False
-        few = sample.packets is not None and loss * sample.packets < REPORT_MIN_LOST
-        lost = loss > 0 and not (few and loss < self._own_loss() + OVERLOAD_LOSS_RISE)
-        return not lost and rtt - min(self._rtts) <= PROBE_QUEUE_DELAY_S
+        return not self._shows_overload(sample)
 
     def _lift_blind_cut(self, sample: DownlinkSample) -> None:
         """A sample of the hold after a cut of the prior's overload made before the receive rate was
