@@ -49,12 +49,13 @@ at once): at the first REMB of a stream already sent that falls below what is se
 the receiver's delay detector sees the probe queue the downlink, before the queue overflows; behind
 400 kbit/s, traced, it ended a failed probe 0.7 s before a report counted its loss), or at the
 first receiver report that counts its loss (`on_loss_report`). The estimate becomes what got
-through, within what it was before and the goal (for a REMB, as the next sample shows, and if the
-next two samples' reports show neither loss nor a queue, what was being sent at the REMB, but for
-what the queue held; for a report's loss, it stays what it was; in both, lower if the next reports
-say less got through: the downlink narrowed); the next probe waits 4 s, doubling up to 12 s, and
-only step-sized probes follow until two succeed in a row. The estimate is thus damped by
-construction: noise in REMB, RTT or loss within the thresholds moves nothing.
+through, within what it was before and the goal (for a REMB, as the next sample shows, 0.85 times
+that if its reports show loss or a queue, and if the next two samples' reports show neither, what
+was being sent at the REMB, but for what the queue held; for a report's loss, it stays what it
+was; in both, lower if the next reports say less got through: the downlink narrowed); the next
+probe waits 4 s, doubling up to 12 s, and only step-sized probes follow until two succeed in a row.
+The estimate is thus damped by construction: noise in REMB, RTT or loss within the thresholds moves
+nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
 after the audio and data delivered in the last second (served first). Every result carries its
