@@ -570,6 +570,22 @@ def test_once_congestion_has_cut_the_estimate_probes_step_instead_of_doubling():
     assert probing[0].probe_goal_bps == pytest.approx(255e3 + 115e3 + 50e3)  # the next step, not 2 x 255
 
 
+def test_a_cut_weighs_its_reports_loss_against_what_was_sent_in_the_second_they_count():
+    # 578 kbit/s sent on a 600 kbit/s downlink with 12 % lost for two seconds; the allocation fell to 349
+    # in the second; the loss its reports count is of the 578 sent the second before
+    e = DownlinkEstimator(700e3)
+    feed(e, [DownlinkSample({1: 400e3}, 178e3, 0.0, 0.08, received_bps=578e3)] * 3)
+    e.update(4, DownlinkSample({1: 400e3}, 178e3, 0.121, 0.08, lost_bps=0.121 * 578e3, received_bps=560e3))
+    cut = e.update(5, DownlinkSample({1: 171e3}, 178e3, 0.121, 0.08, lost_bps=0.121 * 349e3, received_bps=515e3))
+    assert cut.reason == "loss" and cut.estimate_bps == pytest.approx(0.85 * 578e3 * (1 - 0.121))
+    # a downlink that narrowed under an allocation that has not moved: what was sent less the loss
+    narrowed = DownlinkEstimator(700e3)
+    feed(narrowed, [DownlinkSample({1: 400e3}, 178e3, 0.0, 0.08, received_bps=578e3)] * 3)
+    narrowed.update(4, DownlinkSample({1: 400e3}, 178e3, 0.5, 0.08, lost_bps=0.5 * 578e3, received_bps=560e3))
+    cut = narrowed.update(5, DownlinkSample({1: 400e3}, 178e3, 0.5, 0.08, lost_bps=0.5 * 578e3, received_bps=450e3))
+    assert cut.estimate_bps == pytest.approx(0.85 * 289e3)
+
+
 def test_a_downlink_that_narrows_as_a_probe_fails_is_not_held_above_what_gets_through():
     e = DownlinkEstimator(510e3)
     kw = {"wanted_video_bps": 3.6e6, "probe_step_bps": 400e3}

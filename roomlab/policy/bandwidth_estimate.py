@@ -822,14 +822,21 @@ class DownlinkEstimator:
         return OVERLOAD_LOSS_RISE if self._probe is not None or overload else LOSS_RISE
 
     def _sent_less_lost(self, sample: DownlinkSample, signals: tuple[str, ...]) -> float:
-        """On loss, what this second's sending less what its reports say was lost (with the link's own
-        loss added back): the receive rate counts reports of 2.5 s, mostly seconds before a downlink that
-        just narrowed (600 to 300 kbit/s: a cut from it stayed above the new link, and the next waited out
-        a hold). Not for what got through during a hold: the allocation has fallen by then, and reports
-        still count the overflow before it."""
+        """On loss, what was sent less what this second's reports say was lost (with the link's own loss
+        added back): the receive rate counts reports of 2.5 s, mostly seconds before a downlink that just
+        narrowed (600 to 300 kbit/s: a cut from it stayed above the new link, and the next waited out a
+        hold). The reports lag what was sent by up to a second: what was sent is the more of this second
+        and the one before (a hold that ended as the allocation fell left loss of 12 % counted against
+        the 349 kbit/s then sent, not the 578 it was of: a 600 kbit/s downlink cut to 277). Not for what
+        got through during a hold: the allocation has fallen by then, and reports still count the
+        overflow before it."""
         if "loss" not in signals or sample.lost_bps is None:
             return float("inf")
-        return max(0.0, sample.delivered_bps - sample.lost_bps) / (1.0 - self._own_loss_for_a_cut())
+        before = self._last_sample
+        sent = max(sample.delivered_bps, before.delivered_bps if before is not None else 0.0)
+        # the share of bits lost (each stream's loss weighed by its bitrate)
+        lost_share = min(1.0, sample.lost_bps / sample.delivered_bps) if sample.delivered_bps > 0 else 1.0
+        return sent * (1.0 - lost_share) / (1.0 - self._own_loss_for_a_cut())
 
     def _own_loss_for_a_cut(self) -> float:
         """The link's own loss to add back to what got through on congestion: none on the prior, where the
