@@ -20,42 +20,42 @@ server sends on its SSRCs. What the downlink carried is what the subscriber rece
 its receiver reports count, over their arrival times: `received_bps`), with the link's own loss
 added back (a lossy link carries what is sent; but not for a cut on the prior, whose loss so far may
 be the overflow's). On congestion the estimate falls at once to 0.85 times that (or, on loss, times
-what was sent that second less what its reports say was lost, if less: the receive rate lags a link
-that just narrowed), as GCC does, and holds for 3 s while reports catch up (the hold's first
-sample's reports count the overload's loss: the estimate is at most what they say got through of
-what was sent then; from its second sample on it is at most the most that got through since, if that
-is less than the downlink carried before: it narrowed); the first congestion replaces the initial
-estimate even upwards (evidence beats the prior). The prior's overload, like a probe's, ends at the
-first receiver report that counts its loss (`on_loss_report`, between samples; a stream's first
-report counts too, and before the first sample with media, what is being sent stands in for one);
-that cut is at most 0.85 times the prior (loss reported early says too much got through), and the
-first receive rate of the hold's first two samples lifts it to 0.85 times what the receiver got of
-the overload, if more. (The loss of a stream's last packets before it was switched off is left out
-when it is switched back on: `roomlab.server.measurements.loss_since_resumed`.)
-Once that congestion is over, a probe goes back to where the cut came from (a burst may have caused
-it), whatever the probe interval. Without congestion the estimate rises to what was carried (the
-lowest of the last three seconds), and beyond only through a probe: when the allocator wants more
-(its `probe_step_bps`), no congestion has been seen for 3 s, the probe interval has passed and, on
-the prior, the lowest layers it let on have flowed for 3 s (they are its first test), the estimator
-sets a probe goal (the next step plus 20 %, or double the estimate, whichever is larger: GCC probes
-at 2x; at most 15 % above the most the allocator wanted in the last 5 s, as layers' bitrates wander)
-and the allocator fills it. After 2 s (time for a keyframe and for feedback; up to 5 s while the
-reports still lag what was sent) the estimate rises to what the probe carried: all that was sent
-once the reports have caught up without a sign of congestion. A probe that carried half the increase
-it asked for (over the estimate, or over what was carried before it if less) succeeded, and the next
-may follow at once; one that the allocator could not fill tested nothing, and the next may follow a
-second later. If congestion appears, the probe ends at once, between samples (the allocation follows
-at once): at the first REMB of a stream already sent that falls below what is sent on it (`on_remb`:
-the receiver's delay detector sees the probe queue the downlink, before the queue overflows; behind
-400 kbit/s, traced, it ended a failed probe 0.7 s before a report counted its loss), or at the
-first receiver report that counts its loss (`on_loss_report`). The estimate becomes what got
-through, within what it was before and the goal (for a REMB, as the next sample shows, 0.85 times
-that if its reports show loss or a queue, and if the next two samples' reports show neither, what
-was being sent at the REMB, but for what the queue held; for a report's loss, it stays what it
-was; in both, lower if the next reports say less got through: the downlink narrowed); the next
-probe waits 4 s, doubling up to 12 s, and only step-sized probes follow until two succeed in a row.
-The estimate is thus damped by construction: noise in REMB, RTT or loss within the thresholds moves
-nothing.
+what was sent less the share its reports say was lost, if less: the receive rate lags a link that
+just narrowed; the more of what was sent that second and the one before, as reports lag), as GCC
+does, and holds for 3 s while reports catch up (the hold's first sample's reports count the
+overload's loss: the estimate is at most what they say got through of what was sent then; from its
+second sample on it is at most the most that got through since, if that is less than the downlink
+carried before: it narrowed); the first congestion replaces the initial estimate even upwards
+(evidence beats the prior). The prior's overload, like a probe's, ends at the first receiver report
+that counts its loss (`on_loss_report`, between samples; a stream's first report counts too, and
+before the first sample with media, what is being sent stands in for one); that cut is at most 0.85
+times the prior (loss reported early says too much got through), and the first receive rate of the
+hold's first two samples lifts it to 0.85 times what the receiver got of the overload, if more. (The
+loss of a stream's last packets before it was switched off is left out when it is switched back on:
+`roomlab.server.measurements.loss_since_resumed`.) Once that congestion is over, a probe goes back
+to where the cut came from (a burst may have caused it), whatever the probe interval. Without
+congestion the estimate rises to what was carried (the lowest of the last three seconds), and beyond
+only through a probe: when the allocator wants more (its `probe_step_bps`), no congestion has been
+seen for 3 s, the probe interval has passed and, on the prior, the lowest layers it let on have
+flowed for 3 s (they are its first test), the estimator sets a probe goal (the next step plus 20 %,
+or double the estimate, whichever is larger: GCC probes at 2x; at most 15 % above the most the
+allocator wanted in the last 5 s, as layers' bitrates wander) and the allocator fills it. After 2 s
+(time for a keyframe and for feedback; up to 5 s while the reports still lag what was sent) the
+estimate rises to what the probe carried: all that was sent once the reports have caught up without
+a sign of congestion. A probe that carried half the increase it asked for (over the estimate, or
+over what was carried before it if less) succeeded, and the next may follow at once; one that the
+allocator could not fill tested nothing, and the next may follow a second later. If congestion
+appears, the probe ends at once, between samples (the allocation follows at once): at the first REMB
+of a stream already sent that falls below what is sent on it (`on_remb`: the receiver's delay
+detector sees the probe queue the downlink, before the queue overflows; behind 400 kbit/s, traced,
+it ended a failed probe 0.7 s before a report counted its loss), or at the first receiver report
+that counts its loss (`on_loss_report`). The estimate becomes what got through, within what it was
+before and the goal (for a REMB, as the next sample shows, 0.85 times that if its reports show loss
+or a queue, and if the next two samples' reports show neither, what was being sent at the REMB, but
+for what the queue held; for a report's loss, it stays what it was; in both, lower if the next
+reports say less got through: the downlink narrowed); the next probe waits 4 s, doubling up to 12 s,
+and only step-sized probes follow until two succeed in a row. The estimate is thus damped by
+construction: noise in REMB, RTT or loss within the thresholds moves nothing.
 
 `estimate_bps` covers all the subscriber's media; `video_budget_bps` is what is left for video
 after the audio and data delivered in the last second (served first). Every result carries its
