@@ -243,6 +243,13 @@ class DownlinkSample:
         return sum(self.video_bps.values()) + self.other_bps
 
     @property
+    def few_lost(self) -> bool:
+        """Its reports counted fewer than REPORT_MIN_LOST packets lost, a packet or two: no news of the
+        downlink (False when the packets are not known)."""
+        loss, packets = self.fraction_lost, self.packets
+        return packets is not None and loss is not None and loss * packets < REPORT_MIN_LOST
+
+    @property
     def through_bps(self) -> float:
         """What got through: what the subscriber received, else what was sent less what the reports
         say was lost."""
@@ -459,9 +466,6 @@ class DownlinkEstimator:
                     self._lift_blind_cut(sample)
                 if self._held_samples == 1:
                     self._recount_overload(sample)
-        else:  # a hold's records end with it
-            self._remb_end = None
-            self._blind_cut = False
         if congested:
             self._last_congestion_s = time_s
             self._delivered.clear()
@@ -624,7 +628,8 @@ class DownlinkEstimator:
 
     def _hold(self, time_s: float, seconds: float, carried_before: float | None) -> None:
         """No cut for this long: the reports still tell of the congestion just acted on (`carried_before`:
-        what the downlink carried before it, before the probe if a probe caused it)."""
+        what the downlink carried before it, before the probe if a probe caused it). It starts afresh:
+        the records of the hold before (a REMB-ended probe, a blind cut) go with it."""
         self._hold_until_s = time_s + seconds
         self._carried_before_hold = carried_before
         self._held_through = None
@@ -667,8 +672,7 @@ class DownlinkEstimator:
         or OVERLOAD_LOSS_RISE above its own loss) or queueing (their RTT more than PROBE_QUEUE_DELAY_S
         above its baseline)."""
         loss, rtt = sample.fraction_lost, sample.rtt_s
-        few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
-        lost = loss is not None and loss > 0 and not (few and loss < self._own_loss() + OVERLOAD_LOSS_RISE)
+        lost = loss is not None and loss > 0 and not (sample.few_lost and loss < self._own_loss() + OVERLOAD_LOSS_RISE)
         queued = rtt is not None and bool(self._rtts) and rtt - min(self._rtts) > PROBE_QUEUE_DELAY_S
         return lost or queued
 
@@ -709,7 +713,7 @@ class DownlinkEstimator:
         loss = sample.fraction_lost
         if before is None or loss is None:
             return
-        if sample.packets is not None and loss * sample.packets < REPORT_MIN_LOST:
+        if sample.few_lost:
             return  # a packet or two: no news of the downlink
         own = self._own_loss()
         if loss < own + OVERLOAD_LOSS_RISE:
@@ -745,12 +749,11 @@ class DownlinkEstimator:
         loss = sample.fraction_lost
         overload = self._overloading(sample)
         base = self._loss_base(overload)
-        few = sample.packets is not None and loss is not None and loss * sample.packets < REPORT_MIN_LOST
         rise = self._loss_rise(overload)
         # with no loss of its own known, a rise is measured from none while the overload is deliberate
         # (a probe) or unproven (sending beyond the prior)
         overloaded = overload or self._probe is not None
-        if loss is not None and (self._losses or overloaded) and loss >= base + rise and not few:
+        if loss is not None and (self._losses or overloaded) and loss >= base + rise and not sample.few_lost:
             self._loss_streak += 1
         else:
             self._loss_streak = 0
